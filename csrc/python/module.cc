@@ -1,0 +1,286 @@
+// pyfastq._core: the producers' side of the ring.
+//
+// Python hands over a flat list of components per element. The fast path here
+// accepts only C-contiguous numpy arrays whose dtype and shape match the specs
+// exactly and returns False for anything else, so that Python can convert the
+// element (or raise the precise error) and call again. A rejected element
+// leaves the ring unchanged: slots are only acquired after validation.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "pyfastq/ring_memory.h"
+
+namespace py = pybind11;
+
+namespace pyfastq {
+namespace {
+
+// Below this many bytes a copy is cheaper than giving up and retaking the GIL.
+constexpr std::size_t kReleaseGilBytes = 256 * 1024;
+// A blocked call wakes this often to let Ctrl-C (PyErr_CheckSignals) through.
+constexpr auto kSignalCheck = std::chrono::milliseconds(50);
+
+py::object closed_error() { return py::module_::import("pyfastq._errors").attr("QueueClosed"); }
+
+Deadline deadline_from(const py::object& timeout) {
+  if (timeout.is_none()) return no_deadline();
+  const double seconds = timeout.cast<double>();
+  if (!(seconds >= 0)) throw py::value_error("timeout must be None or a number >= 0, got " + py::repr(timeout).cast<std::string>());
+  if (seconds > 1e9) return no_deadline();
+  return Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+}
+
+class PyRing;
+
+// One reserved slot, exposed as writable numpy views.
+class Reservation {
+ public:
+  Reservation(std::shared_ptr<RingMemory> mem, std::uint32_t slot, py::list views)
+      : mem_(std::move(mem)), slot_(slot), views_(std::move(views)) {}
+  ~Reservation() {
+    // Dropped without commit or abort (an exception, a lost reference): nothing is enqueued.
+    if (active_) mem_->ring().abort(slot_);
+  }
+  py::list views() const { return views_; }
+  bool active() const { return active_; }
+  void commit() { finish(true); }
+  void abort() { finish(false); }
+
+ private:
+  void finish(bool commit) {
+    if (!active_) throw py::value_error("this reservation was already committed or aborted");
+    active_ = false;
+    // The slot belongs to the consumers now: the views must not write into it.
+    for (auto v : views_) v.attr("setflags")(py::arg("write") = false);
+    if (commit) {
+      mem_->ring().commit(slot_);
+    } else {
+      mem_->ring().abort(slot_);
+    }
+  }
+  std::shared_ptr<RingMemory> mem_;
+  std::uint32_t slot_;
+  py::list views_;
+  bool active_ = true;
+};
+
+class PyRing {
+ public:
+  PyRing(std::uint32_t capacity, const std::vector<py::dtype>& dtypes, const std::vector<std::vector<py::ssize_t>>& shapes,
+         std::string name)
+      : dtypes_(dtypes), shapes_(shapes), name_(std::move(name)) {
+    if (dtypes.size() != shapes.size()) throw py::value_error("dtypes and shapes differ in length");
+    std::vector<std::uint64_t> nbytes;
+    for (std::size_t i = 0; i < dtypes.size(); ++i) {
+      std::uint64_t n = static_cast<std::uint64_t>(dtypes[i].itemsize());
+      for (auto d : shapes[i]) {
+        if (d < 0) throw py::value_error("component shapes must be fully defined");
+        n *= static_cast<std::uint64_t>(d);
+      }
+      nbytes.push_back(n);
+    }
+    mem_ = RingMemory::create(capacity, nbytes);
+    ring_ = &mem_->ring();
+  }
+
+  // Puts one element; False (and nothing done) if a component is not an exact-match array.
+  bool put(const py::sequence& comps, const py::object& timeout) {
+    std::vector<py::array> arrays;
+    if (!exact(comps, /*leading=*/-1, &arrays)) return false;
+    const Deadline deadline = deadline_from(timeout);
+    std::uint32_t slot;
+    acquire(&slot, deadline);
+    copy_rows(&slot, 1, arrays, 0);
+    ring_->commit(slot);
+    return true;
+  }
+
+  // Puts every row along dim 0; all rows or none when they fit in the ring.
+  bool put_many(const py::sequence& comps, const py::object& timeout) {
+    if (comps.size() == 0) return false;
+    const py::object first = comps[0];
+    if (!py::isinstance<py::array>(first) || py::array(first.cast<py::array>()).ndim() < 1) return false;
+    const py::ssize_t rows = first.cast<py::array>().shape(0);
+    std::vector<py::array> arrays;
+    if (!exact(comps, rows, &arrays)) return false;
+    const Deadline deadline = deadline_from(timeout);
+    const std::uint32_t cap = ring_->capacity();
+    if (static_cast<std::uint64_t>(rows) > cap && !timeout.is_none()) {
+      throw py::value_error("put_many of " + std::to_string(rows) + " elements into '" + name_ + "' of capacity " +
+                            std::to_string(cap) + " cannot be all-or-nothing within a timeout; pass timeout=None");
+    }
+    std::vector<std::uint32_t> slots(std::min<std::uint64_t>(rows, cap));
+    for (py::ssize_t done = 0; done < rows;) {
+      const std::uint32_t chunk = static_cast<std::uint32_t>(std::min<py::ssize_t>(rows - done, cap));
+      for (std::uint32_t i = 0; i < chunk; ++i) {
+        try {
+          acquire(&slots[i], deadline);
+        } catch (...) {
+          for (std::uint32_t j = 0; j < i; ++j) ring_->abort(slots[j]);
+          throw;
+        }
+      }
+      copy_rows(slots.data(), chunk, arrays, done);
+      for (std::uint32_t i = 0; i < chunk; ++i) ring_->commit(slots[i]);
+      done += chunk;
+    }
+    return true;
+  }
+
+  std::unique_ptr<Reservation> reserve(const py::object& timeout) {
+    const Deadline deadline = deadline_from(timeout);
+    std::uint32_t slot;
+    acquire(&slot, deadline);
+    py::list views;
+    // Each view keeps the ring's memory alive, whatever happens to the queue.
+    auto* keep = new std::shared_ptr<RingMemory>(mem_);
+    py::capsule owner(keep, [](void* p) { delete static_cast<std::shared_ptr<RingMemory>*>(p); });
+    for (std::size_t i = 0; i < dtypes_.size(); ++i) {
+      void* data = ring_->slot_data(slot) + ring_->component(static_cast<std::uint32_t>(i)).offset;
+      views.append(py::array(dtypes_[i], shapes_[i], data, owner));
+    }
+    return std::make_unique<Reservation>(mem_, slot, std::move(views));
+  }
+
+  bool close(bool cancel) { return ring_->close(cancel); }
+  bool fail(const std::string& message) { return ring_->fail(message.data(), message.size()); }
+  std::uint64_t size() const { return ring_->size(); }
+  std::uint32_t capacity() const { return ring_->capacity(); }
+  std::uint64_t id() const { return mem_->id(); }
+  std::string state() const {
+    switch (ring_->state()) {
+      case State::kOpen: return "open";
+      case State::kClosed: return "closed";
+      case State::kCancelled: return "cancelled";
+      case State::kFailed: return "failed";
+    }
+    return "unknown";
+  }
+  std::string fail_message() const { return ring_->fail_message(); }
+  py::dict stats() const {
+    const Counters c = ring_->counters();
+    py::dict d;
+    d["puts"] = c.puts;
+    d["gets"] = c.gets;
+    d["size"] = c.size;
+    d["put_wait_s"] = c.put_wait_ns * 1e-9;
+    d["get_wait_s"] = c.get_wait_ns * 1e-9;
+    d["capacity"] = ring_->capacity();
+    d["slot_bytes"] = ring_->slot_bytes();
+    d["memory_bytes"] = mem_->bytes();
+    return d;
+  }
+
+ private:
+  // True if every component is a C-contiguous array of exactly the spec's
+  // dtype and shape (with a leading dim of `leading` rows when >= 0).
+  bool exact(const py::sequence& comps, py::ssize_t leading, std::vector<py::array>* out) const {
+    if (comps.size() != dtypes_.size()) return false;
+    out->reserve(dtypes_.size());
+    for (std::size_t i = 0; i < dtypes_.size(); ++i) {
+      py::object obj = comps[i];
+      if (!py::isinstance<py::array>(obj)) return false;
+      auto a = py::reinterpret_borrow<py::array>(obj);
+      if (!(a.flags() & py::array::c_style) || !a.dtype().equal(dtypes_[i])) return false;
+      const auto& shape = shapes_[i];
+      const py::ssize_t lead = leading >= 0 ? 1 : 0;
+      if (a.ndim() != static_cast<py::ssize_t>(shape.size()) + lead) return false;
+      if (lead && a.shape(0) != leading) return false;
+      for (std::size_t d = 0; d < shape.size(); ++d) {
+        if (a.shape(static_cast<py::ssize_t>(d) + lead) != shape[d]) return false;
+      }
+      out->push_back(std::move(a));
+    }
+    return true;
+  }
+
+  // Waits for a free slot with the GIL released, in slices so Ctrl-C gets through.
+  void acquire(std::uint32_t* slot, Deadline deadline) {
+    Status st;
+    if (ring_->try_acquire(slot, &st)) return;
+    while (st != Status::kClosed) {
+      const Deadline slice = std::min(deadline, Clock::now() + kSignalCheck);
+      {
+        py::gil_scoped_release nogil;  // parked: let other threads run
+        st = ring_->acquire(slot, slice);
+      }
+      if (st == Status::kOk) return;
+      if (st != Status::kTimeout) break;
+      if (Clock::now() >= deadline) {
+        PyErr_SetString(PyExc_TimeoutError, ("no free slot in queue '" + name_ + "' before the timeout").c_str());
+        throw py::error_already_set();
+      }
+      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    }
+    const State s = ring_->state();
+    const char* why = s == State::kFailed ? "has failed" : s == State::kCancelled ? "was cancelled" : "is closed";
+    PyErr_SetString(closed_error().ptr(), ("queue '" + name_ + "' " + why + ": no more puts").c_str());
+    throw py::error_already_set();
+  }
+
+  void copy_rows(const std::uint32_t* slots, std::uint32_t n, const std::vector<py::array>& arrays,
+                 py::ssize_t first_row) {
+    std::size_t total = 0;
+    for (std::uint32_t c = 0; c < arrays.size(); ++c) total += ring_->component(c).nbytes * n;
+    auto copy = [&] {
+      for (std::uint32_t c = 0; c < arrays.size(); ++c) {
+        const std::uint64_t nbytes = ring_->component(c).nbytes;
+        const auto* src = static_cast<const std::uint8_t*>(arrays[c].data()) + first_row * nbytes;
+        for (std::uint32_t r = 0; r < n; ++r) {
+          std::memcpy(ring_->slot_data(slots[r]) + ring_->component(c).offset, src + r * nbytes, nbytes);
+        }
+      }
+    };
+    if (total >= kReleaseGilBytes) {
+      py::gil_scoped_release nogil;  // a large copy: other producers may run meanwhile
+      copy();
+    } else {
+      copy();
+    }
+  }
+
+  std::shared_ptr<RingMemory> mem_;
+  Ring* ring_ = nullptr;
+  std::vector<py::dtype> dtypes_;
+  std::vector<std::vector<py::ssize_t>> shapes_;
+  std::string name_;
+};
+
+}  // namespace
+}  // namespace pyfastq
+
+PYBIND11_MODULE(_core, m) {
+  using namespace pyfastq;
+  m.doc() = "pyfastq's ring, producers' side (private: use pyfastq.Queue)";
+  m.attr("RING_LIBRARY") = ring_library_version();
+
+  py::class_<Reservation>(m, "Reservation")
+      .def_property_readonly("views", &Reservation::views)
+      .def_property_readonly("active", &Reservation::active)
+      .def("commit", &Reservation::commit)
+      .def("abort", &Reservation::abort);
+
+  py::class_<PyRing>(m, "Ring")
+      .def(py::init<std::uint32_t, const std::vector<py::dtype>&, const std::vector<std::vector<py::ssize_t>>&,
+                    std::string>(),
+           py::arg("capacity"), py::arg("dtypes"), py::arg("shapes"), py::arg("name"))
+      .def("put", &PyRing::put, py::arg("components"), py::arg("timeout") = py::none())
+      .def("put_many", &PyRing::put_many, py::arg("components"), py::arg("timeout") = py::none())
+      .def("reserve", &PyRing::reserve, py::arg("timeout") = py::none())
+      .def("close", &PyRing::close, py::arg("cancel") = false)
+      .def("fail", &PyRing::fail, py::arg("message"))
+      .def("size", &PyRing::size)
+      .def("stats", &PyRing::stats)
+      .def("fail_message", &PyRing::fail_message)
+      .def_property_readonly("capacity", &PyRing::capacity)
+      .def_property_readonly("id", &PyRing::id)
+      .def_property_readonly("state", &PyRing::state);
+}

@@ -1,0 +1,200 @@
+// pyfastq ring: a bounded multi-producer multi-consumer queue of fixed-size
+// element slots, laid out by offsets in one block of memory so the same ring
+// works in process memory and in POSIX shared memory.
+//
+// Plain C++17: no Python, no TensorFlow.
+//
+// Layout of the block (all offsets from the block's start, 64-byte aligned):
+//
+//   RingHeader | free cells [capacity] | ready cells [capacity] | slots [capacity]
+//
+// Every slot index lives in exactly one place at a time: the free queue, a
+// producer (between acquire and commit/abort), the ready queue, or a consumer
+// (between pop and release). Both queues therefore hold at most `capacity`
+// indices and a push never waits. They are Vyukov bounded MPMC queues (one
+// sequence number per cell), so the fast path is a CAS and two stores.
+//
+// Waiting is a short spin, then a park on a futex word (an epoch counter that
+// is bumped on every push); wakes are only issued when someone is parked.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#if defined(PYFASTQ_BUILDING_RING)
+#define PYFASTQ_API __attribute__((visibility("default")))
+#else
+#define PYFASTQ_API
+#endif
+
+namespace pyfastq {
+
+inline constexpr std::size_t kCacheLineSize = 64;
+inline constexpr std::size_t kSlotAlignment = 64;  // TF wants 64-byte aligned tensor data
+inline constexpr std::uint32_t kMaxComponents = 128;
+inline constexpr std::size_t kFailMessageBytes = 16384;
+
+using Clock = std::chrono::steady_clock;
+using Deadline = Clock::time_point;
+inline Deadline no_deadline() { return Deadline::max(); }
+
+// Queue state; only ever moves away from kOpen, once.
+enum class State : std::uint32_t { kOpen = 0, kClosed = 1, kCancelled = 2, kFailed = 3 };
+
+enum class Status {
+  kOk,
+  kTimeout,    // deadline passed; nothing taken or given
+  kClosed,     // producer: no more puts. consumer: closed and too few left
+  kCancelled,  // close(cancel=true) was called
+  kFailed,     // fail() was called; see fail_message()
+  kAbandoned,  // the caller's abandon flag was raised (op cancelled, Ctrl-C)
+  kTooLarge,   // pop asked for more than capacity
+};
+
+PYFASTQ_API const char* status_name(Status s);
+
+// One component of an element: where it sits inside a slot.
+struct Component {
+  std::uint64_t offset;  // from the slot's start, kSlotAlignment aligned
+  std::uint64_t nbytes;
+};
+
+// A cell of an index queue. The sequence number tells whose turn the cell is.
+struct IndexCell {
+  std::atomic<std::uint64_t> seq;
+  std::uint32_t value;
+};
+
+// Head and tail of one Vyukov queue, each on its own cache line, plus the
+// futex word that waiters of the queue's consumers park on.
+struct alignas(kCacheLineSize) IndexQueueState {
+  // Align to cache line size to avoid false sharing between pushers and poppers
+  alignas(kCacheLineSize) std::atomic<std::uint64_t> tail;  // next push position
+  alignas(kCacheLineSize) std::atomic<std::uint64_t> head;  // next pop position
+  alignas(kCacheLineSize) std::atomic<std::uint32_t> epoch;  // futex word: bumped after each push
+  std::atomic<std::uint32_t> waiters;                         // parked (or about to park) poppers
+  std::atomic<std::uint64_t> wait_ns;                         // total time poppers spent parked
+};
+
+struct RingHeader {
+  std::uint64_t magic;
+  std::uint32_t version;
+  std::uint32_t capacity;
+  std::uint64_t slot_bytes;   // stride between slots
+  std::uint64_t total_bytes;  // of the whole block
+  std::uint64_t free_cells_offset;
+  std::uint64_t ready_cells_offset;
+  std::uint64_t slots_offset;
+  std::uint32_t num_components;
+  std::uint32_t flags;  // reserved for the owner (e.g. shared memory)
+  Component components[kMaxComponents];
+
+  IndexQueueState free_q;   // producers pop free slots, consumers push them back
+  IndexQueueState ready_q;  // producers push filled slots, consumers pop them
+
+  alignas(kCacheLineSize) std::atomic<std::uint32_t> state;
+  // Producers between acquire and commit/abort; a closed ring is drained only
+  // when none are left, so a put that began before close still arrives.
+  std::atomic<std::uint32_t> inflight;
+  std::atomic<std::uint32_t> fail_claim;   // first fail() wins and writes the message
+  std::atomic<std::uint32_t> fail_length;  // published after the message is written
+  char fail_message[kFailMessageBytes];
+};
+
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "ring needs lock-free 64-bit atomics");
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free, "ring needs lock-free 32-bit atomics");
+static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t), "futex words must be plain 32 bits");
+static_assert(alignof(IndexQueueState) == kCacheLineSize, "indices must sit on their own cache lines");
+
+struct Counters {
+  std::uint64_t puts;        // committed elements, all time
+  std::uint64_t gets;        // popped elements, all time
+  std::uint64_t size;        // ready to pop now
+  std::uint64_t put_wait_ns;  // producers parked waiting for a free slot
+  std::uint64_t get_wait_ns;  // consumers parked waiting for elements
+};
+
+// A view of a ring that lives in memory someone else owns. Copyable: it is two
+// pointers; the ring's state is all in the block.
+class PYFASTQ_API Ring {
+ public:
+  // Bytes needed for a ring of `capacity` slots holding the given components
+  // (their offsets are computed by layout()).
+  static std::size_t bytes_needed(std::uint32_t capacity, std::uint64_t slot_bytes);
+  // Lays out components one after another, each kSlotAlignment aligned; fills
+  // their offsets and returns the slot stride (a multiple of kSlotAlignment,
+  // at least kSlotAlignment).
+  static std::uint64_t layout(Component* components, std::uint32_t n);
+
+  // Builds a new open ring in `memory` (bytes_needed() bytes, 64-byte
+  // aligned, zeroed or not). Throws std::invalid_argument on bad sizes.
+  static Ring create(void* memory, std::size_t memory_bytes, std::uint32_t capacity,
+                     const Component* components, std::uint32_t num_components);
+  // Views a ring another Ring::create built in `memory` (e.g. in another
+  // process). Throws std::runtime_error if the block does not hold one.
+  static Ring attach(void* memory, std::size_t memory_bytes);
+
+  Ring() = default;
+
+  // producer side: waits for a free slot; on kOk `*slot` is the producer's
+  // until commit() or abort().
+  Status acquire(std::uint32_t* slot, Deadline deadline = no_deadline(),
+                 const std::atomic<bool>* abandon = nullptr) noexcept;
+  // producer side: never waits.
+  bool try_acquire(std::uint32_t* slot, Status* why_not = nullptr) noexcept;
+  // producer side: publishes a filled slot to consumers.
+  void commit(std::uint32_t slot) noexcept;
+  // producer side: gives an unfilled slot back; nothing is enqueued.
+  void abort(std::uint32_t slot) noexcept;
+
+  // consumer side: waits for `n` elements and takes them in FIFO order into
+  // `slots`, all at once or not at all. After close, with fewer than n left:
+  // if allow_smaller and some are left, takes those; otherwise kClosed and the
+  // elements stay. `*got` is the number taken. Each slot is the consumer's
+  // until release().
+  Status pop(std::uint32_t n, std::uint32_t* slots, std::uint32_t* got, bool allow_smaller = false,
+             Deadline deadline = no_deadline(), const std::atomic<bool>* abandon = nullptr) noexcept;
+  // consumer side: gives a slot whose data is no longer needed back to producers.
+  void release(std::uint32_t slot) noexcept;
+
+  // any thread: no more puts; waiters wake. cancel drops what is left and
+  // consumers get kCancelled. Returns false if the ring was already ended.
+  bool close(bool cancel = false) noexcept;
+  // any thread: ends the ring with an error message consumers will report.
+  bool fail(const char* message, std::size_t length) noexcept;
+  // any thread: wakes every parked waiter so it re-checks its abandon flag.
+  void wake_all() noexcept;
+
+  std::uint8_t* slot_data(std::uint32_t slot) const noexcept {
+    return base_ + header_->slots_offset + std::uint64_t(slot) * header_->slot_bytes;
+  }
+  State state() const noexcept { return State(header_->state.load(std::memory_order_acquire)); }
+  std::string fail_message() const;
+  std::uint32_t capacity() const noexcept { return header_->capacity; }
+  std::uint64_t slot_bytes() const noexcept { return header_->slot_bytes; }
+  std::uint32_t num_components() const noexcept { return header_->num_components; }
+  const Component& component(std::uint32_t i) const noexcept { return header_->components[i]; }
+  std::uint64_t size() const noexcept;  // elements ready to pop now
+  Counters counters() const noexcept;
+  RingHeader* header() const noexcept { return header_; }
+  bool valid() const noexcept { return header_ != nullptr; }
+
+ private:
+  Ring(std::uint8_t* base, RingHeader* header) : base_(base), header_(header) {}
+  IndexCell* free_cells() const noexcept {
+    return reinterpret_cast<IndexCell*>(base_ + header_->free_cells_offset);
+  }
+  IndexCell* ready_cells() const noexcept {
+    return reinterpret_cast<IndexCell*>(base_ + header_->ready_cells_offset);
+  }
+  bool end_with(State s) noexcept;
+  void drain_to_free() noexcept;
+
+  std::uint8_t* base_ = nullptr;
+  RingHeader* header_ = nullptr;
+};
+
+}  // namespace pyfastq

@@ -1,0 +1,399 @@
+#include "pyfastq/ring.h"
+
+#include <linux/futex.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <ctime>
+#include <new>
+#include <stdexcept>
+
+namespace pyfastq {
+namespace {
+
+constexpr std::uint64_t kMagic = 0x7079666173747131ull;  // "pyfastq1"
+constexpr std::uint32_t kVersion = 1;
+constexpr int kSpins = 128;
+constexpr int kYields = 4;
+// A parked waiter re-checks at least this often, so a missed wake (or a
+// waker in a process that died) costs latency, never a hang.
+constexpr auto kMaxPark = std::chrono::milliseconds(200);
+
+constexpr std::uint64_t align_up(std::uint64_t n, std::uint64_t a) { return (n + a - 1) / a * a; }
+
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
+// Not FUTEX_PRIVATE: the word may be in shared memory, parked on from
+// several processes.
+void futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected, std::chrono::nanoseconds timeout) {
+  timespec ts;
+  ts.tv_sec = static_cast<time_t>(timeout.count() / 1000000000);
+  ts.tv_nsec = static_cast<long>(timeout.count() % 1000000000);
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAIT, expected, &ts, nullptr, 0);
+}
+
+void futex_wake_all(std::atomic<std::uint32_t>* word) {
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+}
+
+void notify(IndexQueueState& q) noexcept {
+  q.epoch.fetch_add(1, std::memory_order_seq_cst);
+  if (q.waiters.load(std::memory_order_seq_cst) != 0) futex_wake_all(&q.epoch);
+}
+
+// Vyukov push. The queue can never be full (every slot index is in one place
+// at a time), so this only retries while racing other pushers.
+void push(IndexQueueState& q, IndexCell* cells, std::uint32_t cap, std::uint32_t value) noexcept {
+  std::uint64_t pos = q.tail.load(std::memory_order_relaxed);
+  IndexCell* cell;
+  for (;;) {
+    cell = &cells[pos % cap];
+    const std::uint64_t seq = cell->seq.load(std::memory_order_acquire);
+    const auto diff = static_cast<std::int64_t>(seq - pos);
+    if (diff == 0) {
+      if (q.tail.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) break;
+    } else if (diff < 0) {
+      // The popper of this cell's previous lap has claimed it but not yet
+      // marked it free: a few instructions away.
+      cpu_relax();
+      pos = q.tail.load(std::memory_order_relaxed);
+    } else {
+      pos = q.tail.load(std::memory_order_relaxed);
+    }
+  }
+  cell->value = value;
+  cell->seq.store(pos + 1, std::memory_order_release);
+  notify(q);
+}
+
+// Pops up to n values, all at once: checks that the next cells are filled,
+// then claims them with one CAS. Takes nothing unless at least min_take are
+// ready. Returns how many were taken.
+std::uint32_t pop_n(IndexQueueState& q, IndexCell* cells, std::uint32_t cap, std::uint32_t n,
+                    std::uint32_t min_take, std::uint32_t* out) noexcept {
+  std::uint64_t pos = q.head.load(std::memory_order_relaxed);
+  for (;;) {
+    std::uint32_t ready = 0;
+    bool moved = false;
+    for (; ready < n; ++ready) {
+      const std::uint64_t want = pos + ready + 1;
+      const std::uint64_t seq = cells[(pos + ready) % cap].seq.load(std::memory_order_acquire);
+      const auto diff = static_cast<std::int64_t>(seq - want);
+      if (diff < 0) break;  // not filled yet
+      if (diff > 0) {       // already taken: another popper moved head
+        moved = true;
+        break;
+      }
+    }
+    if (moved) {
+      pos = q.head.load(std::memory_order_relaxed);
+      continue;
+    }
+    if (ready < min_take || ready == 0) return 0;
+    if (q.head.compare_exchange_weak(pos, pos + ready, std::memory_order_relaxed)) {
+      for (std::uint32_t i = 0; i < ready; ++i) {
+        IndexCell& cell = cells[(pos + i) % cap];
+        out[i] = cell.value;
+        cell.seq.store(pos + i + cap, std::memory_order_release);
+      }
+      return ready;
+    }
+  }
+}
+
+enum class Try { kPending, kDone };
+
+// Spin, then park on q.epoch until try_once() is done, the deadline passes
+// or the abandon flag is raised.
+template <typename F>
+Status wait_until(IndexQueueState& q, Deadline deadline, const std::atomic<bool>* abandon, F try_once) {
+  Status st = Status::kOk;
+  for (int i = 0; i < kSpins + kYields; ++i) {
+    if (try_once(&st) == Try::kDone) return st;
+    if (i < kSpins) {
+      cpu_relax();
+    } else {
+      sched_yield();
+    }
+  }
+  for (;;) {
+    const std::uint32_t epoch = q.epoch.load(std::memory_order_seq_cst);
+    if (try_once(&st) == Try::kDone) return st;
+    if (abandon != nullptr && abandon->load(std::memory_order_acquire)) return Status::kAbandoned;
+    const auto now = Clock::now();
+    if (now >= deadline) return Status::kTimeout;
+    const auto park = std::min<Clock::duration>(deadline - now, kMaxPark);
+    // Announce ourselves, then re-check the epoch: a pusher bumps the epoch
+    // before reading waiters, so one of us sees the other.
+    q.waiters.fetch_add(1, std::memory_order_seq_cst);
+    if (q.epoch.load(std::memory_order_seq_cst) == epoch) {
+      futex_wait(&q.epoch, epoch, std::chrono::duration_cast<std::chrono::nanoseconds>(park));
+    }
+    q.waiters.fetch_sub(1, std::memory_order_seq_cst);
+    q.wait_ns.fetch_add(
+        static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - now).count()),
+        std::memory_order_relaxed);
+  }
+}
+
+}  // namespace
+
+const char* status_name(Status s) {
+  switch (s) {
+    case Status::kOk: return "ok";
+    case Status::kTimeout: return "timeout";
+    case Status::kClosed: return "closed";
+    case Status::kCancelled: return "cancelled";
+    case Status::kFailed: return "failed";
+    case Status::kAbandoned: return "abandoned";
+    case Status::kTooLarge: return "too large";
+  }
+  return "unknown";
+}
+
+std::uint64_t Ring::layout(Component* components, std::uint32_t n) {
+  std::uint64_t offset = 0;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    components[i].offset = offset;
+    offset = align_up(offset + components[i].nbytes, kSlotAlignment);
+  }
+  return std::max<std::uint64_t>(offset, kSlotAlignment);
+}
+
+namespace {
+struct Offsets {
+  std::uint64_t free_cells, ready_cells, slots, total;
+};
+Offsets offsets_for(std::uint32_t capacity, std::uint64_t slot_bytes) {
+  Offsets o;
+  const std::uint64_t cells = align_up(std::uint64_t(capacity) * sizeof(IndexCell), kCacheLineSize);
+  o.free_cells = align_up(sizeof(RingHeader), kCacheLineSize);
+  o.ready_cells = o.free_cells + cells;
+  o.slots = align_up(o.ready_cells + cells, 4096);  // page-aligned slots: large copies start on a page
+  o.total = o.slots + std::uint64_t(capacity) * slot_bytes;
+  return o;
+}
+}  // namespace
+
+std::size_t Ring::bytes_needed(std::uint32_t capacity, std::uint64_t slot_bytes) {
+  return offsets_for(capacity, slot_bytes).total;
+}
+
+Ring Ring::create(void* memory, std::size_t memory_bytes, std::uint32_t capacity, const Component* components,
+                  std::uint32_t num_components) {
+  if (capacity == 0) throw std::invalid_argument("ring capacity must be at least 1");
+  if (num_components == 0 || num_components > kMaxComponents) {
+    throw std::invalid_argument("ring needs 1 to " + std::to_string(kMaxComponents) + " components");
+  }
+  if (reinterpret_cast<std::uintptr_t>(memory) % kCacheLineSize != 0) {
+    throw std::invalid_argument("ring memory must be 64-byte aligned");
+  }
+  std::uint64_t slot_bytes = kSlotAlignment;
+  for (std::uint32_t i = 0; i < num_components; ++i) {
+    const auto& c = components[i];
+    if (c.offset % kSlotAlignment != 0) throw std::invalid_argument("component offset not 64-byte aligned");
+    slot_bytes = std::max(slot_bytes, align_up(c.offset + c.nbytes, kSlotAlignment));
+  }
+  const Offsets o = offsets_for(capacity, slot_bytes);
+  if (memory_bytes < o.total) throw std::invalid_argument("ring memory too small");
+
+  auto* base = static_cast<std::uint8_t*>(memory);
+  auto* h = new (memory) RingHeader;
+  h->magic = 0;  // published last
+  h->version = kVersion;
+  h->capacity = capacity;
+  h->slot_bytes = slot_bytes;
+  h->total_bytes = o.total;
+  h->free_cells_offset = o.free_cells;
+  h->ready_cells_offset = o.ready_cells;
+  h->slots_offset = o.slots;
+  h->num_components = num_components;
+  h->flags = 0;
+  std::copy(components, components + num_components, h->components);
+  for (IndexQueueState* q : {&h->free_q, &h->ready_q}) {
+    q->tail.store(0, std::memory_order_relaxed);
+    q->head.store(0, std::memory_order_relaxed);
+    q->epoch.store(0, std::memory_order_relaxed);
+    q->waiters.store(0, std::memory_order_relaxed);
+    q->wait_ns.store(0, std::memory_order_relaxed);
+  }
+  h->state.store(std::uint32_t(State::kOpen), std::memory_order_relaxed);
+  h->inflight.store(0, std::memory_order_relaxed);
+  h->fail_claim.store(0, std::memory_order_relaxed);
+  h->fail_length.store(0, std::memory_order_relaxed);
+  h->fail_message[0] = '\0';
+
+  auto* free_cells = reinterpret_cast<IndexCell*>(base + o.free_cells);
+  auto* ready_cells = reinterpret_cast<IndexCell*>(base + o.ready_cells);
+  for (std::uint32_t i = 0; i < capacity; ++i) {
+    // Every slot starts free: cell i holds slot i, filled for lap 0.
+    new (&free_cells[i]) IndexCell;
+    free_cells[i].value = i;
+    free_cells[i].seq.store(i + 1, std::memory_order_relaxed);
+    new (&ready_cells[i]) IndexCell;
+    ready_cells[i].value = 0;
+    ready_cells[i].seq.store(i, std::memory_order_relaxed);
+  }
+  h->free_q.tail.store(capacity, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  reinterpret_cast<std::atomic<std::uint64_t>*>(&h->magic)->store(kMagic, std::memory_order_release);
+  return Ring(base, h);
+}
+
+Ring Ring::attach(void* memory, std::size_t memory_bytes) {
+  auto* h = static_cast<RingHeader*>(memory);
+  if (memory_bytes < sizeof(RingHeader) ||
+      reinterpret_cast<std::atomic<std::uint64_t>*>(&h->magic)->load(std::memory_order_acquire) != kMagic) {
+    throw std::runtime_error("memory does not hold a pyfastq ring");
+  }
+  if (h->version != kVersion) {
+    throw std::runtime_error("pyfastq ring version " + std::to_string(h->version) + ", this build reads " +
+                             std::to_string(kVersion));
+  }
+  if (h->total_bytes > memory_bytes) throw std::runtime_error("pyfastq ring is larger than the memory given");
+  return Ring(static_cast<std::uint8_t*>(memory), h);
+}
+
+bool Ring::try_acquire(std::uint32_t* slot, Status* why_not) noexcept {
+  header_->inflight.fetch_add(1, std::memory_order_seq_cst);
+  const bool open = state() == State::kOpen;
+  if (open && pop_n(header_->free_q, free_cells(), header_->capacity, 1, 1, slot) == 1) return true;
+  header_->inflight.fetch_sub(1, std::memory_order_seq_cst);
+  notify(header_->ready_q);  // a consumer may be waiting for the last producer to leave
+  if (why_not) *why_not = open ? Status::kTimeout : Status::kClosed;
+  return false;
+}
+
+Status Ring::acquire(std::uint32_t* slot, Deadline deadline, const std::atomic<bool>* abandon) noexcept {
+  header_->inflight.fetch_add(1, std::memory_order_seq_cst);
+  const Status st = wait_until(header_->free_q, deadline, abandon, [&](Status* out) {
+    if (state() != State::kOpen) {
+      *out = Status::kClosed;
+      return Try::kDone;
+    }
+    if (pop_n(header_->free_q, free_cells(), header_->capacity, 1, 1, slot) == 1) {
+      *out = Status::kOk;
+      return Try::kDone;
+    }
+    return Try::kPending;
+  });
+  if (st != Status::kOk) {
+    header_->inflight.fetch_sub(1, std::memory_order_seq_cst);
+    notify(header_->ready_q);
+  }
+  return st;
+}
+
+void Ring::commit(std::uint32_t slot) noexcept {
+  push(header_->ready_q, ready_cells(), header_->capacity, slot);
+  header_->inflight.fetch_sub(1, std::memory_order_seq_cst);
+  if (state() != State::kOpen) notify(header_->ready_q);
+}
+
+void Ring::abort(std::uint32_t slot) noexcept {
+  push(header_->free_q, free_cells(), header_->capacity, slot);
+  header_->inflight.fetch_sub(1, std::memory_order_seq_cst);
+  if (state() != State::kOpen) notify(header_->ready_q);
+}
+
+Status Ring::pop(std::uint32_t n, std::uint32_t* slots, std::uint32_t* got, bool allow_smaller, Deadline deadline,
+                 const std::atomic<bool>* abandon) noexcept {
+  *got = 0;
+  if (n > header_->capacity) return Status::kTooLarge;
+  if (n == 0) return Status::kOk;
+  return wait_until(header_->ready_q, deadline, abandon, [&](Status* out) {
+    const State s = state();
+    if (s == State::kCancelled || s == State::kFailed) {
+      *out = s == State::kCancelled ? Status::kCancelled : Status::kFailed;
+      return Try::kDone;
+    }
+    *got = pop_n(header_->ready_q, ready_cells(), header_->capacity, n, n, slots);
+    if (*got != 0) {
+      *out = Status::kOk;
+      return Try::kDone;
+    }
+    // Closed, and no producer still filling a slot: nothing more will come.
+    if (s == State::kClosed && header_->inflight.load(std::memory_order_seq_cst) == 0) {
+      *got = pop_n(header_->ready_q, ready_cells(), header_->capacity, n, allow_smaller ? 1 : n, slots);
+      *out = *got != 0 ? Status::kOk : Status::kClosed;
+      return Try::kDone;
+    }
+    return Try::kPending;
+  });
+}
+
+void Ring::release(std::uint32_t slot) noexcept { push(header_->free_q, free_cells(), header_->capacity, slot); }
+
+bool Ring::end_with(State target) noexcept {
+  auto cur = header_->state.load(std::memory_order_acquire);
+  for (;;) {
+    // State only moves forward: open -> closed -> cancelled|failed.
+    if (cur == std::uint32_t(State::kCancelled) || cur == std::uint32_t(State::kFailed)) return false;
+    if (cur == std::uint32_t(target)) return false;
+    if (target == State::kClosed && cur != std::uint32_t(State::kOpen)) return false;
+    if (header_->state.compare_exchange_weak(cur, std::uint32_t(target), std::memory_order_seq_cst)) break;
+  }
+  if (target == State::kCancelled) drain_to_free();
+  wake_all();
+  return true;
+}
+
+void Ring::drain_to_free() noexcept {
+  std::uint32_t slot;
+  while (pop_n(header_->ready_q, ready_cells(), header_->capacity, 1, 1, &slot) == 1) release(slot);
+}
+
+bool Ring::close(bool cancel) noexcept { return end_with(cancel ? State::kCancelled : State::kClosed); }
+
+bool Ring::fail(const char* message, std::size_t length) noexcept {
+  std::uint32_t expected = 0;
+  if (!header_->fail_claim.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) return false;
+  if (state() == State::kCancelled || state() == State::kFailed) return false;
+  length = std::min(length, kFailMessageBytes - 1);
+  std::memcpy(header_->fail_message, message, length);
+  header_->fail_message[length] = '\0';
+  header_->fail_length.store(static_cast<std::uint32_t>(length), std::memory_order_release);
+  return end_with(State::kFailed);
+}
+
+std::string Ring::fail_message() const {
+  if (state() != State::kFailed) return {};
+  const std::uint32_t n = header_->fail_length.load(std::memory_order_acquire);
+  return std::string(header_->fail_message, n);
+}
+
+void Ring::wake_all() noexcept {
+  for (IndexQueueState* q : {&header_->free_q, &header_->ready_q}) {
+    q->epoch.fetch_add(1, std::memory_order_seq_cst);
+    futex_wake_all(&q->epoch);
+  }
+}
+
+std::uint64_t Ring::size() const noexcept {
+  const std::uint64_t tail = header_->ready_q.tail.load(std::memory_order_acquire);
+  const std::uint64_t head = header_->ready_q.head.load(std::memory_order_acquire);
+  return tail > head ? tail - head : 0;
+}
+
+Counters Ring::counters() const noexcept {
+  Counters c;
+  c.puts = header_->ready_q.tail.load(std::memory_order_relaxed);
+  c.gets = header_->ready_q.head.load(std::memory_order_relaxed);
+  c.size = size();
+  c.put_wait_ns = header_->free_q.wait_ns.load(std::memory_order_relaxed);
+  c.get_wait_ns = header_->ready_q.wait_ns.load(std::memory_order_relaxed);
+  return c;
+}
+
+}  // namespace pyfastq

@@ -1,0 +1,60 @@
+"""Backends: "native" (the C++ ring and the compiled op) and "python" (deque + numpy_function).
+
+Both take a flat list of components per element from pyfastq.Queue and give
+back flat lists of tensors; the Queue packs and unpacks the nest.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+_native_error: str | None = None
+
+
+def deadline_from(timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    if not timeout >= 0:
+        raise ValueError(f"timeout must be None or a number >= 0, got {timeout!r}")
+    return time.monotonic() + timeout
+
+
+def native_unavailable() -> str | None:
+    """Why the native backend cannot load here, or None if it can."""
+    global _native_error
+    if _native_error is None:
+        try:
+            from . import native  # noqa: F401
+        except ImportError as e:
+            _native_error = str(e)
+        else:
+            _native_error = ""
+    return _native_error or None
+
+
+def create(backend: str, spec, capacity: int, name: str):
+    if backend not in ("auto", "native", "python"):
+        raise ValueError(f'backend must be "auto", "native" or "python", got {backend!r}')
+    if backend in ("auto", "native"):
+        why = native_unavailable()
+        if why is None:
+            from .native import NativeBackend
+
+            return NativeBackend(spec, capacity, name)
+        if backend == "native":
+            raise ImportError(f"pyfastq's native backend is unavailable: {why}")
+        _warn_fallback(why)
+    from .python import PythonBackend
+
+    return PythonBackend(spec, capacity, name)
+
+
+_warned = False
+
+
+def _warn_fallback(why: str) -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(f"pyfastq: using the slower python backend because the native one is unavailable: {why}", RuntimeWarning, stacklevel=4)

@@ -1,0 +1,229 @@
+"""The pure-Python backend: a deque under a Condition, dequeued through tf.numpy_function.
+
+It has the native backend's API and semantics; it exists for comparison and
+as a fallback. tf.numpy_function can only raise OutOfRangeError (from
+StopIteration) into the graph: cancel and fail arrive as UnknownError carrying
+the same message.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from .._errors import QueueClosed
+from .._spec import Spec
+from . import deadline_from
+
+# A wait wakes this often, so nothing blocks forever on a missed notify.
+_SLICE = 0.1
+
+
+class _Reservation:
+    def __init__(self, backend: PythonBackend, views: list[np.ndarray]):
+        self._backend = backend
+        self.views = views
+        self.active = True
+
+    def _finish(self, commit: bool) -> None:
+        if not self.active:
+            raise ValueError("this reservation was already committed or aborted")
+        self.active = False
+        for v in self.views:
+            v.setflags(write=False)
+        self._backend._end_reservation(self.views if commit else None)
+
+    def commit(self) -> None:
+        self._finish(True)
+
+    def abort(self) -> None:
+        self._finish(False)
+
+    def __del__(self):
+        if getattr(self, "active", False):
+            self._backend._end_reservation(None)
+
+
+class PythonBackend:
+    name = "python"
+
+    def __init__(self, spec: Spec, capacity: int, name: str):
+        self._spec = spec
+        self._name = name
+        self._capacity = capacity
+        self._items: collections.deque = collections.deque()
+        self._reserved = 0  # slots held by reservations and puts in progress
+        self._cond = threading.Condition()
+        self._state = "open"
+        self._fail_message = ""
+        self._puts = self._gets = 0
+        self._put_wait = self._get_wait = 0.0
+
+    # -- producers -------------------------------------------------------------
+    def _claim(self, count: int, deadline: float | None) -> None:
+        """Waits until `count` slots are free and holds them; caller holds the lock."""
+        start = None
+        while self._state == "open" and len(self._items) + self._reserved + count > self._capacity:
+            now = time.monotonic()
+            start = start or now
+            if deadline is not None and now >= deadline:
+                self._put_wait += now - start
+                raise TimeoutError(f"no free slot in queue '{self._name}' before the timeout")
+            self._cond.wait(_SLICE if deadline is None else min(_SLICE, deadline - now))
+        if start is not None:
+            self._put_wait += time.monotonic() - start
+        if self._state != "open":
+            raise QueueClosed(f"queue '{self._name}' {_why(self._state)}: no more puts")
+        self._reserved += count
+
+    def put(self, flat: list, timeout: float | None) -> None:
+        arrays = [a.copy() for a in self._spec.convert(flat)]
+        deadline = deadline_from(timeout)
+        with self._cond:
+            self._claim(1, deadline)
+            self._reserved -= 1
+            self._items.append(arrays)
+            self._puts += 1
+            self._cond.notify_all()
+
+    def put_many(self, flat: list, timeout: float | None) -> None:
+        arrays = self._spec.convert(flat, leading=-1)
+        rows = arrays[0].shape[0]
+        deadline = deadline_from(timeout)
+        if rows > self._capacity and timeout is not None:
+            raise ValueError(
+                f"put_many of {rows} elements into '{self._name}' of capacity {self._capacity} "
+                "cannot be all-or-nothing within a timeout; pass timeout=None"
+            )
+        done = 0
+        while done < rows:
+            chunk = min(rows - done, self._capacity)
+            with self._cond:
+                self._claim(chunk, deadline)
+                self._reserved -= chunk
+                for r in range(done, done + chunk):
+                    self._items.append([a[r].copy() for a in arrays])
+                self._puts += chunk
+                self._cond.notify_all()
+            done += chunk
+
+    def reserve(self, timeout: float | None) -> _Reservation:
+        deadline = deadline_from(timeout)
+        with self._cond:
+            self._claim(1, deadline)
+        return _Reservation(self, [np.zeros(s, d) for s, d in zip(self._spec.shapes, self._spec.dtypes)])
+
+    def _end_reservation(self, views: list[np.ndarray] | None) -> None:
+        with self._cond:
+            self._reserved -= 1
+            if views is not None and self._state in ("open", "closed"):
+                self._items.append(views)
+                self._puts += 1
+            self._cond.notify_all()
+
+    # -- any thread ------------------------------------------------------------
+    def close(self, cancel: bool) -> None:
+        with self._cond:
+            if cancel and self._state in ("open", "closed"):
+                self._state = "cancelled"
+                self._items.clear()
+            elif self._state == "open":
+                self._state = "closed"
+            self._cond.notify_all()
+
+    def fail(self, message: str) -> None:
+        with self._cond:
+            if self._state in ("open", "closed"):
+                self._state = "failed"
+                self._fail_message = message
+            self._cond.notify_all()
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    def size(self) -> int:
+        return len(self._items)
+
+    def stats(self) -> dict:
+        with self._cond:
+            return {
+                "puts": self._puts,
+                "gets": self._gets,
+                "size": len(self._items),
+                "put_wait_s": self._put_wait,
+                "get_wait_s": self._get_wait,
+                "capacity": self._capacity,
+            }
+
+    # -- consumers ---------------------------------------------------------------
+    def _take(self, n: int | None, allow_smaller: bool, end_as_flag: bool):
+        want = 1 if n is None else n
+        if want > self._capacity:
+            raise ValueError(f"dequeue_many({want}) from '{self._name}' of capacity {self._capacity} can never be satisfied")
+        with self._cond:
+            start = time.monotonic()
+            while True:
+                if self._state == "cancelled":
+                    raise RuntimeError(f"CancelledError: pyfastq queue '{self._name}' was cancelled")
+                if self._state == "failed":
+                    raise RuntimeError(f"AbortedError: pyfastq queue '{self._name}' failed: {self._fail_message}")
+                if len(self._items) >= want:
+                    break
+                if self._state == "closed" and self._reserved == 0:
+                    if allow_smaller and self._items:
+                        want = len(self._items)
+                        break
+                    if end_as_flag:
+                        self._get_wait += time.monotonic() - start
+                        return True, self._empty(n)
+                    raise StopIteration  # tf.numpy_function turns it into OutOfRangeError
+                self._cond.wait(_SLICE)
+            self._get_wait += time.monotonic() - start
+            items = [self._items.popleft() for _ in range(want)]
+            self._gets += want
+            self._cond.notify_all()
+        if n is None:
+            return False, items[0]
+        return False, [np.stack([it[c] for it in items]) for c in range(len(self._spec.flat))]
+
+    def _empty(self, n: int | None) -> list[np.ndarray]:
+        lead = () if n is None else (0,)
+        return [np.zeros(lead + s, d) for s, d in zip(self._spec.shapes, self._spec.dtypes)]
+
+    def _op(self, n: int | None, allow_smaller: bool, end_as_flag: bool):
+        def fn():
+            done, comps = self._take(n, allow_smaller, end_as_flag)
+            return (np.array(done), *comps)
+
+        if tf.executing_eagerly():
+            # Eagerly, numpy_function calls fn directly and lets its exceptions
+            # through as they are: give them the codes the graph would.
+            try:
+                out = fn()
+            except StopIteration:
+                raise tf.errors.OutOfRangeError(None, None, f"pyfastq queue '{self._name}' is closed and has too few elements left") from None
+            except RuntimeError as e:
+                raise tf.errors.UnknownError(None, None, str(e)) from None
+            return tf.constant(out[0]), [tf.constant(c) for c in out[1:]]
+        out = tf.numpy_function(fn, [], [tf.bool, *self._spec.tf_dtypes], stateful=True, name="pyfastq_python_dequeue")
+        done, comps = out[0], list(out[1:])
+        done.set_shape([])
+        lead = [] if n is None else [None if (allow_smaller or end_as_flag) else n]
+        for t, s in zip(comps, self._spec.shapes):
+            t.set_shape(lead + list(s))
+        return done, comps
+
+    def dequeue(self, end_as_flag: bool = False):
+        return self._op(None, False, end_as_flag)
+
+    def dequeue_many(self, n: int, allow_smaller: bool, end_as_flag: bool = False):
+        return self._op(n, allow_smaller, end_as_flag)
+
+
+def _why(state: str) -> str:
+    return {"failed": "has failed", "cancelled": "was cancelled"}.get(state, "is closed")
