@@ -23,7 +23,10 @@ except ImportError as e:  # pragma: no cover - depends on how pyfastq was instal
 if _build_info.TF_VERSION != tf.__version__:
     raise ImportError(f"pyfastq was built against TensorFlow {_build_info.TF_VERSION} but {tf.__version__} is imported; {_REBUILD}")
 
-_ops = tf.load_op_library(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_ops.so"))
+try:
+    _ops = tf.load_op_library(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_ops.so"))
+except tf.errors.OpError as e:
+    raise ImportError(f"pyfastq's op library did not load ({e.message.strip()}); {_REBUILD}") from None
 
 
 class NativeBackend:

@@ -1,0 +1,37 @@
+"""The pyfastq command: `pyfastq demo` runs the end-to-end demo; `pyfastq info` tells what loaded."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pyfastq", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="train a small Keras model fed by Python producer threads")
+    demo.add_argument("--examples", type=int, default=20_000)
+    demo.add_argument("--batch-size", type=int, default=64)
+    demo.add_argument("--workers", type=int, default=2)
+    demo.add_argument("--backend", choices=["auto", "native", "python"], default="auto")
+    sub.add_parser("info", help="print versions and whether the native backend loads")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    import pyfastq
+
+    if args.command == "info":
+        import tensorflow as tf
+
+        why = pyfastq.native_unavailable()
+        print(f"pyfastq {pyfastq.__version__}, TensorFlow {tf.__version__}, native backend: {'available' if why is None else why}")
+        return 0 if why is None else 1
+    from .demo import main as demo_main
+
+    demo_main(args.examples, args.batch_size, args.workers, args.backend)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
