@@ -80,7 +80,7 @@ class Spec:
                     raise TypeError(f"component {name}: expected dtype {dtype.name}, got {arr.dtype.name} (arrays are not cast)")
             else:
                 try:
-                    arr = tf.convert_to_tensor(value, dtype=self.tf_dtypes[i]).numpy()
+                    arr = np.asarray(tf.convert_to_tensor(value, dtype=self.tf_dtypes[i]).numpy())
                 except (TypeError, ValueError) as e:
                     raise TypeError(f"component {name}: cannot convert {type(value).__name__} to {dtype.name}: {e}") from None
             want = shape

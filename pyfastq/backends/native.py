@@ -46,14 +46,14 @@ class NativeBackend:
     def put(self, flat: list, timeout: float | None) -> None:
         # The fast path takes exact-match arrays; anything else is converted
         # (or rejected with the precise error) first.
-        if not self._ring.put(flat, timeout):
-            self._ring.put(self._spec.convert(flat), timeout)
+        if not self._ring.put(flat, timeout) and not self._ring.put(self._spec.convert(flat), timeout):
+            raise AssertionError(f"pyfastq internal error: converted element rejected by the ring of '{self._name}'")
 
     def put_many(self, flat: list, timeout: float | None) -> None:
         if not self._ring.put_many(flat, timeout):
             arrays = self._spec.convert(flat, leading=-1)
-            if arrays[0].shape[0]:
-                self._ring.put_many(arrays, timeout)
+            if arrays[0].shape[0] and not self._ring.put_many(arrays, timeout):
+                raise AssertionError(f"pyfastq internal error: converted elements rejected by the ring of '{self._name}'")
 
     def reserve(self, timeout: float | None):
         return self._ring.reserve(timeout)

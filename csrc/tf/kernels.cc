@@ -1,0 +1,268 @@
+// CPU kernels of PyfastqDequeue and PyfastqDequeueMany.
+//
+// Both are AsyncOpKernels: they try the ring once without blocking, and only
+// when it is empty hand the wait to a thread of their own, so a starved
+// consumer never holds one of TF's inter-op threads. A wait ends on data,
+// close, cancel, fail, or the op's CancellationManager (session timeouts,
+// step cancellation), which raises the wait's abandon flag and wakes the ring.
+#include <atomic>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "pyfastq/ring_memory.h"
+#include "tensorflow/core/framework/allocation_description.pb.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/framework/tensor_shape.h"
+#include "tensorflow/core/platform/env.h"
+
+namespace tensorflow {
+namespace {
+
+using pyfastq::RingMemory;
+using RingStatus = pyfastq::Status;
+
+// Gives a slot back to producers when the last tensor aliasing it is freed.
+struct SlotLease {
+  SlotLease(std::shared_ptr<RingMemory> m, std::uint32_t s) : mem(std::move(m)), slot(s) {}
+  ~SlotLease() { mem->ring().release(slot); }
+  std::shared_ptr<RingMemory> mem;
+  std::uint32_t slot;
+};
+
+// A tensor buffer inside a ring slot: TF reads it in place.
+class SlotBuffer : public TensorBuffer {
+ public:
+  SlotBuffer(void* data, std::size_t size, std::shared_ptr<SlotLease> lease)
+      : TensorBuffer(data), size_(size), lease_(std::move(lease)) {}
+  std::size_t size() const override { return size_; }
+  TensorBuffer* root_buffer() override { return this; }
+  void FillAllocationDescription(AllocationDescription* proto) const override {
+    proto->set_requested_bytes(static_cast<int64_t>(size_));
+    proto->set_allocator_name("pyfastq_ring");
+  }
+  // Not ours to hand on: TF must not forward the slot as another op's output buffer.
+  bool OwnsMemory() const override { return false; }
+
+ private:
+  std::size_t size_;
+  std::shared_ptr<SlotLease> lease_;
+};
+
+// One dequeue in flight: shared by the kernel, the waiting thread and the cancellation callback.
+struct Wait {
+  std::shared_ptr<RingMemory> mem;
+  std::vector<std::uint32_t> slots;
+  std::uint32_t got = 0;
+  std::atomic<bool> abandon{false};
+};
+
+class DequeueOp : public AsyncOpKernel {
+ public:
+  explicit DequeueOp(OpKernelConstruction* ctx) : AsyncOpKernel(ctx) {
+    batched_ = type_string() == "PyfastqDequeueMany";
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("queue_id", &queue_id_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("queue_name", &queue_name_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("component_types", &types_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("shapes", &shapes_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("end_as_flag", &end_as_flag_));
+    if (batched_) {
+      int64_t n;
+      OP_REQUIRES_OK(ctx, ctx->GetAttr("n", &n));
+      OP_REQUIRES_OK(ctx, ctx->GetAttr("allow_smaller_final_batch", &allow_smaller_));
+      n_ = static_cast<std::uint32_t>(n);
+    }
+    OP_REQUIRES(ctx, shapes_.size() == types_.size(),
+                errors::InvalidArgument(type_string(), " on queue '", queue_name_, "': ", shapes_.size(),
+                                        " shapes for ", types_.size(), " component types"));
+    for (size_t i = 0; i < shapes_.size(); ++i) {
+      OP_REQUIRES(ctx, shapes_[i].IsFullyDefined(),
+                  errors::InvalidArgument(type_string(), " on queue '", queue_name_, "': component ", i,
+                                          " has shape ", shapes_[i].DebugString(), ", not fully defined"));
+      TensorShape s;
+      shapes_[i].AsTensorShape(&s);
+      full_shapes_.push_back(s);
+      nbytes_.push_back(static_cast<std::uint64_t>(s.num_elements()) * DataTypeSize(types_[i]));
+    }
+  }
+
+  void ComputeAsync(OpKernelContext* ctx, DoneCallback done) override {
+    auto mem = pyfastq::find_ring(static_cast<std::uint64_t>(queue_id_));
+    OP_REQUIRES_ASYNC(ctx, mem != nullptr,
+                      errors::FailedPrecondition(type_string(), ": pyfastq queue '", queue_name_, "' (id ", queue_id_,
+                                                 ") no longer exists; keep the pyfastq.Queue alive while its ops run"),
+                      done);
+    OP_REQUIRES_OK_ASYNC(ctx, Validate(mem->ring()), done);
+
+    auto wait = std::make_shared<Wait>();
+    wait->mem = std::move(mem);
+    wait->slots.resize(n_);
+    pyfastq::Ring& ring = wait->mem->ring();
+    // Fast path: a short spin on this thread, no waiting.
+    RingStatus st = ring.pop(n_, wait->slots.data(), &wait->got, allow_smaller_, pyfastq::Clock::now());
+    if (st != RingStatus::kTimeout) {
+      Finish(ctx, wait.get(), st);
+      done();
+      return;
+    }
+
+    CancellationManager* cm = ctx->cancellation_manager();
+    CancellationToken token = CancellationManager::kInvalidToken;
+    if (cm != nullptr) {
+      token = cm->get_cancellation_token();
+      const bool registered = cm->RegisterCallback(token, [wait] {
+        wait->abandon.store(true, std::memory_order_release);
+        wait->mem->ring().wake_all();
+      });
+      OP_REQUIRES_ASYNC(ctx, registered,
+                        errors::Cancelled(type_string(), " from pyfastq queue '", queue_name_, "' was cancelled"),
+                        done);
+    }
+    // Env::SchedClosure runs the closure on a thread of its own, not one of
+    // TF's pools: a wait that may last the whole run must not starve them.
+    ctx->env()->SchedClosure([this, ctx, wait, cm, token, done = std::move(done)]() {
+      const RingStatus st = wait->mem->ring().pop(n_, wait->slots.data(), &wait->got, allow_smaller_,
+                                              pyfastq::no_deadline(), &wait->abandon);
+      if (cm != nullptr) cm->DeregisterCallback(token);  // waits for a running callback to end
+      Finish(ctx, wait.get(), st);
+      done();
+    });
+  }
+
+ private:
+  absl::Status Validate(const pyfastq::Ring& ring) const {
+    if (ring.num_components() != types_.size()) {
+      return errors::InvalidArgument(type_string(), ": pyfastq queue '", queue_name_, "' has ", ring.num_components(),
+                                     " components, the op expects ", types_.size());
+    }
+    for (std::uint32_t i = 0; i < types_.size(); ++i) {
+      if (ring.component(i).nbytes != nbytes_[i]) {
+        return errors::InvalidArgument(type_string(), ": pyfastq queue '", queue_name_, "' component ", i, " holds ",
+                                       ring.component(i).nbytes, " bytes, the op expects ", nbytes_[i], " (",
+                                       DataTypeString(types_[i]), " ", full_shapes_[i].DebugString(), ")");
+      }
+    }
+    if (n_ > ring.capacity()) {
+      return errors::InvalidArgument(type_string(), ": n=", n_, " is more than the capacity ", ring.capacity(),
+                                     " of pyfastq queue '", queue_name_, "'");
+    }
+    return absl::OkStatus();
+  }
+
+  void Finish(OpKernelContext* ctx, Wait* wait, RingStatus st) {
+    switch (st) {
+      case RingStatus::kOk:
+        if (batched_) {
+          Gather(ctx, wait);
+        } else {
+          Alias(ctx, wait);
+        }
+        return;
+      case RingStatus::kClosed:
+        if (end_as_flag_) {
+          EmitEnd(ctx);
+        } else {
+          ctx->SetStatus(errors::OutOfRange(type_string(), ": pyfastq queue '", queue_name_, "' is closed and has ",
+                                            batched_ ? "fewer than " + std::to_string(n_) + " elements left"
+                                                     : std::string("no elements left")));
+        }
+        return;
+      case RingStatus::kCancelled:
+        ctx->SetStatus(errors::Cancelled(type_string(), ": pyfastq queue '", queue_name_, "' was cancelled"));
+        return;
+      case RingStatus::kFailed:
+        ctx->SetStatus(errors::Aborted(type_string(), ": pyfastq queue '", queue_name_,
+                                       "' failed: ", wait->mem->ring().fail_message()));
+        return;
+      case RingStatus::kAbandoned:
+        ctx->SetStatus(errors::Cancelled(type_string(), " from pyfastq queue '", queue_name_, "' was cancelled"));
+        return;
+      default:
+        ctx->SetStatus(errors::Internal(type_string(), ": pyfastq queue '", queue_name_, "': unexpected ring status ",
+                                        pyfastq::status_name(st)));
+    }
+  }
+
+  // One element: outputs that point into the slot.
+  void Alias(OpKernelContext* ctx, Wait* wait) {
+    pyfastq::Ring& ring = wait->mem->ring();
+    const std::uint32_t slot = wait->slots[0];
+    auto lease = std::make_shared<SlotLease>(wait->mem, slot);
+    SetDone(ctx, false);
+    OpOutputList outputs;
+    OP_REQUIRES_OK(ctx, ctx->output_list("components", &outputs));
+    for (std::uint32_t i = 0; i < types_.size(); ++i) {
+      auto* buf = new SlotBuffer(ring.slot_data(slot) + ring.component(i).offset, nbytes_[i], lease);
+      outputs.set(static_cast<int>(i), Tensor(types_[i], full_shapes_[i], buf));
+      buf->Unref();  // the Tensor holds its own reference
+    }
+  }
+
+  // n elements: one output per component, row r copied from slot r.
+  void Gather(OpKernelContext* ctx, Wait* wait) {
+    pyfastq::Ring& ring = wait->mem->ring();
+    const std::uint32_t got = wait->got;
+    // Slots go back to producers however this ends.
+    struct Release {
+      pyfastq::Ring& ring;
+      const std::vector<std::uint32_t>& slots;
+      std::uint32_t n;
+      ~Release() {
+        for (std::uint32_t r = 0; r < n; ++r) ring.release(slots[r]);
+      }
+    } release{ring, wait->slots, got};
+    SetDone(ctx, false);
+    OpOutputList outputs;
+    OP_REQUIRES_OK(ctx, ctx->output_list("components", &outputs));
+    for (std::uint32_t i = 0; i < types_.size(); ++i) {
+      TensorShape shape = full_shapes_[i];
+      shape.InsertDim(0, got);
+      Tensor* out = nullptr;
+      OP_REQUIRES_OK(ctx, outputs.allocate(static_cast<int>(i), shape, &out));
+      char* dst = const_cast<char*>(out->tensor_data().data());
+      const std::uint64_t offset = ring.component(i).offset;
+      for (std::uint32_t r = 0; r < got; ++r) {
+        std::memcpy(dst + r * nbytes_[i], ring.slot_data(wait->slots[r]) + offset, nbytes_[i]);
+      }
+    }
+  }
+
+  // Closed and drained, with end_as_flag: done=true and empty (or zero) components.
+  void EmitEnd(OpKernelContext* ctx) {
+    SetDone(ctx, true);
+    OpOutputList outputs;
+    OP_REQUIRES_OK(ctx, ctx->output_list("components", &outputs));
+    for (std::uint32_t i = 0; i < types_.size(); ++i) {
+      TensorShape shape = full_shapes_[i];
+      if (batched_) shape.InsertDim(0, 0);
+      Tensor* out = nullptr;
+      OP_REQUIRES_OK(ctx, outputs.allocate(static_cast<int>(i), shape, &out));
+      if (out->TotalBytes() > 0) std::memset(const_cast<char*>(out->tensor_data().data()), 0, out->TotalBytes());
+    }
+  }
+
+  void SetDone(OpKernelContext* ctx, bool value) {
+    Tensor* done = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output("done", TensorShape({}), &done));
+    done->scalar<bool>()() = value;
+  }
+
+  bool batched_ = false;
+  int64_t queue_id_ = 0;
+  std::string queue_name_;
+  DataTypeVector types_;
+  std::vector<PartialTensorShape> shapes_;
+  std::vector<TensorShape> full_shapes_;
+  std::vector<std::uint64_t> nbytes_;
+  bool end_as_flag_ = false;
+  bool allow_smaller_ = false;
+  std::uint32_t n_ = 1;
+};
+
+REGISTER_KERNEL_BUILDER(Name("PyfastqDequeue").Device(DEVICE_CPU), DequeueOp);
+REGISTER_KERNEL_BUILDER(Name("PyfastqDequeueMany").Device(DEVICE_CPU), DequeueOp);
+
+}  // namespace
+}  // namespace tensorflow

@@ -1,0 +1,81 @@
+// Registration of pyfastq's dequeue ops and their shape functions.
+#include <vector>
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+namespace tensorflow {
+namespace {
+
+using shape_inference::DimensionHandle;
+using shape_inference::InferenceContext;
+using shape_inference::ShapeHandle;
+
+// done is a scalar; component i is shapes[i], with a leading batch dim when batched.
+absl::Status DequeueShapes(InferenceContext* c, bool batched) {
+  std::vector<PartialTensorShape> shapes;
+  DataTypeVector types;
+  TF_RETURN_IF_ERROR(c->GetAttr("shapes", &shapes));
+  TF_RETURN_IF_ERROR(c->GetAttr("component_types", &types));
+  if (shapes.size() != types.size()) {
+    return errors::InvalidArgument("pyfastq dequeue: ", shapes.size(), " shapes for ", types.size(), " component types");
+  }
+  DimensionHandle lead;
+  if (batched) {
+    int64_t n;
+    bool allow_smaller, end_as_flag;
+    TF_RETURN_IF_ERROR(c->GetAttr("n", &n));
+    TF_RETURN_IF_ERROR(c->GetAttr("allow_smaller_final_batch", &allow_smaller));
+    TF_RETURN_IF_ERROR(c->GetAttr("end_as_flag", &end_as_flag));
+    lead = allow_smaller || end_as_flag ? c->UnknownDim() : c->MakeDim(n);
+  }
+  c->set_output(0, c->Scalar());
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    ShapeHandle s;
+    TF_RETURN_IF_ERROR(c->MakeShapeFromPartialTensorShape(shapes[i], &s));
+    if (batched) TF_RETURN_IF_ERROR(c->Concatenate(c->Vector(lead), s, &s));
+    c->set_output(static_cast<int>(i) + 1, s);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+REGISTER_OP("PyfastqDequeue")
+    .Output("done: bool")
+    .Output("components: component_types")
+    .Attr("queue_id: int")
+    .Attr("queue_name: string")
+    .Attr("component_types: list(type) >= 1")
+    .Attr("shapes: list(shape) >= 1")
+    .Attr("end_as_flag: bool = false")
+    .SetIsStateful()
+    .SetShapeFn([](InferenceContext* c) { return DequeueShapes(c, /*batched=*/false); })
+    .Doc(R"doc(
+Takes one element from a pyfastq queue. The component tensors alias the ring
+slot; the slot is given back when the last of them is freed.
+
+done: true only with end_as_flag, once the queue is closed and drained
+  (the components are then zeros).
+)doc");
+
+REGISTER_OP("PyfastqDequeueMany")
+    .Output("done: bool")
+    .Output("components: component_types")
+    .Attr("queue_id: int")
+    .Attr("queue_name: string")
+    .Attr("component_types: list(type) >= 1")
+    .Attr("shapes: list(shape) >= 1")
+    .Attr("n: int >= 1")
+    .Attr("allow_smaller_final_batch: bool = false")
+    .Attr("end_as_flag: bool = false")
+    .SetIsStateful()
+    .SetShapeFn([](InferenceContext* c) { return DequeueShapes(c, /*batched=*/true); })
+    .Doc(R"doc(
+Takes n elements from a pyfastq queue at once and stacks them along a new dim 0.
+
+done: true only with end_as_flag, once the queue is closed with too few
+  elements left (the components then have 0 rows).
+)doc");
+
+}  // namespace tensorflow
