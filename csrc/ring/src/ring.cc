@@ -246,7 +246,6 @@ Ring Ring::create(void* memory, std::size_t memory_bytes, std::uint32_t capacity
     ready_cells[i].seq.store(i, std::memory_order_relaxed);
   }
   h->free_q.tail.store(capacity, std::memory_order_relaxed);
-  std::atomic_thread_fence(std::memory_order_release);
   reinterpret_cast<std::atomic<std::uint64_t>*>(&h->magic)->store(kMagic, std::memory_order_release);
   return Ring(base, h);
 }

@@ -1,0 +1,263 @@
+// Single-thread semantics of the ring, and the wake-ups of blocked callers.
+#include <atomic>
+#include <chrono>
+#include <stdexcept>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "check.h"
+#include "pyfastq/ring_memory.h"
+
+using namespace pyfastq;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::shared_ptr<RingMemory> make(std::uint32_t capacity, std::vector<std::uint64_t> bytes = {sizeof(int)}) {
+  return RingMemory::create(capacity, bytes);
+}
+
+void put_int(Ring& r, int v) {
+  std::uint32_t s;
+  CHECK(r.acquire(&s) == Status::kOk);
+  std::memcpy(r.slot_data(s), &v, sizeof v);
+  r.commit(s);
+}
+
+int read_int(Ring& r, std::uint32_t slot) {
+  int v;
+  std::memcpy(&v, r.slot_data(slot), sizeof v);
+  return v;
+}
+
+Deadline in(std::chrono::milliseconds ms) { return Clock::now() + ms; }
+
+}  // namespace
+
+TEST(layout_is_aligned) {
+  Component c[3] = {{0, 1}, {0, 100}, {0, 0}};
+  const std::uint64_t stride = Ring::layout(c, 3);
+  CHECK(c[0].offset == 0);
+  CHECK(c[1].offset == 64);
+  CHECK(c[2].offset == 192);
+  CHECK(stride % kSlotAlignment == 0 && stride >= 192);
+  auto m = make(5, {1, 100, 3});
+  for (std::uint32_t s = 0; s < 5; ++s) {
+    CHECK(reinterpret_cast<std::uintptr_t>(m->ring().slot_data(s)) % kSlotAlignment == 0);
+  }
+}
+
+TEST(fifo_order_and_capacity) {
+  auto m = make(4);
+  Ring& r = m->ring();
+  for (int i = 0; i < 4; ++i) put_int(r, i);
+  std::uint32_t s;
+  CHECK(!r.try_acquire(&s));  // full
+  CHECK(r.size() == 4);
+  std::uint32_t slots[4], got;
+  for (int i = 0; i < 4; ++i) {
+    CHECK(r.pop(1, slots, &got) == Status::kOk && got == 1);
+    CHECK(read_int(r, slots[0]) == i);
+    r.release(slots[0]);
+  }
+  CHECK(r.size() == 0);
+  // Wrap around many laps.
+  for (int i = 0; i < 1000; ++i) {
+    put_int(r, i);
+    CHECK(r.pop(1, slots, &got) == Status::kOk && read_int(r, slots[0]) == i);
+    r.release(slots[0]);
+  }
+  const Counters c = r.counters();
+  CHECK(c.puts == 1004 && c.gets == 1004 && c.size == 0);
+}
+
+TEST(pop_n_is_all_or_nothing) {
+  auto m = make(8);
+  Ring& r = m->ring();
+  for (int i = 0; i < 3; ++i) put_int(r, i);
+  std::uint32_t slots[8], got = 99;
+  CHECK(r.pop(4, slots, &got, false, in(20ms)) == Status::kTimeout && got == 0);
+  CHECK(r.size() == 3);
+  put_int(r, 3);
+  CHECK(r.pop(4, slots, &got) == Status::kOk && got == 4);
+  for (int i = 0; i < 4; ++i) CHECK(read_int(r, slots[i]) == i);
+  for (int i = 0; i < 4; ++i) r.release(slots[i]);
+  CHECK(r.pop(9, slots, &got) == Status::kTooLarge);
+}
+
+TEST(abort_enqueues_nothing) {
+  auto m = make(2);
+  Ring& r = m->ring();
+  std::uint32_t s;
+  CHECK(r.acquire(&s) == Status::kOk);
+  r.abort(s);
+  CHECK(r.size() == 0);
+  std::uint32_t a, b;
+  CHECK(r.try_acquire(&a) && r.try_acquire(&b));  // both slots are free again
+  r.abort(a);
+  r.abort(b);
+  std::uint32_t slots[1], got;
+  CHECK(r.pop(1, slots, &got, false, in(10ms)) == Status::kTimeout);
+}
+
+TEST(close_drains_then_ends) {
+  auto m = make(4);
+  Ring& r = m->ring();
+  for (int i = 0; i < 3; ++i) put_int(r, i);
+  CHECK(r.close());
+  CHECK(!r.close());  // once
+  std::uint32_t s;
+  Status why;
+  CHECK(!r.try_acquire(&s, &why) && why == Status::kClosed);
+  CHECK(r.acquire(&s) == Status::kClosed);
+  std::uint32_t slots[4], got;
+  // Fewer than n left after close: nothing taken, the elements stay...
+  CHECK(r.pop(4, slots, &got) == Status::kClosed && got == 0);
+  CHECK(r.size() == 3);
+  // ...unless the caller takes a smaller final batch.
+  CHECK(r.pop(4, slots, &got, true) == Status::kOk && got == 3);
+  for (std::uint32_t i = 0; i < got; ++i) CHECK(read_int(r, slots[i]) == static_cast<int>(i));
+  for (std::uint32_t i = 0; i < got; ++i) r.release(slots[i]);
+  CHECK(r.pop(1, slots, &got, true) == Status::kClosed);
+}
+
+TEST(a_put_begun_before_close_still_arrives) {
+  auto m = make(4);
+  Ring& r = m->ring();
+  std::uint32_t s;
+  CHECK(r.acquire(&s) == Status::kOk);
+  r.close();
+  std::uint32_t slots[1], got;
+  CHECK(r.pop(1, slots, &got, false, in(20ms)) == Status::kTimeout);  // not drained: a producer is filling
+  int v = 42;
+  std::memcpy(r.slot_data(s), &v, sizeof v);
+  r.commit(s);
+  CHECK(r.pop(1, slots, &got) == Status::kOk && read_int(r, slots[0]) == 42);
+  r.release(slots[0]);
+  CHECK(r.pop(1, slots, &got) == Status::kClosed);
+}
+
+TEST(cancel_drops_and_fail_carries_message) {
+  auto m = make(4);
+  Ring& r = m->ring();
+  put_int(r, 1);
+  CHECK(r.close(true));
+  CHECK(r.size() == 0);
+  std::uint32_t slots[1], got;
+  CHECK(r.pop(1, slots, &got) == Status::kCancelled);
+  CHECK(!r.fail("late", 4));  // cancelled is final
+
+  auto m2 = make(4);
+  Ring& r2 = m2->ring();
+  put_int(r2, 1);
+  const std::string msg = "ValueError: boom\nTraceback ...";
+  CHECK(r2.fail(msg.data(), msg.size()));
+  CHECK(r2.state() == State::kFailed);
+  CHECK(r2.fail_message() == msg);
+  CHECK(r2.pop(1, slots, &got) == Status::kFailed);
+  std::uint32_t s;
+  CHECK(r2.acquire(&s) == Status::kClosed);
+  CHECK(!r2.fail("second", 6) && r2.fail_message() == msg);  // first failure wins
+}
+
+TEST(timeouts_leave_state_unchanged) {
+  auto m = make(1);
+  Ring& r = m->ring();
+  put_int(r, 7);
+  std::uint32_t s;
+  const auto t0 = Clock::now();
+  CHECK(r.acquire(&s, in(50ms)) == Status::kTimeout);
+  CHECK(Clock::now() - t0 >= 50ms);
+  CHECK(r.size() == 1);
+  std::uint32_t slots[1], got;
+  CHECK(r.pop(1, slots, &got) == Status::kOk && read_int(r, slots[0]) == 7);
+  CHECK(r.pop(1, slots + 0, &got, false, in(30ms)) == Status::kTimeout && got == 0);
+}
+
+TEST(attach_views_the_same_ring) {
+  auto m = make(4);
+  put_int(m->ring(), 5);
+  Ring other = Ring::attach(m->ring().header(), m->bytes());
+  std::uint32_t slots[1], got;
+  CHECK(other.pop(1, slots, &got) == Status::kOk && read_int(other, slots[0]) == 5);
+  other.release(slots[0]);
+  std::vector<std::uint64_t> garbage(1024, 0x1234);
+  bool threw = false;
+  try {
+    Ring::attach(garbage.data(), garbage.size() * sizeof(std::uint64_t));
+  } catch (const std::runtime_error&) {
+    threw = true;
+  }
+  CHECK(threw);
+}
+
+TEST(registry_forgets_dead_rings) {
+  std::uint64_t id;
+  {
+    auto m = make(2);
+    id = m->id();
+    CHECK(find_ring(id) == m);
+  }
+  CHECK(find_ring(id) == nullptr);
+}
+
+// Blocked callers wake on close, cancel, fail and the abandon flag.
+static void check_wakes(const char* what, std::function<void(Ring&)> end, Status want_consumer) {
+  auto m = make(2);
+  Ring& r = m->ring();
+  std::atomic<int> result{-1};
+  std::thread consumer([&] {
+    std::uint32_t slots[1], got;
+    result = static_cast<int>(r.pop(1, slots, &got));
+  });
+  std::this_thread::sleep_for(50ms);
+  const auto t0 = Clock::now();
+  end(r);
+  consumer.join();
+  const auto waited = Clock::now() - t0;
+  if (result != static_cast<int>(want_consumer) || waited > 1s) {
+    std::fprintf(stderr, "%s: consumer got %s\n", what, status_name(Status(result.load())));
+    CHECK(false);
+  }
+}
+
+TEST(blocked_consumer_wakes) {
+  check_wakes("close", [](Ring& r) { r.close(); }, Status::kClosed);
+  check_wakes("cancel", [](Ring& r) { r.close(true); }, Status::kCancelled);
+  check_wakes("fail", [](Ring& r) { r.fail("x", 1); }, Status::kFailed);
+}
+
+TEST(blocked_producer_wakes_on_close) {
+  auto m = make(1);
+  Ring& r = m->ring();
+  put_int(r, 1);
+  std::atomic<int> result{-1};
+  std::thread producer([&] {
+    std::uint32_t s;
+    result = static_cast<int>(r.acquire(&s));
+  });
+  std::this_thread::sleep_for(50ms);
+  r.close();
+  producer.join();
+  CHECK(result == static_cast<int>(Status::kClosed));
+}
+
+TEST(abandon_flag_wakes_a_waiter) {
+  auto m = make(1);
+  Ring& r = m->ring();
+  std::atomic<bool> abandon{false};
+  std::atomic<int> result{-1};
+  std::thread consumer([&] {
+    std::uint32_t slots[1], got;
+    result = static_cast<int>(r.pop(1, slots, &got, false, no_deadline(), &abandon));
+  });
+  std::this_thread::sleep_for(50ms);
+  abandon = true;
+  r.wake_all();
+  consumer.join();
+  CHECK(result == static_cast<int>(Status::kAbandoned));
+  CHECK(r.state() == State::kOpen);
+}
+
+int main() { return run_tests(); }
