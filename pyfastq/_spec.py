@@ -46,16 +46,17 @@ class Spec:
 
     # -- structure -----------------------------------------------------------
     def flatten(self, element: Any) -> list:
-        """The element's components in spec order; TypeError if its nest differs."""
+        """The element's components in spec order; TypeError if its nest differs.
+
+        The nest is walked along the specs, so a list where the specs have a
+        TensorSpec is data (as tf.convert_to_tensor takes it), not structure.
+        """
         if self.single:
-            if isinstance(element, (tuple, Mapping)):
-                raise TypeError(f"element structure differs from specs: expected one {self.structure!r}, got a {type(element).__name__}")
+            _check_leaf(self.structure, element, "")
             return [element]
-        try:
-            tf.nest.assert_same_structure(self.structure, element, check_types=False)
-        except (TypeError, ValueError) as e:
-            raise TypeError(f"element structure differs from specs: expected {self.structure!r}; {e}") from None
-        return tf.nest.flatten(element)
+        out: list = []
+        _flatten_like(self.structure, element, "", out)
+        return out
 
     def pack(self, flat: Sequence) -> Any:
         return flat[0] if self.single else tf.nest.pack_sequence_as(self.structure, list(flat))
@@ -94,6 +95,32 @@ class Spec:
                 raise ValueError(f"component {name}: expected shape {list(want)}, got {list(arr.shape)}")
             out.append(arr if arr.flags.c_contiguous else arr.copy(order="C"))
         return out
+
+
+def _structure_error(spec: Any, value: Any, path: str) -> TypeError:
+    where = f" at {path}" if path else ""
+    return TypeError(f"element structure differs from specs{where}: expected {spec!r}, got {type(value).__name__} {value!r:.200}")
+
+
+def _check_leaf(spec: Any, value: Any, path: str) -> None:
+    if isinstance(value, (tuple, Mapping)):
+        raise _structure_error(spec, value, path)
+
+
+def _flatten_like(spec: Any, value: Any, path: str, out: list) -> None:
+    if isinstance(spec, tf.TensorSpec):
+        _check_leaf(spec, value, path)
+        out.append(value)
+    elif isinstance(spec, Mapping):
+        if not isinstance(value, Mapping) or set(value) != set(spec):
+            raise _structure_error(spec, value, path)
+        for k in sorted(spec):
+            _flatten_like(spec[k], value[k], f"{path}[{k!r}]", out)
+    else:
+        if not isinstance(value, (tuple, list)) or len(value) != len(spec):
+            raise _structure_error(spec, value, path)
+        for i, (s, v) in enumerate(zip(spec, value)):
+            _flatten_like(s, v, f"{path}[{i}]", out)
 
 
 def _paths(specs: Any, prefix: str = ""):
