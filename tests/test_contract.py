@@ -452,3 +452,22 @@ def test_op_outliving_its_queue_fails_cleanly(native):
     with tf.compat.v1.Session(graph=graph) as sess:
         with pytest.raises(tf.errors.FailedPreconditionError, match="no longer exists"):
             sess.run(x)
+
+
+def test_blocking_put_many_never_starves_a_batch_consumer(backend):
+    # A put_many that held its slots while waiting for more would deadlock here:
+    # the consumer waits for 5 ready elements, only 3 are ready, the rest of the ring is free.
+    q = pyfastq.Queue(tf.TensorSpec([], tf.int32), capacity=8, backend=backend)
+    q.put_many(np.arange(3, dtype=np.int32))
+
+    @tf.function
+    def take():
+        return q.dequeue_many(5)
+
+    got = []
+    consumer = threading.Thread(target=lambda: got.extend(int(x) for _ in range(4) for x in take()))
+    consumer.start()
+    q.put_many(np.arange(3, 20, dtype=np.int32))
+    consumer.join(10)
+    assert not consumer.is_alive()
+    assert got == list(range(20))

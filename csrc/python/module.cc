@@ -97,40 +97,37 @@ class PyRing {
     if (!exact(comps, /*leading=*/-1, &arrays)) return false;
     const Deadline deadline = deadline_from(timeout);
     std::uint32_t slot;
-    acquire(&slot, deadline);
+    acquire(&slot, 1, false, deadline);
     copy_rows(&slot, 1, arrays, 0);
     ring_->commit(slot);
     return true;
   }
 
-  // Puts every row along dim 0; all rows or none when they fit in the ring.
+  // Puts every row along dim 0. With a timeout, all rows or none: their slots
+  // are taken at once, none held while waiting. Without one, rows go in as
+  // slots come free (as TF's enqueue_many), so a consumer waiting for a batch
+  // is never starved by a producer holding half of the ring.
   bool put_many(const py::sequence& comps, const py::object& timeout) {
     if (comps.size() == 0) return false;
     const py::object first = comps[0];
-    if (!py::isinstance<py::array>(first) || py::array(first.cast<py::array>()).ndim() < 1) return false;
+    if (!py::isinstance<py::array>(first) || first.cast<py::array>().ndim() < 1) return false;
     const py::ssize_t rows = first.cast<py::array>().shape(0);
     std::vector<py::array> arrays;
     if (!exact(comps, rows, &arrays)) return false;
     const Deadline deadline = deadline_from(timeout);
     const std::uint32_t cap = ring_->capacity();
-    if (static_cast<std::uint64_t>(rows) > cap && !timeout.is_none()) {
+    const bool all_or_nothing = !timeout.is_none();
+    if (all_or_nothing && static_cast<std::uint64_t>(rows) > cap) {
       throw py::value_error("put_many of " + std::to_string(rows) + " elements into '" + name_ + "' of capacity " +
                             std::to_string(cap) + " cannot be all-or-nothing within a timeout; pass timeout=None");
     }
     std::vector<std::uint32_t> slots(std::min<std::uint64_t>(rows, cap));
     for (py::ssize_t done = 0; done < rows;) {
-      const std::uint32_t chunk = static_cast<std::uint32_t>(std::min<py::ssize_t>(rows - done, cap));
-      for (std::uint32_t i = 0; i < chunk; ++i) {
-        try {
-          acquire(&slots[i], deadline);
-        } catch (...) {
-          for (std::uint32_t j = 0; j < i; ++j) ring_->abort(slots[j]);
-          throw;
-        }
-      }
-      copy_rows(slots.data(), chunk, arrays, done);
-      for (std::uint32_t i = 0; i < chunk; ++i) ring_->commit(slots[i]);
-      done += chunk;
+      const std::uint32_t want = static_cast<std::uint32_t>(std::min<py::ssize_t>(rows - done, cap));
+      const std::uint32_t got = acquire(slots.data(), want, !all_or_nothing, deadline);
+      copy_rows(slots.data(), got, arrays, done);
+      for (std::uint32_t i = 0; i < got; ++i) ring_->commit(slots[i]);
+      done += got;
     }
     return true;
   }
@@ -138,7 +135,7 @@ class PyRing {
   std::unique_ptr<Reservation> reserve(const py::object& timeout) {
     const Deadline deadline = deadline_from(timeout);
     std::uint32_t slot;
-    acquire(&slot, deadline);
+    acquire(&slot, 1, false, deadline);
     py::list views;
     // Each view keeps the ring's memory alive, whatever happens to the queue.
     auto* keep = new std::shared_ptr<RingMemory>(mem_);
@@ -202,17 +199,24 @@ class PyRing {
     return true;
   }
 
-  // Waits for a free slot with the GIL released, in slices so Ctrl-C gets through.
-  void acquire(std::uint32_t* slot, Deadline deadline) {
+  // Waits for free slots with the GIL released, in slices so Ctrl-C gets
+  // through. Returns how many were taken (n, or with allow_smaller at least 1).
+  std::uint32_t acquire(std::uint32_t* slots, std::uint32_t n, bool allow_smaller, Deadline deadline) {
+    std::uint32_t got = 0;
     Status st;
-    if (ring_->try_acquire(slot, &st)) return;
+    if (n == 1) {
+      if (ring_->try_acquire(slots, &st)) return 1;
+    } else {
+      st = ring_->acquire_many(n, slots, &got, allow_smaller, Clock::now());
+      if (st == Status::kOk) return got;
+    }
     while (st != Status::kClosed) {
       const Deadline slice = std::min(deadline, Clock::now() + kSignalCheck);
       {
         py::gil_scoped_release nogil;  // parked: let other threads run
-        st = ring_->acquire(slot, slice);
+        st = ring_->acquire_many(n, slots, &got, allow_smaller, slice);
       }
-      if (st == Status::kOk) return;
+      if (st == Status::kOk) return got;
       if (st != Status::kTimeout) break;
       if (Clock::now() >= deadline) {
         PyErr_SetString(PyExc_TimeoutError, ("no free slot in queue '" + name_ + "' before the timeout").c_str());

@@ -64,10 +64,12 @@ class PythonBackend:
         self._put_wait = self._get_wait = 0.0
 
     # -- producers -------------------------------------------------------------
-    def _claim(self, count: int, deadline: float | None) -> None:
-        """Waits until `count` slots are free and holds them; caller holds the lock."""
+    def _claim(self, count: int, deadline: float | None, allow_smaller: bool = False) -> int:
+        """Waits until `count` slots are free (or, allow_smaller, at least one) and
+        holds them; returns how many. Holds none while waiting. Caller holds the lock."""
         start = None
-        while self._state == "open" and len(self._items) + self._reserved + count > self._capacity:
+        need = 1 if allow_smaller else count
+        while self._state == "open" and self._capacity - len(self._items) - self._reserved < need:
             now = time.monotonic()
             start = start or now
             if deadline is not None and now >= deadline:
@@ -78,7 +80,9 @@ class PythonBackend:
             self._put_wait += time.monotonic() - start
         if self._state != "open":
             raise QueueClosed(f"queue '{self._name}' {_why(self._state)}: no more puts")
-        self._reserved += count
+        got = min(count, self._capacity - len(self._items) - self._reserved)
+        self._reserved += got
+        return got
 
     def put(self, flat: list, timeout: float | None) -> None:
         arrays = [a.copy() for a in self._spec.convert(flat)]
@@ -91,6 +95,8 @@ class PythonBackend:
             self._cond.notify_all()
 
     def put_many(self, flat: list, timeout: float | None) -> None:
+        # With a timeout: all rows or none. Without: rows go in as slots come
+        # free, so a consumer waiting for a batch is never starved.
         arrays = self._spec.convert(flat, leading=-1)
         rows = arrays[0].shape[0]
         deadline = deadline_from(timeout)
@@ -101,15 +107,14 @@ class PythonBackend:
             )
         done = 0
         while done < rows:
-            chunk = min(rows - done, self._capacity)
             with self._cond:
-                self._claim(chunk, deadline)
-                self._reserved -= chunk
-                for r in range(done, done + chunk):
+                got = self._claim(min(rows - done, self._capacity), deadline, allow_smaller=timeout is None)
+                self._reserved -= got
+                for r in range(done, done + got):
                     self._items.append([a[r].copy() for a in arrays])
-                self._puts += chunk
+                self._puts += got
                 self._cond.notify_all()
-            done += chunk
+            done += got
 
     def reserve(self, timeout: float | None) -> _Reservation:
         deadline = deadline_from(timeout)

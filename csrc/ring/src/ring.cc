@@ -275,19 +275,34 @@ bool Ring::try_acquire(std::uint32_t* slot, Status* why_not) noexcept {
 }
 
 Status Ring::acquire(std::uint32_t* slot, Deadline deadline, const std::atomic<bool>* abandon) noexcept {
+  std::uint32_t got;
+  return acquire_many(1, slot, &got, false, deadline, abandon);
+}
+
+Status Ring::acquire_many(std::uint32_t n, std::uint32_t* slots, std::uint32_t* got, bool allow_smaller,
+                          Deadline deadline, const std::atomic<bool>* abandon) noexcept {
+  *got = 0;
+  if (n > header_->capacity) return Status::kTooLarge;
+  if (n == 0) return Status::kOk;
+  // Counted as in flight while waiting, so a consumer never takes the ring
+  // for drained while a put that began before close may still arrive.
   header_->inflight.fetch_add(1, std::memory_order_seq_cst);
   const Status st = wait_until(header_->free_q, deadline, abandon, [&](Status* out) {
     if (state() != State::kOpen) {
       *out = Status::kClosed;
       return Try::kDone;
     }
-    if (pop_n(header_->free_q, free_cells(), header_->capacity, 1, 1, slot) == 1) {
+    *got = pop_n(header_->free_q, free_cells(), header_->capacity, n, allow_smaller ? 1 : n, slots);
+    if (*got != 0) {
       *out = Status::kOk;
       return Try::kDone;
     }
     return Try::kPending;
   });
-  if (st != Status::kOk) {
+  if (st == Status::kOk) {
+    // One in-flight count per slot held: commit and abort each give one back.
+    if (*got > 1) header_->inflight.fetch_add(*got - 1, std::memory_order_seq_cst);
+  } else {
     header_->inflight.fetch_sub(1, std::memory_order_seq_cst);
     notify(header_->ready_q);
   }

@@ -86,6 +86,26 @@ TEST(pop_n_is_all_or_nothing) {
   CHECK(r.pop(9, slots, &got) == Status::kTooLarge);
 }
 
+TEST(acquire_many_takes_all_or_nothing_holding_none) {
+  auto m = make(4);
+  Ring& r = m->ring();
+  put_int(r, 1);
+  std::uint32_t slots[4], got = 99;
+  CHECK(r.acquire_many(4, slots, &got, false, in(20ms)) == Status::kTimeout && got == 0);
+  CHECK(r.acquire_many(3, slots, &got) == Status::kOk && got == 3);  // nothing was held by the timed-out call
+  for (std::uint32_t i = 0; i < 3; ++i) r.abort(slots[i]);
+  CHECK(r.acquire_many(4, slots, &got, true) == Status::kOk && got == 3);  // as many as are free
+  for (std::uint32_t i = 0; i < 3; ++i) r.commit(slots[i]);
+  CHECK(r.size() == 4);
+  CHECK(r.acquire_many(5, slots, &got) == Status::kTooLarge);
+  r.close();
+  CHECK(r.acquire_many(1, slots, &got, true) == Status::kClosed);
+  std::uint32_t out[4];
+  CHECK(r.pop(4, out, &got) == Status::kOk && got == 4);  // in-flight accounting drained cleanly
+  for (std::uint32_t i = 0; i < 4; ++i) r.release(out[i]);
+  CHECK(r.pop(1, out, &got) == Status::kClosed);
+}
+
 TEST(abort_enqueues_nothing) {
   auto m = make(2);
   Ring& r = m->ring();

@@ -143,6 +143,12 @@ class PYFASTQ_API Ring {
   // until commit() or abort().
   Status acquire(std::uint32_t* slot, Deadline deadline = no_deadline(),
                  const std::atomic<bool>* abandon = nullptr) noexcept;
+  // producer side: waits for n free slots and takes them at once, holding
+  // none while it waits; with allow_smaller, takes as many as are free (at
+  // least one). `*got` is the number taken, each the producer's until commit
+  // or abort. n > capacity is kTooLarge.
+  Status acquire_many(std::uint32_t n, std::uint32_t* slots, std::uint32_t* got, bool allow_smaller = false,
+                      Deadline deadline = no_deadline(), const std::atomic<bool>* abandon = nullptr) noexcept;
   // producer side: never waits.
   bool try_acquire(std::uint32_t* slot, Status* why_not = nullptr) noexcept;
   // producer side: publishes a filled slot to consumers.

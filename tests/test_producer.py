@@ -1,0 +1,99 @@
+"""pyfastq.Producer in thread mode: delivery, close on exit, errors, stop."""
+
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import error_class
+
+import pyfastq
+
+SPEC = tf.TensorSpec([], tf.int64)
+
+
+def counting(total):
+    def fn(worker, workers):
+        for k in range(worker, total, workers):
+            yield np.int64(k)
+
+    return fn
+
+
+def test_delivers_everything_and_closes(backend):
+    q = pyfastq.Queue(SPEC, capacity=8, backend=backend)
+    with pyfastq.Producer(q, counting(200), workers=3):
+        got = sorted(int(x) for x in q.dataset())
+    assert got == list(range(200))
+    assert q.closed
+
+
+def test_a_worker_exception_reaches_the_consumer(backend):
+    q = pyfastq.Queue(SPEC, capacity=8, backend=backend)
+
+    def fn(worker, workers):
+        yield np.int64(1)
+        if worker == 1:
+            raise KeyError("missing field 'label'")
+        yield np.int64(2)
+
+    with pyfastq.Producer(q, fn, workers=2) as p:
+        with pytest.raises(error_class(backend, tf.errors.AbortedError)) as info:
+            for _ in range(10):
+                q.dequeue()
+    message = str(info.value)
+    assert "worker 1 of 2" in message and "KeyError" in message and "missing field 'label'" in message
+    assert "Traceback" in message
+    assert len(p.errors) == 1 and isinstance(p.errors[0], KeyError)
+
+
+def test_stop_wakes_a_worker_blocked_on_a_full_queue(backend):
+    q = pyfastq.Queue(SPEC, capacity=2, backend=backend)
+    p = pyfastq.Producer(q, counting(10**9), workers=2).start()
+    deadline = time.monotonic() + 5
+    while q.size() < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert q.size() == 2 and p.running  # full, workers blocked in put
+    start = time.monotonic()
+    p.stop()
+    assert time.monotonic() - start < 1.0
+    assert not p.running
+    assert q.closed  # close_on_exit: no consumer waits forever
+    assert [int(x) for x in q.dataset()] != []
+
+
+def test_close_on_exit_false_leaves_queue_open(backend):
+    q = pyfastq.Queue(SPEC, capacity=16, backend=backend)
+    with pyfastq.Producer(q, counting(5), close_on_exit=False) as p:
+        while p.running:
+            time.sleep(0.01)
+    assert not q.closed and q.size() == 5
+
+
+def test_consumer_closing_the_queue_ends_workers_quietly(backend):
+    q = pyfastq.Queue(SPEC, capacity=2, backend=backend)
+    p = pyfastq.Producer(q, counting(10**9), workers=2).start()
+    q.close(cancel=True)
+    p.stop(timeout=2)
+    assert not p.running and p.errors == []
+
+
+def test_process_mode_needs_a_shared_queue(backend):
+    q = pyfastq.Queue(SPEC, backend=backend)
+    with pytest.raises(ValueError, match="shared"):
+        pyfastq.Producer(q, counting(5), mode="process")
+
+
+@pytest.mark.parametrize("kwargs", [dict(workers=0), dict(mode="fiber")])
+def test_bad_arguments(kwargs):
+    with pytest.raises(ValueError):
+        pyfastq.Producer(pyfastq.Queue(SPEC, backend="python"), counting(5), **kwargs)
+
+
+def test_started_twice_is_an_error():
+    q = pyfastq.Queue(SPEC, backend="python")
+    p = pyfastq.Producer(q, counting(1)).start()
+    with pytest.raises(RuntimeError):
+        p.start()
+    p.stop()
+    assert not p.running
