@@ -6,6 +6,7 @@
 // close, cancel, fail, or the op's CancellationManager (session timeouts,
 // step cancellation), which raises the wait's abandon flag and wakes the ring.
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -23,6 +24,8 @@ namespace {
 
 using pyfastq::RingMemory;
 using RingStatus = pyfastq::Status;
+
+constexpr auto kInlineWait = std::chrono::microseconds(200);
 
 // Gives a slot back to producers when the last tensor aliasing it is freed.
 struct SlotLease {
@@ -100,8 +103,11 @@ class DequeueOp : public AsyncOpKernel {
     wait->mem = std::move(mem);
     wait->slots.resize(n_);
     pyfastq::Ring& ring = wait->mem->ring();
-    // Fast path: a short spin on this thread, no waiting.
-    RingStatus st = ring.pop(n_, wait->slots.data(), &wait->got, allow_smaller_, pyfastq::Clock::now());
+    // Fast path: wait briefly on this thread (spin, then a futex park). A
+    // producer that keeps pace wakes us within it, which costs far less than
+    // handing the wait to another thread; a starved consumer gives the
+    // inter-op thread back after kInlineWait.
+    RingStatus st = ring.pop(n_, wait->slots.data(), &wait->got, allow_smaller_, pyfastq::Clock::now() + kInlineWait);
     if (st != RingStatus::kTimeout) {
       Finish(ctx, wait.get(), st);
       done();
