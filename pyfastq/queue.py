@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import traceback
@@ -50,6 +51,8 @@ class Queue:
         self.name = name if name is not None else f"pyfastq_queue_{next(_names)}"
         self._impl = backends.create(backend, self._spec, capacity, self.name)
         self._capacity = capacity
+        if self._spec.single and self._impl.name == "native":
+            self.put = self._fast_put()
         _live.add(self)
 
     # -- producers ---------------------------------------------------------------
@@ -59,6 +62,19 @@ class Queue:
         >>> q.put((image, label))
         """
         self._impl.put(self._spec.flatten(element), timeout)
+
+    def _fast_put(self):
+        # The producer's hot path for a one-component native queue: an exact
+        # array goes straight to the ring; anything else takes Queue.put's way.
+        ring_put, slow = self._impl.put_one, self._impl.put
+        flatten = self._spec.flatten
+
+        @functools.wraps(Queue.put)
+        def put(element: Any, timeout: float | None = None) -> None:
+            if not ring_put(element, timeout):
+                slow(flatten(element), timeout)
+
+        return put
 
     def put_many(self, elements: Any, timeout: float | None = None) -> None:
         """Enqueues every row of dim 0 of every component, all or none (as TF's enqueue_many).

@@ -95,12 +95,24 @@ class PyRing {
   bool put(const py::sequence& comps, const py::object& timeout) {
     std::vector<py::array> arrays;
     if (!exact(comps, /*leading=*/-1, &arrays)) return false;
+    put_arrays(arrays, timeout);
+    return true;
+  }
+
+  // put() for a ring of one component, given the array itself: the producer's hot path.
+  bool put_one(const py::handle& obj, const py::object& timeout) {
+    std::vector<py::array> arrays;
+    if (dtypes_.size() != 1 || !exact_item(0, obj, -1, &arrays)) return false;
+    put_arrays(arrays, timeout);
+    return true;
+  }
+
+  void put_arrays(const std::vector<py::array>& arrays, const py::object& timeout) {
     const Deadline deadline = deadline_from(timeout);
     std::uint32_t slot;
     acquire(&slot, 1, false, deadline);
     copy_rows(&slot, 1, arrays, 0);
     ring_->commit(slot);
-    return true;
   }
 
   // Puts every row along dim 0. With a timeout, all rows or none: their slots
@@ -183,19 +195,23 @@ class PyRing {
     if (comps.size() != dtypes_.size()) return false;
     out->reserve(dtypes_.size());
     for (std::size_t i = 0; i < dtypes_.size(); ++i) {
-      py::object obj = comps[i];
-      if (!py::isinstance<py::array>(obj)) return false;
-      auto a = py::reinterpret_borrow<py::array>(obj);
-      if (!(a.flags() & py::array::c_style) || !a.dtype().equal(dtypes_[i])) return false;
-      const auto& shape = shapes_[i];
-      const py::ssize_t lead = leading >= 0 ? 1 : 0;
-      if (a.ndim() != static_cast<py::ssize_t>(shape.size()) + lead) return false;
-      if (lead && a.shape(0) != leading) return false;
-      for (std::size_t d = 0; d < shape.size(); ++d) {
-        if (a.shape(static_cast<py::ssize_t>(d) + lead) != shape[d]) return false;
-      }
-      out->push_back(std::move(a));
+      if (!exact_item(i, comps[i], leading, out)) return false;
     }
+    return true;
+  }
+
+  bool exact_item(std::size_t i, const py::handle& obj, py::ssize_t leading, std::vector<py::array>* out) const {
+    if (!py::isinstance<py::array>(obj)) return false;
+    auto a = py::reinterpret_borrow<py::array>(obj);
+    if (!(a.flags() & py::array::c_style) || !a.dtype().equal(dtypes_[i])) return false;
+    const auto& shape = shapes_[i];
+    const py::ssize_t lead = leading >= 0 ? 1 : 0;
+    if (a.ndim() != static_cast<py::ssize_t>(shape.size()) + lead) return false;
+    if (lead && a.shape(0) != leading) return false;
+    for (std::size_t d = 0; d < shape.size(); ++d) {
+      if (a.shape(static_cast<py::ssize_t>(d) + lead) != shape[d]) return false;
+    }
+    out->push_back(std::move(a));
     return true;
   }
 
@@ -277,6 +293,7 @@ PYBIND11_MODULE(_core, m) {
                     std::string>(),
            py::arg("capacity"), py::arg("dtypes"), py::arg("shapes"), py::arg("name"))
       .def("put", &PyRing::put, py::arg("components"), py::arg("timeout") = py::none())
+      .def("put_one", &PyRing::put_one, py::arg("component"), py::arg("timeout") = py::none())
       .def("put_many", &PyRing::put_many, py::arg("components"), py::arg("timeout") = py::none())
       .def("reserve", &PyRing::reserve, py::arg("timeout") = py::none())
       .def("close", &PyRing::close, py::arg("cancel") = false)

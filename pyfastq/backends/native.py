@@ -49,6 +49,10 @@ class NativeBackend:
         if not self._ring.put(flat, timeout) and not self._ring.put(self._spec.convert(flat), timeout):
             raise AssertionError(f"pyfastq internal error: converted element rejected by the ring of '{self._name}'")
 
+    @property
+    def put_one(self):
+        return self._ring.put_one
+
     def put_many(self, flat: list, timeout: float | None) -> None:
         if not self._ring.put_many(flat, timeout):
             arrays = self._spec.convert(flat, leading=-1)

@@ -47,9 +47,31 @@ void futex_wake_all(std::atomic<std::uint32_t>* word) {
   syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
 }
 
+constexpr std::uint64_t kNobody = ~std::uint64_t{0};
+
+// Wakes parked poppers if the queue now holds what the neediest of them asked for.
 void notify(IndexQueueState& q) noexcept {
   q.epoch.fetch_add(1, std::memory_order_seq_cst);
+  if (q.waiters.load(std::memory_order_seq_cst) == 0) return;
+  std::uint64_t need = q.wake_at.load(std::memory_order_seq_cst);
+  if (q.tail.load(std::memory_order_seq_cst) < need) return;
+  // Re-arm before waking: woken poppers that still lack elements register
+  // again. If a popper lowered wake_at meanwhile, keep its value.
+  q.wake_at.compare_exchange_strong(need, kNobody, std::memory_order_seq_cst);
+  futex_wake_all(&q.epoch);
+}
+
+// Wakes every parked popper, whatever it needs (state changes, drains).
+void notify_all(IndexQueueState& q) noexcept {
+  q.epoch.fetch_add(1, std::memory_order_seq_cst);
   if (q.waiters.load(std::memory_order_seq_cst) != 0) futex_wake_all(&q.epoch);
+}
+
+// Registers that a popper needs the tail to reach `need` (keeps the smallest).
+void want_tail(IndexQueueState& q, std::uint64_t need) noexcept {
+  std::uint64_t cur = q.wake_at.load(std::memory_order_seq_cst);
+  while (need < cur && !q.wake_at.compare_exchange_weak(cur, need, std::memory_order_seq_cst)) {
+  }
 }
 
 // Vyukov push. The queue can never be full (every slot index is in one place
@@ -117,7 +139,8 @@ enum class Try { kPending, kDone };
 // Spin, then park on q.epoch until try_once() is done, the deadline passes
 // or the abandon flag is raised.
 template <typename F>
-Status wait_until(IndexQueueState& q, Deadline deadline, const std::atomic<bool>* abandon, F try_once) {
+Status wait_until(IndexQueueState& q, std::uint32_t n, Deadline deadline, const std::atomic<bool>* abandon,
+                  F try_once) {
   Status st = Status::kOk;
   for (int i = 0; i < kSpins + kYields; ++i) {
     if (try_once(&st) == Try::kDone) return st;
@@ -137,6 +160,7 @@ Status wait_until(IndexQueueState& q, Deadline deadline, const std::atomic<bool>
     // Announce ourselves, then re-check the epoch: a pusher bumps the epoch
     // before reading waiters, so one of us sees the other.
     q.waiters.fetch_add(1, std::memory_order_seq_cst);
+    want_tail(q, q.head.load(std::memory_order_seq_cst) + n);
     if (q.epoch.load(std::memory_order_seq_cst) == epoch) {
       futex_wait(&q.epoch, epoch, std::chrono::duration_cast<std::chrono::nanoseconds>(park));
     }
@@ -227,6 +251,7 @@ Ring Ring::create(void* memory, std::size_t memory_bytes, std::uint32_t capacity
     q->epoch.store(0, std::memory_order_relaxed);
     q->waiters.store(0, std::memory_order_relaxed);
     q->wait_ns.store(0, std::memory_order_relaxed);
+    q->wake_at.store(kNobody, std::memory_order_relaxed);
   }
   h->state.store(std::uint32_t(State::kOpen), std::memory_order_relaxed);
   h->inflight.store(0, std::memory_order_relaxed);
@@ -269,7 +294,7 @@ bool Ring::try_acquire(std::uint32_t* slot, Status* why_not) noexcept {
   const bool open = state() == State::kOpen;
   if (open && pop_n(header_->free_q, free_cells(), header_->capacity, 1, 1, slot) == 1) return true;
   header_->inflight.fetch_sub(1, std::memory_order_seq_cst);
-  notify(header_->ready_q);  // a consumer may be waiting for the last producer to leave
+  notify_all(header_->ready_q);  // a consumer may be waiting for the last producer to leave
   if (why_not) *why_not = open ? Status::kTimeout : Status::kClosed;
   return false;
 }
@@ -287,7 +312,7 @@ Status Ring::acquire_many(std::uint32_t n, std::uint32_t* slots, std::uint32_t* 
   // Counted as in flight while waiting, so a consumer never takes the ring
   // for drained while a put that began before close may still arrive.
   header_->inflight.fetch_add(1, std::memory_order_seq_cst);
-  const Status st = wait_until(header_->free_q, deadline, abandon, [&](Status* out) {
+  const Status st = wait_until(header_->free_q, allow_smaller ? 1 : n, deadline, abandon, [&](Status* out) {
     if (state() != State::kOpen) {
       *out = Status::kClosed;
       return Try::kDone;
@@ -304,7 +329,7 @@ Status Ring::acquire_many(std::uint32_t n, std::uint32_t* slots, std::uint32_t* 
     if (*got > 1) header_->inflight.fetch_add(*got - 1, std::memory_order_seq_cst);
   } else {
     header_->inflight.fetch_sub(1, std::memory_order_seq_cst);
-    notify(header_->ready_q);
+    notify_all(header_->ready_q);
   }
   return st;
 }
@@ -312,13 +337,13 @@ Status Ring::acquire_many(std::uint32_t n, std::uint32_t* slots, std::uint32_t* 
 void Ring::commit(std::uint32_t slot) noexcept {
   push(header_->ready_q, ready_cells(), header_->capacity, slot);
   header_->inflight.fetch_sub(1, std::memory_order_seq_cst);
-  if (state() != State::kOpen) notify(header_->ready_q);
+  if (state() != State::kOpen) notify_all(header_->ready_q);
 }
 
 void Ring::abort(std::uint32_t slot) noexcept {
   push(header_->free_q, free_cells(), header_->capacity, slot);
   header_->inflight.fetch_sub(1, std::memory_order_seq_cst);
-  if (state() != State::kOpen) notify(header_->ready_q);
+  if (state() != State::kOpen) notify_all(header_->ready_q);
 }
 
 Status Ring::pop(std::uint32_t n, std::uint32_t* slots, std::uint32_t* got, bool allow_smaller, Deadline deadline,
@@ -326,7 +351,7 @@ Status Ring::pop(std::uint32_t n, std::uint32_t* slots, std::uint32_t* got, bool
   *got = 0;
   if (n > header_->capacity) return Status::kTooLarge;
   if (n == 0) return Status::kOk;
-  return wait_until(header_->ready_q, deadline, abandon, [&](Status* out) {
+  return wait_until(header_->ready_q, n, deadline, abandon, [&](Status* out) {
     const State s = state();
     if (s == State::kCancelled || s == State::kFailed) {
       *out = s == State::kCancelled ? Status::kCancelled : Status::kFailed;

@@ -76,6 +76,10 @@ struct alignas(kCacheLineSize) IndexQueueState {
   alignas(kCacheLineSize) std::atomic<std::uint64_t> head;  // next pop position
   alignas(kCacheLineSize) std::atomic<std::uint32_t> epoch;  // futex word: bumped after each push
   std::atomic<std::uint32_t> waiters;                         // parked (or about to park) poppers
+  // Smallest tail a parked popper needs before it can succeed: a push wakes
+  // them only from there on, so a consumer waiting for a batch of n does not
+  // cost the producer n wake-up syscalls.
+  std::atomic<std::uint64_t> wake_at;
   std::atomic<std::uint64_t> wait_ns;                         // total time poppers spent parked
 };
 
