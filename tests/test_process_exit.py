@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
@@ -10,12 +11,17 @@ import pytest
 
 import pyfastq
 
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+# The child imports the same pyfastq as these tests (installed, or a built checkout), and runs
+# outside the checkout so a source tree without its compiled parts cannot shadow it.
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(pyfastq.__file__)))
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": PACKAGE_ROOT}
 
 
 def run(script, timeout=120):
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, timeout=timeout, env=ENV)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, timeout=timeout, env=ENV, cwd=tempfile.gettempdir()
+    )
     return proc, time.monotonic() - start
 
 
@@ -84,7 +90,9 @@ def test_ctrl_c_interrupts_a_blocked_put(backend):
         except KeyboardInterrupt:
             print("interrupted", flush=True)
     """
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], stdout=subprocess.PIPE, text=True, env=ENV)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script)], stdout=subprocess.PIPE, text=True, env=ENV, cwd=tempfile.gettempdir()
+    )
     assert proc.stdout.readline().strip() == "blocking"
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
