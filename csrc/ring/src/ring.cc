@@ -17,7 +17,7 @@ namespace pyfastq {
 namespace {
 
 constexpr std::uint64_t kMagic = 0x7079666173747131ull;  // "pyfastq1"
-constexpr std::uint32_t kVersion = 1;
+constexpr std::uint32_t kVersion = 2;
 constexpr int kSpins = 128;
 constexpr int kYields = 4;
 // A parked waiter re-checks at least this often, so a missed wake (or a
@@ -74,11 +74,18 @@ void want_tail(IndexQueueState& q, std::uint64_t need) noexcept {
   }
 }
 
+bool ended_badly(const std::atomic<std::uint32_t>& state) noexcept {
+  const auto s = State(state.load(std::memory_order_acquire));
+  return s == State::kCancelled || s == State::kFailed;
+}
+
 // Vyukov push. The queue can never be full (every slot index is in one place
 // at a time), so this only retries while racing other pushers.
-void push(IndexQueueState& q, IndexCell* cells, std::uint32_t cap, std::uint32_t value) noexcept {
+void push(IndexQueueState& q, IndexCell* cells, std::uint32_t cap, std::uint32_t value,
+          const std::atomic<std::uint32_t>& state) noexcept {
   std::uint64_t pos = q.tail.load(std::memory_order_relaxed);
   IndexCell* cell;
+  std::uint32_t stalls = 0;
   for (;;) {
     cell = &cells[pos % cap];
     const std::uint64_t seq = cell->seq.load(std::memory_order_acquire);
@@ -87,8 +94,15 @@ void push(IndexQueueState& q, IndexCell* cells, std::uint32_t cap, std::uint32_t
       if (q.tail.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) break;
     } else if (diff < 0) {
       // The popper of this cell's previous lap has claimed it but not yet
-      // marked it free: a few instructions away.
-      cpu_relax();
+      // marked it free: a few instructions away, unless it was a process
+      // killed in between. That fails the ring; then the index is dropped
+      // rather than waited for forever.
+      if (++stalls < kSpins) {
+        cpu_relax();
+      } else {
+        if (ended_badly(state)) return;
+        sched_yield();
+      }
       pos = q.tail.load(std::memory_order_relaxed);
     } else {
       pos = q.tail.load(std::memory_order_relaxed);
@@ -258,6 +272,10 @@ Ring Ring::create(void* memory, std::size_t memory_bytes, std::uint32_t capacity
   h->fail_claim.store(0, std::memory_order_relaxed);
   h->fail_length.store(0, std::memory_order_relaxed);
   h->fail_message[0] = '\0';
+  h->turns.turn.store(0, std::memory_order_relaxed);
+  h->turns.epoch.store(0, std::memory_order_relaxed);
+  h->turns.waiters.store(0, std::memory_order_relaxed);
+  h->turns.workers = 0;
 
   auto* free_cells = reinterpret_cast<IndexCell*>(base + o.free_cells);
   auto* ready_cells = reinterpret_cast<IndexCell*>(base + o.ready_cells);
@@ -335,13 +353,13 @@ Status Ring::acquire_many(std::uint32_t n, std::uint32_t* slots, std::uint32_t* 
 }
 
 void Ring::commit(std::uint32_t slot) noexcept {
-  push(header_->ready_q, ready_cells(), header_->capacity, slot);
+  push(header_->ready_q, ready_cells(), header_->capacity, slot, header_->state);
   header_->inflight.fetch_sub(1, std::memory_order_seq_cst);
   if (state() != State::kOpen) notify_all(header_->ready_q);
 }
 
 void Ring::abort(std::uint32_t slot) noexcept {
-  push(header_->free_q, free_cells(), header_->capacity, slot);
+  push(header_->free_q, free_cells(), header_->capacity, slot, header_->state);
   header_->inflight.fetch_sub(1, std::memory_order_seq_cst);
   if (state() != State::kOpen) notify_all(header_->ready_q);
 }
@@ -372,7 +390,9 @@ Status Ring::pop(std::uint32_t n, std::uint32_t* slots, std::uint32_t* got, bool
   });
 }
 
-void Ring::release(std::uint32_t slot) noexcept { push(header_->free_q, free_cells(), header_->capacity, slot); }
+void Ring::release(std::uint32_t slot) noexcept {
+  push(header_->free_q, free_cells(), header_->capacity, slot, header_->state);
+}
 
 bool Ring::end_with(State target) noexcept {
   auto cur = header_->state.load(std::memory_order_acquire);
@@ -417,6 +437,82 @@ void Ring::wake_all() noexcept {
     q->epoch.fetch_add(1, std::memory_order_seq_cst);
     futex_wake_all(&q->epoch);
   }
+  header_->turns.epoch.fetch_add(1, std::memory_order_seq_cst);
+  futex_wake_all(&header_->turns.epoch);
+}
+
+bool Ring::begin_turns(std::uint32_t workers) noexcept {
+  if (workers == 0 || workers > kMaxTurnWorkers) return false;
+  Turnstile& t = header_->turns;
+  for (std::uint32_t w = 0; w < kMaxTurnWorkers; ++w) t.finished_at[w].store(kNoTurn, std::memory_order_relaxed);
+  t.workers = workers;
+  t.turn.store(0, std::memory_order_seq_cst);
+  return true;
+}
+
+Status Ring::wait_turn(std::uint64_t ticket, Deadline deadline, const std::atomic<bool>* abandon) noexcept {
+  Turnstile& t = header_->turns;
+  auto ended = [&](Status* out) {
+    const State s = state();
+    if (s == State::kOpen) return false;
+    *out = s == State::kCancelled ? Status::kCancelled : s == State::kFailed ? Status::kFailed : Status::kClosed;
+    return true;
+  };
+  Status st;
+  for (int i = 0; i < kSpins; ++i) {
+    if (t.turn.load(std::memory_order_acquire) == ticket) return Status::kOk;
+    if (ended(&st)) return st;
+    cpu_relax();
+  }
+  for (;;) {
+    const std::uint32_t epoch = t.epoch.load(std::memory_order_seq_cst);
+    if (t.turn.load(std::memory_order_seq_cst) == ticket) return Status::kOk;
+    if (ended(&st)) return st;
+    if (abandon != nullptr && abandon->load(std::memory_order_acquire)) return Status::kAbandoned;
+    const auto now = Clock::now();
+    if (now >= deadline) return Status::kTimeout;
+    const auto park = std::min<Clock::duration>(deadline - now, kMaxPark);
+    t.waiters.fetch_add(1, std::memory_order_seq_cst);
+    if (t.epoch.load(std::memory_order_seq_cst) == epoch) {
+      futex_wait(&t.epoch, epoch, std::chrono::duration_cast<std::chrono::nanoseconds>(park));
+    }
+    t.waiters.fetch_sub(1, std::memory_order_seq_cst);
+  }
+}
+
+void Ring::pass_turn(std::uint64_t ticket) noexcept {
+  // Only the ticket's producer moves the turn off it, so a plain store will do.
+  header_->turns.turn.store(ticket + 1, std::memory_order_seq_cst);
+  skip_finished_turns();
+}
+
+void Ring::finish_turns(std::uint32_t worker, std::uint64_t count) noexcept {
+  if (worker >= header_->turns.workers) return;
+  header_->turns.finished_at[worker].store(count, std::memory_order_seq_cst);
+  skip_finished_turns();
+}
+
+// Moves the turn past tickets of producers that have finished, then wakes the
+// waiters. Both the producer passing the turn and a producer finishing call
+// it after their own store: with seq_cst on both sides at least one of them
+// sees the other's store, and the CAS lets only one of them move the turn.
+void Ring::skip_finished_turns() noexcept {
+  Turnstile& t = header_->turns;
+  const std::uint64_t p = t.workers;
+  std::uint64_t cur = t.turn.load(std::memory_order_seq_cst);
+  while (cur != kNoTurn && p != 0) {
+    std::uint64_t next = cur;
+    std::uint64_t checked = 0;
+    while (checked < p && t.finished_at[next % p].load(std::memory_order_seq_cst) <= next / p) {
+      ++next;
+      ++checked;
+    }
+    if (checked == p) next = kNoTurn;
+    if (next == cur) break;
+    if (t.turn.compare_exchange_strong(cur, next, std::memory_order_seq_cst)) cur = next;
+  }
+  t.epoch.fetch_add(1, std::memory_order_seq_cst);
+  if (t.waiters.load(std::memory_order_seq_cst) != 0) futex_wake_all(&t.epoch);
 }
 
 std::uint64_t Ring::size() const noexcept {

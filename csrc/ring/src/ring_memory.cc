@@ -1,7 +1,13 @@
 #include "pyfastq/ring_memory.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <mutex>
 #include <new>
 #include <stdexcept>
@@ -37,9 +43,49 @@ void prefault(void* base, std::size_t bytes) {
   }
 }
 
+[[noreturn]] void throw_errno(const std::string& what) {
+  throw std::runtime_error(what + ": " + std::strerror(errno));
+}
+
+// A POSIX shared memory object of `bytes`, mode 0600, already unlinked: only
+// the returned descriptor (and what maps it) keeps it alive.
+int anonymous_shm(std::size_t bytes) {
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    unsigned char random[16];
+    if (getrandom(random, sizeof random, 0) != static_cast<ssize_t>(sizeof random)) throw_errno("getrandom");
+    std::string name = "/pyfastq-";
+    static const char kHex[] = "0123456789abcdef";
+    for (unsigned char b : random) {
+      name += kHex[b >> 4];
+      name += kHex[b & 15];
+    }
+    const int fd = shm_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      if (errno == EEXIST) continue;  // 128 random bits taken: try again rather than share
+      throw_errno("shm_open");
+    }
+    shm_unlink(name.c_str());
+    if (ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
+      const int saved = errno;
+      close(fd);
+      errno = saved;
+      throw_errno("ftruncate of a " + std::to_string(bytes) + "-byte shared ring");
+    }
+    return fd;
+  }
+  throw std::runtime_error("shm_open: no free name after 8 tries");
+}
+
 }  // namespace
 
-RingMemory::RingMemory(void* base, std::size_t bytes) : base_(base), bytes_(bytes) {}
+RingMemory::RingMemory(void* base, std::size_t bytes, int fd) : base_(base), bytes_(bytes), fd_(fd) {}
+
+void RingMemory::register_self() {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  id_ = r.next_id++;
+  r.rings[id_] = weak_from_this();
+}
 
 RingMemory::~RingMemory() {
   if (id_ != 0) {
@@ -50,10 +96,11 @@ RingMemory::~RingMemory() {
     if (it != r.rings.end() && it->second.expired()) r.rings.erase(it);
   }
   munmap(base_, bytes_);
+  if (fd_ >= 0) close(fd_);
 }
 
 std::shared_ptr<RingMemory> RingMemory::create(std::uint32_t capacity,
-                                               const std::vector<std::uint64_t>& component_bytes) {
+                                               const std::vector<std::uint64_t>& component_bytes, bool shared) {
   if (component_bytes.empty() || component_bytes.size() > kMaxComponents) {
     throw std::invalid_argument("a ring needs 1 to " + std::to_string(kMaxComponents) + " components");
   }
@@ -62,16 +109,36 @@ std::shared_ptr<RingMemory> RingMemory::create(std::uint32_t capacity,
   const std::uint64_t slot_bytes = Ring::layout(comps.data(), static_cast<std::uint32_t>(comps.size()));
   const std::size_t bytes = Ring::bytes_needed(capacity, slot_bytes);
   // mmap: page-aligned, zeroed, and returned to the OS on close.
-  void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (base == MAP_FAILED) throw std::bad_alloc();
+  const int fd = shared ? anonymous_shm(bytes) : -1;
+  void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, shared ? MAP_SHARED : MAP_PRIVATE | MAP_ANONYMOUS, fd, 0);
+  if (base == MAP_FAILED) {
+    if (fd >= 0) close(fd);
+    throw std::bad_alloc();
+  }
   prefault(base, bytes);
-  std::shared_ptr<RingMemory> mem(new RingMemory(base, bytes));
+  std::shared_ptr<RingMemory> mem(new RingMemory(base, bytes, fd));
   mem->ring_ = Ring::create(base, bytes, capacity, comps.data(), static_cast<std::uint32_t>(comps.size()));
+  mem->register_self();
+  return mem;
+}
 
-  Registry& r = registry();
-  std::lock_guard<std::mutex> lock(r.mu);
-  mem->id_ = r.next_id++;
-  r.rings[mem->id_] = mem;
+std::shared_ptr<RingMemory> RingMemory::attach(int fd) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) throw_errno("fstat of a shared ring's descriptor");
+  if (!S_ISREG(st.st_mode) || st.st_size < static_cast<off_t>(sizeof(RingHeader))) {
+    throw std::runtime_error("descriptor " + std::to_string(fd) + " is not a pyfastq shared ring");
+  }
+  const int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (own < 0) throw_errno("dup of a shared ring's descriptor");
+  const auto bytes = static_cast<std::size_t>(st.st_size);
+  void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, own, 0);
+  if (base == MAP_FAILED) {
+    close(own);
+    throw_errno("mmap of a shared ring");
+  }
+  std::shared_ptr<RingMemory> mem(new RingMemory(base, bytes, own));  // unmaps and closes if attach throws
+  mem->ring_ = Ring::attach(base, bytes);
+  mem->register_self();
   return mem;
 }
 

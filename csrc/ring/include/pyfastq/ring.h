@@ -15,7 +15,13 @@
 // sequence number per cell), so the fast path is a CAS and two stores.
 //
 // Waiting is a short spin, then a park on a futex word (an epoch counter that
-// is bumped on every push); wakes are only issued when someone is parked.
+// is bumped on every push); wakes are only issued when someone is parked. The
+// futex words are not process-private, so producers in other processes that
+// map the same block park and wake with the consumer.
+//
+// Ordered puts: a turnstile in the header lets P producers commit in a fixed
+// round-robin (ticket k*P + i is producer i's k-th element), skipping those
+// that have finished, while they fill their elements in parallel.
 #pragma once
 
 #include <atomic>
@@ -36,6 +42,8 @@ inline constexpr std::size_t kCacheLineSize = 64;
 inline constexpr std::size_t kSlotAlignment = 64;  // TF wants 64-byte aligned tensor data
 inline constexpr std::uint32_t kMaxComponents = 128;
 inline constexpr std::size_t kFailMessageBytes = 16384;
+inline constexpr std::uint32_t kMaxTurnWorkers = 256;
+inline constexpr std::uint64_t kNoTurn = ~std::uint64_t{0};  // every ordered producer has finished
 
 using Clock = std::chrono::steady_clock;
 using Deadline = Clock::time_point;
@@ -83,6 +91,16 @@ struct alignas(kCacheLineSize) IndexQueueState {
   std::atomic<std::uint64_t> wait_ns;                         // total time poppers spent parked
 };
 
+// Round-robin commit order for ordered producers (see Ring::begin_turns).
+struct alignas(kCacheLineSize) Turnstile {
+  alignas(kCacheLineSize) std::atomic<std::uint64_t> turn;  // the ticket that may commit now
+  alignas(kCacheLineSize) std::atomic<std::uint32_t> epoch;  // futex word: bumped when the turn moves
+  std::atomic<std::uint32_t> waiters;
+  std::uint32_t workers;  // P; 0 while no ordered producer runs
+  // Worker i has made this many elements and will make no more (kNoTurn: still producing).
+  std::atomic<std::uint64_t> finished_at[kMaxTurnWorkers];
+};
+
 struct RingHeader {
   std::uint64_t magic;
   std::uint32_t version;
@@ -106,6 +124,8 @@ struct RingHeader {
   std::atomic<std::uint32_t> fail_claim;   // first fail() wins and writes the message
   std::atomic<std::uint32_t> fail_length;  // published after the message is written
   char fail_message[kFailMessageBytes];
+
+  Turnstile turns;
 };
 
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "ring needs lock-free 64-bit atomics");
@@ -178,6 +198,22 @@ class PYFASTQ_API Ring {
   // any thread: wakes every parked waiter so it re-checks its abandon flag.
   void wake_all() noexcept;
 
+  // Ordered puts. Not for producers that are running: call before they start.
+  // Ticket k*workers + i is producer i's k-th element; 1 <= workers <= kMaxTurnWorkers.
+  bool begin_turns(std::uint32_t workers) noexcept;
+  // producer side: waits until `ticket` may commit. kClosed (or kCancelled,
+  // kFailed) once the ring has ended; the turn is kept while the caller
+  // retries, so a put that times out can be tried again with the same ticket.
+  Status wait_turn(std::uint64_t ticket, Deadline deadline = no_deadline(),
+                   const std::atomic<bool>* abandon = nullptr) noexcept;
+  // producer side: the element of `ticket` is committed; the next ticket's
+  // producer may go.
+  void pass_turn(std::uint64_t ticket) noexcept;
+  // producer side: producer `worker` made `count` elements and makes no more;
+  // its later tickets are skipped.
+  void finish_turns(std::uint32_t worker, std::uint64_t count) noexcept;
+  std::uint64_t turn() const noexcept { return header_->turns.turn.load(std::memory_order_acquire); }
+
   std::uint8_t* slot_data(std::uint32_t slot) const noexcept {
     return base_ + header_->slots_offset + std::uint64_t(slot) * header_->slot_bytes;
   }
@@ -202,6 +238,7 @@ class PYFASTQ_API Ring {
   }
   bool end_with(State s) noexcept;
   void drain_to_free() noexcept;
+  void skip_finished_turns() noexcept;
 
   std::uint8_t* base_ = nullptr;
   RingHeader* header_ = nullptr;

@@ -3,6 +3,12 @@
 // The pybind11 module (pyfastq._core) creates rings; the TF op library
 // (pyfastq/_ops.so) finds them by id. Both link this one shared library, so
 // there is one registry and one ring object per queue in the process.
+//
+// A shared ring lives in POSIX shared memory: created under an unguessable
+// name with mode 0600 and unlinked at once, so no process dying at any moment
+// can leave a segment behind. Other processes map it through its descriptor,
+// passed to them as multiprocessing passes descriptors (SCM_RIGHTS or
+// inheritance).
 #pragma once
 
 #include <cstdint>
@@ -14,10 +20,16 @@
 
 namespace pyfastq {
 
-class PYFASTQ_API RingMemory {
+class PYFASTQ_API RingMemory : public std::enable_shared_from_this<RingMemory> {
  public:
-  // A new ring in process-private memory, registered under a fresh id.
-  static std::shared_ptr<RingMemory> create(std::uint32_t capacity, const std::vector<std::uint64_t>& component_bytes);
+  // A new ring, registered under a fresh id: in process-private memory, or
+  // with `shared` in shared memory that attach() can map in other processes.
+  static std::shared_ptr<RingMemory> create(std::uint32_t capacity, const std::vector<std::uint64_t>& component_bytes,
+                                            bool shared = false);
+  // Maps the shared ring behind `fd` (a descriptor of another RingMemory's
+  // fd(), in any process); takes a duplicate, the caller keeps `fd`. Throws
+  // std::runtime_error if it holds no ring.
+  static std::shared_ptr<RingMemory> attach(int fd);
 
   ~RingMemory();
   RingMemory(const RingMemory&) = delete;
@@ -26,11 +38,15 @@ class PYFASTQ_API RingMemory {
   Ring& ring() noexcept { return ring_; }
   std::uint64_t id() const noexcept { return id_; }
   std::size_t bytes() const noexcept { return bytes_; }
+  // The shared-memory descriptor (close-on-exec), or -1 for a private ring.
+  int fd() const noexcept { return fd_; }
 
  private:
-  RingMemory(void* base, std::size_t bytes);
+  RingMemory(void* base, std::size_t bytes, int fd);
+  void register_self();
   void* base_;
   std::size_t bytes_;
+  int fd_;
   Ring ring_;
   std::uint64_t id_ = 0;
 };
