@@ -7,8 +7,20 @@
 
 from ._errors import QueueClosed
 from .backends import native_unavailable
-from .producer import Producer
-from .queue import Queue
+from .producer import Producer, WorkerInfo, worker_info
 
 __version__ = "0.1.0"
-__all__ = ["Queue", "Producer", "QueueClosed", "native_unavailable", "__version__"]
+__all__ = ["Queue", "Producer", "QueueClosed", "WorkerInfo", "worker_info", "native_unavailable", "__version__"]
+
+
+def __getattr__(name: str):
+    # Queue brings TensorFlow in; worker processes import pyfastq without it.
+    if name == "Queue":
+        from .queue import Queue
+
+        return Queue
+    raise AttributeError(f"module 'pyfastq' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

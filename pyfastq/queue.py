@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import itertools
 import threading
-import traceback
 import weakref
 from typing import Any
 
@@ -13,17 +11,23 @@ import tensorflow as tf
 
 from . import backends
 from ._spec import Spec
+from ._writer import Producing, reduce_shared
 
 _names = itertools.count()
 _live: weakref.WeakSet = weakref.WeakSet()
 
 
-class Queue:
+class Queue(Producing):
     """A bounded queue from Python producers to TensorFlow consumers.
 
     >>> q = pyfastq.Queue(tf.TensorSpec([128, 100], tf.float32), capacity=8)
     >>> q.put(np.zeros([128, 100], np.float32)); q.close()
     >>> for batch in q.dataset(): ...
+
+    With ``shared=True`` the ring lives in shared memory and the queue can be
+    handed to other processes (``Producer(mode="process")``, or any
+    ``multiprocessing`` process): there it is a ``QueueWriter`` whose put,
+    put_many and reserve write straight into the ring's slots.
     """
 
     def __init__(
@@ -44,64 +48,22 @@ class Queue:
             raise ValueError(f"capacity must be below 2**31, got {capacity}")
         if shuffle or min_after_dequeue:
             raise NotImplementedError("shuffle=True is not implemented yet; shuffle in the producer for now")
-        if shared:
-            raise NotImplementedError("shared=True (process producers) is not implemented yet")
         del seed  # used by shuffle
-        self._spec = Spec(specs)
+        self._spec = self._layout = Spec(specs)
         self.name = name if name is not None else f"pyfastq_queue_{next(_names)}"
-        self._impl = backends.create(backend, self._spec, capacity, self.name)
+        self._impl = backends.create(backend, self._spec, capacity, self.name, shared=bool(shared))
         self._capacity = capacity
-        if self._spec.single and self._impl.name == "native":
-            self.put = self._fast_put()
+        self._shared = bool(shared)
+        self._init_fast_put()
         _live.add(self)
 
-    # -- producers ---------------------------------------------------------------
-    def put(self, element: Any, timeout: float | None = None) -> None:
-        """Enqueues one element; blocks while the queue is full.
-
-        >>> q.put((image, label))
-        """
-        self._impl.put(self._spec.flatten(element), timeout)
-
-    def _fast_put(self):
-        # The producer's hot path for a one-component native queue: an exact
-        # array goes straight to the ring; anything else takes Queue.put's way.
-        ring_put, slow = self._impl.put_one, self._impl.put
-        flatten = self._spec.flatten
-
-        @functools.wraps(Queue.put)
-        def put(element: Any, timeout: float | None = None) -> None:
-            if not ring_put(element, timeout):
-                slow(flatten(element), timeout)
-
-        return put
-
-    def put_many(self, elements: Any, timeout: float | None = None) -> None:
-        """Enqueues every row of dim 0 of every component, all or none (as TF's enqueue_many).
-
-        >>> q.put_many((images[:32], labels[:32]))
-        """
-        self._impl.put_many(self._spec.flatten(elements), timeout)
-
-    def reserve(self, timeout: float | None = None) -> _Reserved:
-        """Zero-copy put: writable numpy views of one slot, in the specs' nest.
-
-        >>> with q.reserve() as (image, label):
-        ...     image[:] = decode(...); label[...] = 3
-        """
-        return _Reserved(self, timeout)
-
-    def close(self, cancel: bool = False) -> None:
-        """No more puts; consumers drain what is left, then end. cancel=True drops what is left."""
-        self._impl.close(cancel)
-
-    def fail(self, exc: BaseException | str) -> None:
-        """Ends the queue with a producer's error: consumers raise AbortedError holding it."""
-        if isinstance(exc, BaseException):
-            message = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        else:
-            message = str(exc)
-        self._impl.fail(message)
+    def __reduce__(self):
+        if not self._shared:
+            raise TypeError(
+                f"pyfastq queue '{self.name}' lives in this process's memory: create it with shared=True "
+                "to hand it to other processes"
+            )
+        return reduce_shared(self._impl.fd, self._spec.layout(), self.name, self._capacity)
 
     # -- consumers (TF ops) --------------------------------------------------------
     def dequeue(self) -> Any:
@@ -145,18 +107,9 @@ class Queue:
         )
 
     # -- state ---------------------------------------------------------------------
-    def size(self) -> int:
-        """Elements ready to dequeue now."""
-        return self._impl.size()
-
     @property
     def capacity(self) -> int:
         return self._capacity
-
-    @property
-    def closed(self) -> bool:
-        """True once close(), close(cancel=True) or fail() was called."""
-        return self._impl.state != "open"
 
     @property
     def specs(self) -> Any:
@@ -165,6 +118,11 @@ class Queue:
     @property
     def backend(self) -> str:
         return self._impl.name
+
+    @property
+    def shared(self) -> bool:
+        """True if the ring is in shared memory, for producers in other processes."""
+        return self._shared
 
     def stats(self) -> dict:
         """Counters: puts, gets, put_wait_s, get_wait_s, size, capacity (and, native, memory)."""
@@ -178,27 +136,6 @@ class Queue:
             raise ValueError(f"batch size must be an int >= 1, got {n!r}")
         if n > self._capacity:
             raise ValueError(f"a batch of {n} from '{self.name}' of capacity {self._capacity} could never be formed")
-
-
-class _Reserved:
-    """The context manager q.reserve() returns: commit on normal exit, abort on an exception."""
-
-    def __init__(self, queue: Queue, timeout: float | None):
-        self._queue = queue
-        self._timeout = timeout
-        self._res = None
-
-    def __enter__(self):
-        self._res = self._queue._impl.reserve(self._timeout)
-        return self._queue._spec.pack(list(self._res.views))
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self._res.commit()
-        else:
-            self._res.abort()
-        self._res = None
-        return False
 
 
 def _cancel_all_at_exit() -> None:

@@ -72,48 +72,80 @@ class Reservation {
   bool active_ = true;
 };
 
+std::vector<std::uint64_t> component_bytes(const std::vector<py::dtype>& dtypes,
+                                           const std::vector<std::vector<py::ssize_t>>& shapes) {
+  if (dtypes.size() != shapes.size()) throw py::value_error("dtypes and shapes differ in length");
+  std::vector<std::uint64_t> nbytes;
+  for (std::size_t i = 0; i < dtypes.size(); ++i) {
+    std::uint64_t n = static_cast<std::uint64_t>(dtypes[i].itemsize());
+    for (auto d : shapes[i]) {
+      if (d < 0) throw py::value_error("component shapes must be fully defined");
+      n *= static_cast<std::uint64_t>(d);
+    }
+    nbytes.push_back(n);
+  }
+  return nbytes;
+}
+
 class PyRing {
  public:
+  // A new ring; with `shared`, in shared memory that attach() maps in other processes.
   PyRing(std::uint32_t capacity, const std::vector<py::dtype>& dtypes, const std::vector<std::vector<py::ssize_t>>& shapes,
-         std::string name)
-      : dtypes_(dtypes), shapes_(shapes), name_(std::move(name)) {
-    if (dtypes.size() != shapes.size()) throw py::value_error("dtypes and shapes differ in length");
-    std::vector<std::uint64_t> nbytes;
-    for (std::size_t i = 0; i < dtypes.size(); ++i) {
-      std::uint64_t n = static_cast<std::uint64_t>(dtypes[i].itemsize());
-      for (auto d : shapes[i]) {
-        if (d < 0) throw py::value_error("component shapes must be fully defined");
-        n *= static_cast<std::uint64_t>(d);
-      }
-      nbytes.push_back(n);
+         std::string name, bool shared)
+      : PyRing(RingMemory::create(capacity, component_bytes(dtypes, shapes), shared), dtypes, shapes,
+               std::move(name)) {}
+
+  // The shared ring behind `fd` (made by another process's PyRing(shared=true)), checked against the specs.
+  static std::unique_ptr<PyRing> attach(int fd, const std::vector<py::dtype>& dtypes,
+                                        const std::vector<std::vector<py::ssize_t>>& shapes, std::string name) {
+    const auto nbytes = component_bytes(dtypes, shapes);
+    std::shared_ptr<RingMemory> mem;
+    try {
+      mem = RingMemory::attach(fd);
+    } catch (const std::runtime_error& e) {
+      throw py::value_error("cannot attach to queue '" + name + "': " + e.what());
     }
-    mem_ = RingMemory::create(capacity, nbytes);
-    ring_ = &mem_->ring();
+    const Ring& ring = mem->ring();
+    bool same = ring.num_components() == nbytes.size();
+    for (std::uint32_t i = 0; same && i < nbytes.size(); ++i) same = ring.component(i).nbytes == nbytes[i];
+    if (!same) throw py::value_error("cannot attach to queue '" + name + "': its ring holds other components than the specs");
+    return std::unique_ptr<PyRing>(new PyRing(std::move(mem), dtypes, shapes, std::move(name)));
   }
 
   // Puts one element; False (and nothing done) if a component is not an exact-match array.
-  bool put(const py::sequence& comps, const py::object& timeout) {
+  // With a ticket >= 0 (ordered producers) it first waits for the ticket's turn.
+  bool put(const py::sequence& comps, const py::object& timeout, std::int64_t ticket) {
     std::vector<py::array> arrays;
     if (!exact(comps, /*leading=*/-1, &arrays)) return false;
-    put_arrays(arrays, timeout);
+    put_arrays(arrays, timeout, ticket);
     return true;
   }
 
   // put() for a ring of one component, given the array itself: the producer's hot path.
-  bool put_one(const py::handle& obj, const py::object& timeout) {
+  bool put_one(const py::handle& obj, const py::object& timeout, std::int64_t ticket) {
     std::vector<py::array> arrays;
     if (dtypes_.size() != 1 || !exact_item(0, obj, -1, &arrays)) return false;
-    put_arrays(arrays, timeout);
+    put_arrays(arrays, timeout, ticket);
     return true;
   }
 
-  void put_arrays(const std::vector<py::array>& arrays, const py::object& timeout) {
+  void put_arrays(const std::vector<py::array>& arrays, const py::object& timeout, std::int64_t ticket) {
     const Deadline deadline = deadline_from(timeout);
+    if (ticket >= 0) wait_turn(static_cast<std::uint64_t>(ticket), deadline);
     std::uint32_t slot;
     acquire(&slot, 1, false, deadline);
     copy_rows(&slot, 1, arrays, 0);
     ring_->commit(slot);
+    if (ticket >= 0) ring_->pass_turn(static_cast<std::uint64_t>(ticket));
   }
+
+  void begin_turns(std::uint32_t workers) {
+    if (!ring_->begin_turns(workers)) {
+      throw py::value_error("ordered producers: 1 to " + std::to_string(kMaxTurnWorkers) + " workers, got " +
+                            std::to_string(workers));
+    }
+  }
+  void finish_turns(std::uint32_t worker, std::uint64_t count) { ring_->finish_turns(worker, count); }
 
   // Puts every row along dim 0. With a timeout, all rows or none: their slots
   // are taken at once, none held while waiting. Without one, rows go in as
@@ -164,6 +196,7 @@ class PyRing {
   std::uint64_t size() const { return ring_->size(); }
   std::uint32_t capacity() const { return ring_->capacity(); }
   std::uint64_t id() const { return mem_->id(); }
+  int fd() const { return mem_->fd(); }
   std::string state() const {
     switch (ring_->state()) {
       case State::kOpen: return "open";
@@ -185,10 +218,15 @@ class PyRing {
     d["capacity"] = ring_->capacity();
     d["slot_bytes"] = ring_->slot_bytes();
     d["memory_bytes"] = mem_->bytes();
+    d["shared"] = mem_->fd() >= 0;
     return d;
   }
 
  private:
+  PyRing(std::shared_ptr<RingMemory> mem, const std::vector<py::dtype>& dtypes,
+         const std::vector<std::vector<py::ssize_t>>& shapes, std::string name)
+      : mem_(std::move(mem)), ring_(&mem_->ring()), dtypes_(dtypes), shapes_(shapes), name_(std::move(name)) {}
+
   // True if every component is a C-contiguous array of exactly the spec's
   // dtype and shape (with a leading dim of `leading` rows when >= 0).
   bool exact(const py::sequence& comps, py::ssize_t leading, std::vector<py::array>* out) const {
@@ -226,20 +264,44 @@ class PyRing {
       st = ring_->acquire_many(n, slots, &got, allow_smaller, Clock::now());
       if (st == Status::kOk) return got;
     }
-    while (st != Status::kClosed) {
+    if (st == Status::kTimeout) {
+      wait_sliced(deadline, "no free slot in queue '" + name_ + "' before the timeout", [&](Deadline slice) {
+        return ring_->acquire_many(n, slots, &got, allow_smaller, slice);
+      });
+      return got;
+    }
+    raise_ended();
+  }
+
+  // An ordered producer's wait for its ticket's turn.
+  void wait_turn(std::uint64_t ticket, Deadline deadline) {
+    if (ring_->turn() == ticket) return;
+    wait_sliced(deadline, "queue '" + name_ + "': ticket " + std::to_string(ticket) + "'s turn did not come before the timeout",
+                [&](Deadline slice) { return ring_->wait_turn(ticket, slice); });
+  }
+
+  // Calls wait(slice) with the GIL released in slices up to the deadline, so
+  // Ctrl-C gets through, until it returns kOk; raises TimeoutError or QueueClosed otherwise.
+  template <typename F>
+  void wait_sliced(Deadline deadline, const std::string& timeout_message, F wait) {
+    for (;;) {
       const Deadline slice = std::min(deadline, Clock::now() + kSignalCheck);
+      Status st;
       {
         py::gil_scoped_release nogil;  // parked: let other threads run
-        st = ring_->acquire_many(n, slots, &got, allow_smaller, slice);
+        st = wait(slice);
       }
-      if (st == Status::kOk) return got;
-      if (st != Status::kTimeout) break;
+      if (st == Status::kOk) return;
+      if (st != Status::kTimeout) raise_ended();
       if (Clock::now() >= deadline) {
-        PyErr_SetString(PyExc_TimeoutError, ("no free slot in queue '" + name_ + "' before the timeout").c_str());
+        PyErr_SetString(PyExc_TimeoutError, timeout_message.c_str());
         throw py::error_already_set();
       }
       if (PyErr_CheckSignals() != 0) throw py::error_already_set();
     }
+  }
+
+  [[noreturn]] void raise_ended() const {
     const State s = ring_->state();
     const char* why = s == State::kFailed ? "has failed" : s == State::kCancelled ? "was cancelled" : "is closed";
     PyErr_SetString(closed_error().ptr(), ("queue '" + name_ + "' " + why + ": no more puts").c_str());
@@ -290,12 +352,15 @@ PYBIND11_MODULE(_core, m) {
 
   py::class_<PyRing>(m, "Ring")
       .def(py::init<std::uint32_t, const std::vector<py::dtype>&, const std::vector<std::vector<py::ssize_t>>&,
-                    std::string>(),
-           py::arg("capacity"), py::arg("dtypes"), py::arg("shapes"), py::arg("name"))
-      .def("put", &PyRing::put, py::arg("components"), py::arg("timeout") = py::none())
-      .def("put_one", &PyRing::put_one, py::arg("component"), py::arg("timeout") = py::none())
+                    std::string, bool>(),
+           py::arg("capacity"), py::arg("dtypes"), py::arg("shapes"), py::arg("name"), py::arg("shared") = false)
+      .def_static("attach", &PyRing::attach, py::arg("fd"), py::arg("dtypes"), py::arg("shapes"), py::arg("name"))
+      .def("put", &PyRing::put, py::arg("components"), py::arg("timeout") = py::none(), py::arg("ticket") = -1)
+      .def("put_one", &PyRing::put_one, py::arg("component"), py::arg("timeout") = py::none(), py::arg("ticket") = -1)
       .def("put_many", &PyRing::put_many, py::arg("components"), py::arg("timeout") = py::none())
       .def("reserve", &PyRing::reserve, py::arg("timeout") = py::none())
+      .def("begin_turns", &PyRing::begin_turns, py::arg("workers"))
+      .def("finish_turns", &PyRing::finish_turns, py::arg("worker"), py::arg("count"))
       .def("close", &PyRing::close, py::arg("cancel") = false)
       .def("fail", &PyRing::fail, py::arg("message"))
       .def("size", &PyRing::size)
@@ -303,5 +368,6 @@ PYBIND11_MODULE(_core, m) {
       .def("fail_message", &PyRing::fail_message)
       .def_property_readonly("capacity", &PyRing::capacity)
       .def_property_readonly("id", &PyRing::id)
+      .def_property_readonly("fd", &PyRing::fd)
       .def_property_readonly("state", &PyRing::state);
 }

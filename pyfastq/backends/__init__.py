@@ -33,17 +33,19 @@ def native_unavailable() -> str | None:
     return _native_error or None
 
 
-def create(backend: str, spec, capacity: int, name: str):
+def create(backend: str, spec, capacity: int, name: str, shared: bool = False):
     if backend not in ("auto", "native", "python"):
         raise ValueError(f'backend must be "auto", "native" or "python", got {backend!r}')
+    if shared and backend == "python":
+        raise ValueError("shared=True needs the native backend: the python backend has no ring in shared memory")
     if backend in ("auto", "native"):
         why = native_unavailable()
         if why is None:
             from .native import NativeBackend
 
-            return NativeBackend(spec, capacity, name)
-        if backend == "native":
-            raise ImportError(f"pyfastq's native backend is unavailable: {why}")
+            return NativeBackend(spec, capacity, name, shared)
+        if backend == "native" or shared:
+            raise ImportError(f"pyfastq's native backend is unavailable{' (shared=True needs it)' if shared else ''}: {why}")
         _warn_fallback(why)
     from .python import PythonBackend
 

@@ -12,6 +12,7 @@ import os
 import tensorflow as tf
 
 from .._spec import Spec
+from .._writer import RingWriter
 
 _REBUILD = "rebuild pyfastq against it: pip install --force-reinstall --no-deps --no-build-isolation pyfastq (or . in a checkout)"
 
@@ -29,13 +30,11 @@ except tf.errors.OpError as e:
     raise ImportError(f"pyfastq's op library did not load ({e.message.strip()}); {_REBUILD}") from None
 
 
-class NativeBackend:
-    name = "native"
+class NativeBackend(RingWriter):
+    """The ring's producer side (RingWriter) and the dequeue ops."""
 
-    def __init__(self, spec: Spec, capacity: int, name: str):
-        self._spec = spec
-        self._name = name
-        self._ring = _core.Ring(capacity, spec.dtypes, [list(s) for s in spec.shapes], name)
+    def __init__(self, spec: Spec, capacity: int, name: str, shared: bool = False):
+        super().__init__(_core.Ring(capacity, spec.dtypes, [list(s) for s in spec.shapes], name, shared), spec, name)
         self._op_attrs = dict(
             queue_id=self._ring.id,
             queue_name=name,
@@ -43,40 +42,13 @@ class NativeBackend:
             shapes=[tf.TensorShape(s) for s in spec.shapes],
         )
 
-    def put(self, flat: list, timeout: float | None) -> None:
-        # The fast path takes exact-match arrays; anything else is converted
-        # (or rejected with the precise error) first.
-        if not self._ring.put(flat, timeout) and not self._ring.put(self._spec.convert(flat), timeout):
-            raise AssertionError(f"pyfastq internal error: converted element rejected by the ring of '{self._name}'")
-
     @property
-    def put_one(self):
-        return self._ring.put_one
+    def fd(self) -> int:
+        """The shared ring's descriptor (-1 if the ring is process-private)."""
+        return self._ring.fd
 
-    def put_many(self, flat: list, timeout: float | None) -> None:
-        if not self._ring.put_many(flat, timeout):
-            arrays = self._spec.convert(flat, leading=-1)
-            if arrays[0].shape[0] and not self._ring.put_many(arrays, timeout):
-                raise AssertionError(f"pyfastq internal error: converted elements rejected by the ring of '{self._name}'")
-
-    def reserve(self, timeout: float | None):
-        return self._ring.reserve(timeout)
-
-    def close(self, cancel: bool) -> None:
-        self._ring.close(cancel)
-
-    def fail(self, message: str) -> None:
-        self._ring.fail(message)
-
-    @property
-    def state(self) -> str:
-        return self._ring.state
-
-    def size(self) -> int:
-        return self._ring.size()
-
-    def stats(self) -> dict:
-        return self._ring.stats()
+    def begin_turns(self, workers: int) -> None:
+        self._ring.begin_turns(workers)
 
     def dequeue(self, end_as_flag: bool = False):
         done, comps = _ops.pyfastq_dequeue(end_as_flag=end_as_flag, **self._op_attrs)

@@ -1,0 +1,178 @@
+"""An element's layout: flattening it along the specs, checking and converting it.
+
+No TensorFlow here: worker processes use this to put into a shared ring, and
+importing TF there would cost seconds and hundreds of MB per worker. Only
+Python scalars and lists (which convert as ``tf.convert_to_tensor`` would)
+import it, on first use. Both backends and the worker share these checks, so
+the errors are the same wherever they are raised.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+
+class Leaf:
+    """One component in a layout's skeleton: where the specs had a TensorSpec."""
+
+    __slots__ = ("name", "dtype", "shape")
+
+    def __init__(self, name: str, dtype: np.dtype, shape: tuple[int, ...]):
+        self.name, self.dtype, self.shape = name, dtype, shape
+
+    def __getstate__(self):
+        return self.name, self.dtype, self.shape
+
+    def __setstate__(self, state):
+        self.name, self.dtype, self.shape = state
+
+    def __repr__(self) -> str:
+        return f"TensorSpec(shape={list(self.shape)}, dtype={self.dtype.name})"
+
+
+class Layout:
+    """The flat view of a nest of specs: names, numpy dtypes, shapes, and the nest itself (picklable, TF-free)."""
+
+    def __init__(self, skeleton: Any):
+        self.skeleton = skeleton
+        self.leaves: list[Leaf] = [leaf for _, leaf in _paths(skeleton)]
+        self.names = [leaf.name for leaf in self.leaves]
+        self.dtypes: list[np.dtype] = [leaf.dtype for leaf in self.leaves]
+        self.shapes: list[tuple[int, ...]] = [leaf.shape for leaf in self.leaves]
+        self.nbytes: list[int] = [int(np.prod(sh, dtype=np.int64)) * dt.itemsize for sh, dt in zip(self.shapes, self.dtypes)]
+        self.single = isinstance(skeleton, Leaf)
+
+    def __getstate__(self):
+        return self.skeleton
+
+    def __setstate__(self, skeleton):
+        self.__init__(skeleton)
+
+    # -- structure -----------------------------------------------------------
+    def flatten(self, element: Any) -> list:
+        """The element's components in spec order; TypeError if its nest differs.
+
+        The nest is walked along the specs, so a list where the specs have a
+        TensorSpec is data (as tf.convert_to_tensor takes it), not structure.
+        """
+        if self.single:
+            _check_leaf(self.skeleton, element, "")
+            return [element]
+        out: list = []
+        _flatten_like(self.skeleton, element, "", out)
+        return out
+
+    def pack(self, flat: Sequence) -> Any:
+        """The specs' nest with ``flat`` in its places (as tf.nest.pack_sequence_as)."""
+        if self.single:
+            return flat[0]
+        it = iter(flat)
+        return _pack_like(self.skeleton, it)
+
+    # -- components ----------------------------------------------------------
+    def convert(self, flat: Sequence, leading: int | None = None) -> list[np.ndarray]:
+        """Checked, C-contiguous arrays of the specs' dtypes and shapes.
+
+        Arrays (numpy, numpy scalars, tensors) must have the spec's dtype
+        exactly; Python scalars and lists convert as tf.convert_to_tensor would.
+        With ``leading`` (put_many) every component has that many rows first;
+        ``leading=-1`` takes the row count from the first component.
+        """
+        out = []
+        tf = sys.modules.get("tensorflow")
+        for i, (value, dtype, shape) in enumerate(zip(flat, self.dtypes, self.shapes)):
+            name = self.names[i]
+            if tf is not None and isinstance(value, (tf.Tensor, tf.Variable)):
+                value = value.numpy()
+            if isinstance(value, (np.ndarray, np.generic)):
+                arr = np.asarray(value)
+                if arr.dtype != dtype:
+                    raise TypeError(f"component {name}: expected dtype {dtype.name}, got {arr.dtype.name} (arrays are not cast)")
+            else:
+                import tensorflow as tf  # the reference for converting Python values; loaded once, when first needed
+
+                try:
+                    arr = np.asarray(tf.convert_to_tensor(value, dtype=tf.as_dtype(dtype)).numpy())
+                except (TypeError, ValueError) as e:
+                    raise TypeError(f"component {name}: cannot convert {type(value).__name__} to {dtype.name}: {e}") from None
+            want = shape
+            if leading is not None:
+                if leading == -1:
+                    if arr.ndim == 0:
+                        raise ValueError(f"component {name}: put_many needs a leading dimension, got a scalar")
+                    leading = arr.shape[0]
+                want = (leading, *shape)
+            if arr.shape != want:
+                raise ValueError(f"component {name}: expected shape {list(want)}, got {list(arr.shape)}")
+            out.append(arr if arr.flags.c_contiguous else arr.copy(order="C"))
+        return out
+
+
+def _structure_error(spec: Any, value: Any, path: str) -> TypeError:
+    where = f" at {path}" if path else ""
+    return TypeError(f"element structure differs from specs{where}: expected {spec!r}, got {type(value).__name__} {value!r:.200}")
+
+
+def _check_leaf(spec: Any, value: Any, path: str) -> None:
+    if isinstance(value, (tuple, Mapping)):
+        raise _structure_error(spec, value, path)
+
+
+def _flatten_like(spec: Any, value: Any, path: str, out: list) -> None:
+    if isinstance(spec, Leaf):
+        _check_leaf(spec, value, path)
+        out.append(value)
+    elif isinstance(spec, Mapping):
+        if not isinstance(value, Mapping) or set(value) != set(spec):
+            raise _structure_error(spec, value, path)
+        for k in sorted(spec):
+            _flatten_like(spec[k], value[k], f"{path}[{k!r}]", out)
+    else:
+        if not isinstance(value, (tuple, list)) or len(value) != len(spec):
+            raise _structure_error(spec, value, path)
+        for i, (s, v) in enumerate(zip(spec, value)):
+            _flatten_like(s, v, f"{path}[{i}]", out)
+
+
+def _pack_like(spec: Any, flat) -> Any:
+    if isinstance(spec, Leaf):
+        return next(flat)
+    if isinstance(spec, Mapping):
+        packed = {k: _pack_like(spec[k], flat) for k in sorted(spec)}
+        return type(spec)((k, packed[k]) for k in spec)  # the specs' key order, as tf.nest keeps it
+    items = [_pack_like(s, flat) for s in spec]
+    if isinstance(spec, tuple) and hasattr(spec, "_fields"):  # a namedtuple
+        return type(spec)(*items)
+    return type(spec)(items)
+
+
+def _paths(specs: Any, prefix: str = ""):
+    """(path, leaf) pairs in tf.nest order: dict keys sorted, sequences by index."""
+    if isinstance(specs, Mapping):
+        for k in sorted(specs):
+            yield from _paths(specs[k], f"{prefix}[{k!r}]")
+    elif isinstance(specs, (tuple, list)):
+        for i, v in enumerate(specs):
+            yield from _paths(v, f"{prefix}[{i}]")
+    else:
+        yield prefix, specs
+
+
+def skeleton_of(specs: Any, leaf) -> Any:
+    """``specs`` with each leaf replaced by ``leaf(path, spec)``, in the same containers."""
+    return _map_with_path(specs, "", leaf)
+
+
+def _map_with_path(specs: Any, path: str, leaf) -> Any:
+    if isinstance(specs, Mapping):
+        return type(specs)((k, _map_with_path(specs[k], f"{path}[{k!r}]", leaf)) for k in specs)
+    if isinstance(specs, (tuple, list)):
+        items = [_map_with_path(v, f"{path}[{i}]", leaf) for i, v in enumerate(specs)]
+        if isinstance(specs, tuple) and hasattr(specs, "_fields"):
+            return type(specs)(*items)
+        return type(specs)(items)
+    return leaf(path, specs)

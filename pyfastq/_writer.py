@@ -1,0 +1,189 @@
+"""The producers' side of a queue, without TensorFlow.
+
+``Producing`` is the put/put_many/reserve/close/fail half of ``pyfastq.Queue``;
+``RingWriter`` is that half for a native ring (the native backend adds the TF
+ops to it); ``QueueWriter`` is what a ``Queue(shared=True)`` becomes in another
+process: a producer writing straight into the shared ring's slots.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+from ._layout import Layout
+
+
+class Producing:
+    """put, put_many, reserve, close, fail, size, closed over ``self._layout`` and a backend ``self._impl``."""
+
+    _layout: Layout
+    _impl: Any
+    name: str
+
+    def _init_fast_put(self) -> None:
+        # The producer's hot path for a one-component native ring: an exact
+        # array goes straight to the ring; anything else takes put's way.
+        if self._layout.single and isinstance(self._impl, RingWriter):
+            ring_put, slow, flatten = self._impl.put_one, self._impl.put, self._layout.flatten
+
+            def put(element: Any, timeout: float | None = None) -> None:
+                if not ring_put(element, timeout):
+                    slow(flatten(element), timeout)
+
+            put.__doc__ = Producing.put.__doc__
+            self.put = put
+
+    def put(self, element: Any, timeout: float | None = None) -> None:
+        """Enqueues one element; blocks while the queue is full.
+
+        >>> q.put((image, label))
+        """
+        self._impl.put(self._layout.flatten(element), timeout)
+
+    def put_many(self, elements: Any, timeout: float | None = None) -> None:
+        """Enqueues every row of dim 0 of every component (as TF's enqueue_many).
+
+        With a timeout, all rows or none; without one, rows go in as slots come free.
+
+        >>> q.put_many((images[:32], labels[:32]))
+        """
+        self._impl.put_many(self._layout.flatten(elements), timeout)
+
+    def reserve(self, timeout: float | None = None) -> Reserved:
+        """Zero-copy put: writable numpy views of one slot, in the specs' nest.
+
+        >>> with q.reserve() as (image, label):
+        ...     image[:] = decode(...); label[...] = 3
+        """
+        return Reserved(self, timeout)
+
+    def close(self, cancel: bool = False) -> None:
+        """No more puts; consumers drain what is left, then end. cancel=True drops what is left."""
+        self._impl.close(cancel)
+
+    def fail(self, exc: BaseException | str) -> None:
+        """Ends the queue with a producer's error: consumers raise AbortedError holding it."""
+        if isinstance(exc, BaseException):
+            message = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        else:
+            message = str(exc)
+        self._impl.fail(message)
+
+    def size(self) -> int:
+        """Elements ready to dequeue now."""
+        return self._impl.size()
+
+    @property
+    def closed(self) -> bool:
+        """True once close(), close(cancel=True) or fail() was called."""
+        return self._impl.state != "open"
+
+
+class Reserved:
+    """The context manager reserve() returns: commit on normal exit, abort on an exception."""
+
+    def __init__(self, queue: Producing, timeout: float | None):
+        self._queue = queue
+        self._timeout = timeout
+        self._res = None
+
+    def __enter__(self):
+        self._res = self._queue._impl.reserve(self._timeout)
+        return self._queue._layout.pack(list(self._res.views))
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self._res.commit()
+        else:
+            self._res.abort()
+        self._res = None
+        return False
+
+
+class RingWriter:
+    """A native ring's producer side: the exact-match fast path of ``_core``, with conversion behind it."""
+
+    name = "native"
+
+    def __init__(self, ring: Any, layout: Layout, queue_name: str):
+        self._ring = ring
+        self._layout = layout
+        self._name = queue_name
+
+    def put(self, flat: list, timeout: float | None, ticket: int = -1) -> None:
+        # The fast path takes exact-match arrays; anything else is converted
+        # (or rejected with the precise error) first.
+        if not self._ring.put(flat, timeout, ticket) and not self._ring.put(self._layout.convert(flat), timeout, ticket):
+            raise AssertionError(f"pyfastq internal error: converted element rejected by the ring of '{self._name}'")
+
+    @property
+    def put_one(self):
+        return self._ring.put_one
+
+    def put_many(self, flat: list, timeout: float | None) -> None:
+        if not self._ring.put_many(flat, timeout):
+            arrays = self._layout.convert(flat, leading=-1)
+            if arrays[0].shape[0] and not self._ring.put_many(arrays, timeout):
+                raise AssertionError(f"pyfastq internal error: converted elements rejected by the ring of '{self._name}'")
+
+    def reserve(self, timeout: float | None):
+        return self._ring.reserve(timeout)
+
+    def close(self, cancel: bool) -> None:
+        self._ring.close(cancel)
+
+    def fail(self, message: str) -> None:
+        self._ring.fail(message)
+
+    @property
+    def state(self) -> str:
+        return self._ring.state
+
+    def size(self) -> int:
+        return self._ring.size()
+
+    def stats(self) -> dict:
+        return self._ring.stats()
+
+
+class QueueWriter(Producing):
+    """A shared queue in a producer process: put, put_many and reserve write into the ring's slots.
+
+    A ``Queue(shared=True)`` pickles to one of these when multiprocessing hands it
+    to another process (as ``Producer(mode="process")`` does); its ring's
+    descriptor travels with it, so nothing is pickled per element.
+    """
+
+    def __init__(self, fd: int, layout: Layout, name: str, capacity: int):
+        self._layout = layout
+        self.name = name
+        self.capacity = capacity
+        from . import _core
+
+        ring = _core.Ring.attach(fd, layout.dtypes, [list(s) for s in layout.shapes], name)
+        self._impl = RingWriter(ring, layout, name)
+        self._init_fast_put()
+
+    def __reduce__(self):
+        return reduce_shared(self._impl._ring.fd, self._layout, self.name, self.capacity)
+
+    def __repr__(self) -> str:
+        return f"pyfastq.QueueWriter({self.name!r}, capacity={self.capacity}, state={self._impl.state!r})"
+
+
+def reduce_shared(fd: int, layout: Layout, name: str, capacity: int):
+    """How a shared queue pickles: its descriptor, duplicated into the receiving process by multiprocessing."""
+    from multiprocessing.reduction import DupFd
+
+    return _attach_writer, (DupFd(fd), layout, name, capacity)
+
+
+def _attach_writer(dup, layout: Layout, name: str, capacity: int) -> QueueWriter:
+    import os
+
+    fd = dup.detach()
+    try:
+        return QueueWriter(fd, layout, name, capacity)
+    finally:
+        os.close(fd)  # the ring maps its own duplicate
