@@ -7,6 +7,7 @@ import tempfile
 import textwrap
 import time
 
+import psutil
 import pytest
 
 import pyfastq
@@ -98,3 +99,88 @@ def test_ctrl_c_interrupts_a_blocked_put(backend):
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=10)
     assert "interrupted" in out
+
+
+# -- process producers: the trainer dying or interrupted ------------------------------------
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+TRAINER = """
+import sys, time
+import numpy as np, tensorflow as tf, pyfastq
+from _workers import forever, python_heavy
+
+if __name__ == "__main__":
+    consume = sys.argv[1] == "consume"
+    spec = tf.TensorSpec([4], tf.float32) if consume else tf.TensorSpec([], tf.int64)
+    q = pyfastq.Queue(spec, capacity=4, shared=True)
+    with pyfastq.Producer(q, python_heavy if consume else forever, workers=2, mode="process") as p:
+        while q.size() < 4:
+            time.sleep(0.01)
+        print(" ".join(map(str, p.pids)), flush=True)
+        if consume:
+            for batch in q.dataset(batch_size=2):
+                pass
+        time.sleep(3600)
+"""
+
+
+def gone(pid):
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def start_trainer(tmp_path, how):
+    script = tmp_path / "trainer.py"
+    script.write_text(TRAINER)
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([PACKAGE_ROOT, TESTS_DIR])}
+    trainer = subprocess.Popen(
+        [sys.executable, str(script), how], stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path, start_new_session=True
+    )
+    pids = [int(p) for p in trainer.stdout.readline().split()]
+    assert len(pids) == 2, "the trainer did not start its workers"
+    helpers = [c.pid for c in psutil.Process(trainer.pid).children(recursive=True)]  # forkserver, resource tracker
+    return trainer, pids, helpers
+
+
+def wait_gone(pids, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not all(gone(p) for p in pids):
+        time.sleep(0.02)
+    return [p for p in pids if not gone(p)]
+
+
+def shm_segments():
+    return {n for n in os.listdir("/dev/shm") if n.startswith("pyfastq")}
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="process sentinels and /dev/shm of Linux")
+def test_sigkill_of_the_trainer_ends_its_workers_and_leaves_no_segment(native, tmp_path):
+    import signal
+
+    before = shm_segments()
+    trainer, workers, helpers = start_trainer(tmp_path, "idle")
+    trainer.send_signal(signal.SIGKILL)
+    trainer.wait(10)
+    assert wait_gone(workers + helpers, 5.0) == []
+    assert shm_segments() == before
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="uses SIGINT semantics of Linux")
+@pytest.mark.parametrize("to", ["trainer", "process group"])
+def test_ctrl_c_in_the_trainer_stops_everything_within_two_seconds(native, tmp_path, to):
+    import signal
+
+    trainer, workers, helpers = start_trainer(tmp_path, "consume")
+    time.sleep(0.3)  # consuming, workers busy in Python
+    start = time.monotonic()
+    if to == "trainer":
+        trainer.send_signal(signal.SIGINT)
+    else:
+        os.killpg(trainer.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    trainer.wait(10)
+    assert wait_gone(workers, 2.0 - (time.monotonic() - start)) == []
+    assert time.monotonic() - start < 2.0
+    assert trainer.returncode != 0  # KeyboardInterrupt ended it
+    assert wait_gone(helpers, 5.0) == []

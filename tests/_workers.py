@@ -1,0 +1,106 @@
+"""Producer functions for the process-mode tests.
+
+Worker processes import this module to unpickle them, so it imports neither
+TensorFlow nor the test modules (which do): a worker then starts in a fraction
+of a second.
+"""
+
+import os
+import random
+import signal
+import time
+
+import numpy as np
+
+import pyfastq
+
+
+def count(worker, workers, total):
+    for k in range(worker, total, workers):
+        yield np.int64(k)
+
+
+def forever(worker, workers):
+    k = 0
+    while True:
+        yield np.int64(worker * 1_000_000 + k)
+        k += 1
+
+
+def tagged(worker, workers, counts, jitter=0.002):
+    """Worker i yields counts[i] elements (i, k), after random pauses so that timing differs run to run."""
+    rng = random.Random()  # unseeded on purpose: the order must not depend on timing
+    for k in range(counts[worker]):
+        time.sleep(rng.random() * jitter)
+        yield np.int64(worker), np.int64(k)
+
+
+def seeds(worker, workers):
+    info = pyfastq.worker_info()
+    yield np.int64(worker), np.float64(random.random()), np.float64(np.random.rand()), np.int64(info.seed % 2**62)
+
+
+def writes_directly(worker, workers, rows):
+    """put_many, reserve and put through the worker's queue: each writes into the shared ring."""
+    q = pyfastq.worker_info().queue
+    base = worker * 10_000
+    q.put_many(np.arange(base, base + rows, dtype=np.int64))
+    for k in range(rows, 2 * rows):
+        with q.reserve() as view:
+            view[...] = base + k
+    q.put(base + 2 * rows)  # a Python int: converted as tf.convert_to_tensor would
+    return iter(())
+
+
+def raises_after(worker, workers, n):
+    for k in range(n):
+        yield np.int64(k)
+    if worker == 1:
+        raise KeyError("missing field 'label'")
+    while True:
+        time.sleep(0.01)
+        yield np.int64(-1)
+
+
+def exits_after(worker, workers, n, code):
+    for k in range(n):
+        yield np.int64(k)
+    time.sleep(0.2)  # let the puts land
+    os._exit(code)
+
+
+def holds_a_reserved_slot(worker, workers, marker):
+    q = pyfastq.worker_info().queue
+    with q.reserve() as view:
+        view[...] = 1
+        open(marker, "w").close()
+        time.sleep(3600)  # killed here, the slot in its hands
+    return iter(())
+
+
+def sleeps_in_fn(worker, workers):
+    yield np.int64(worker)
+    time.sleep(3600)  # stop() must not wait for this
+    yield np.int64(-1)
+
+
+def ignores_sigterm(worker, workers):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    yield np.int64(worker)
+    while True:
+        time.sleep(0.01)
+
+
+def python_heavy(worker, workers):
+    """About a millisecond of pure-Python work per element: holds the GIL."""
+    while True:
+        acc = 0
+        for j in range(20_000):
+            acc += j * j % 7
+        yield np.full([4], acc, np.float32)
+
+
+def put_range(queue, start, stop):
+    """A plain multiprocessing target: the queue arrives as a QueueWriter on the shared ring."""
+    for k in range(start, stop):
+        queue.put(np.int64(k))
