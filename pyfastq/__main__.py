@@ -10,11 +10,13 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pyfastq", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="train a small Keras model fed by Python producer threads")
+    demo = sub.add_parser("demo", help="train a small Keras model fed by Python producers")
     demo.add_argument("--examples", type=int, default=20_000)
     demo.add_argument("--batch-size", type=int, default=64)
     demo.add_argument("--workers", type=int, default=2)
     demo.add_argument("--backend", choices=["auto", "native", "python"], default="auto")
+    demo.add_argument("--mode", choices=["thread", "process"], default="thread",
+                      help="producer threads, or worker processes writing into shared memory (native backend)")
     sub.add_parser("info", help="print versions and whether the native backend loads")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if why is None else 1
     from .demo import main as demo_main
 
-    demo_main(args.examples, args.batch_size, args.workers, args.backend)
+    demo_main(args.examples, args.batch_size, args.workers, args.backend, args.mode)
     return 0
 
 

@@ -1,19 +1,23 @@
-"""The end-to-end demo: Python producer threads feed Keras `fit` through a pyfastq queue.
+"""The end-to-end demo: Python producers feed Keras `fit` through a pyfastq queue.
 
-Run it with ``pyfastq demo``. It trains a small classifier on synthetic data
-that only Python code can make, then prints what went through the queue.
+Run it with ``pyfastq demo`` (producer threads) or ``pyfastq demo --mode process``
+(worker processes writing into a ring in shared memory). It trains a small
+classifier on synthetic data that only Python code can make, then prints what
+went through the queue.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 
 import numpy as np
-import tensorflow as tf
 
 from .producer import Producer
-from .queue import Queue
+
+# TensorFlow is imported in main() only: worker processes import this module
+# for make_examples and have no use for it.
 
 
 def make_examples(worker: int, workers: int, count: int, rng_seed: int = 0):
@@ -25,9 +29,13 @@ def make_examples(worker: int, workers: int, count: int, rng_seed: int = 0):
         yield image, label
 
 
-def main(examples: int = 20_000, batch_size: int = 64, workers: int = 2, backend: str = "auto") -> dict:
+def main(examples: int = 20_000, batch_size: int = 64, workers: int = 2, backend: str = "auto", mode: str = "thread") -> dict:
+    import tensorflow as tf
+
+    from .queue import Queue
+
     specs = (tf.TensorSpec([32, 32, 3], tf.float32), tf.TensorSpec([], tf.int32))
-    q = Queue(specs, capacity=1024, backend=backend, name="demo")
+    q = Queue(specs, capacity=1024, backend=backend, shared=mode == "process", name="demo")
     model = tf.keras.Sequential([
         tf.keras.Input([32, 32, 3]),
         tf.keras.layers.GlobalAveragePooling2D(),
@@ -35,10 +43,12 @@ def main(examples: int = 20_000, batch_size: int = 64, workers: int = 2, backend
     ])
     model.compile(optimizer=tf.keras.optimizers.Adam(0.05),
                   loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    print(f"pyfastq demo: {workers} producer threads -> queue ({q.backend} backend) -> Keras fit, "
+    kind = "threads" if mode == "thread" else "processes"
+    print(f"pyfastq demo: {workers} producer {kind} -> queue ({q.backend} backend) -> Keras fit, "
           f"{examples} examples in batches of {batch_size}", flush=True)
     start = time.perf_counter()
-    with Producer(q, lambda i, n: make_examples(i, n, examples), workers=workers), warnings.catch_warnings():
+    fn = functools.partial(make_examples, count=examples)
+    with Producer(q, fn, workers=workers, mode=mode), warnings.catch_warnings():
         # Keras says this of every dataset whose length it cannot know ahead: a queue's ends when it is closed.
         warnings.filterwarnings("ignore", message="Your input ran out of data")
         history = model.fit(q.dataset(batch_size=batch_size), epochs=1, verbose=2, shuffle=False)
@@ -50,7 +60,7 @@ def main(examples: int = 20_000, batch_size: int = 64, workers: int = 2, backend
           f"the model waited {stats['get_wait_s']:.1f} s for data", flush=True)
     if stats["gets"] != examples:
         raise SystemExit(f"demo failed: {examples} examples made, {stats['gets']} trained on")
-    return {"examples": stats["gets"], "seconds": seconds, "accuracy": accuracy, "backend": q.backend}
+    return {"examples": stats["gets"], "seconds": seconds, "accuracy": accuracy, "backend": q.backend, "mode": mode}
 
 
 if __name__ == "__main__":

@@ -56,6 +56,9 @@ class Queue(Producing):
         self._shared = bool(shared)
         self._init_fast_put()
         _live.add(self)
+        if self._shared:
+            # Writers in other processes must not wait forever on a ring that nobody here reads any more.
+            weakref.finalize(self, self._impl.close, True)
 
     def __reduce__(self):
         if not self._shared:
