@@ -277,3 +277,10 @@ def test_a_worker_blocked_in_put_does_not_spin(native):
         after = worker.cpu_times()
         busy = (after.user - before.user) + (after.system - before.system)
         assert busy < 0.1, f"a worker waiting for a free slot used {busy:.2f} s of CPU in 1 s"
+
+
+def test_the_demo_trains_from_worker_processes(native):
+    from pyfastq.demo import main
+
+    result = main(examples=2000, batch_size=50, workers=2, mode="process")
+    assert result["examples"] == 2000 and result["mode"] == "process" and result["backend"] == "native"
