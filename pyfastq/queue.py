@@ -9,7 +9,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from . import backends
+from . import _interrupt, backends
 from ._spec import Spec
 from ._writer import Producing, reduce_shared
 
@@ -55,6 +55,7 @@ class Queue(Producing):
         self._capacity = capacity
         self._shared = bool(shared)
         self._init_fast_put()
+        _interrupt.install()
         _live.add(self)
         if self._shared:
             # Writers in other processes must not wait forever on a ring that nobody here reads any more.
@@ -91,23 +92,20 @@ class Queue(Producing):
 
         def take(_):
             if batch_size is None:
-                done, flat = impl.dequeue(end_as_flag=True)
+                status, flat = impl.dequeue(end_as_flag=True)
             else:
-                done, flat = impl.dequeue_many(batch_size, not drop_remainder, end_as_flag=True)
-            return done, tuple(flat)
+                status, flat = impl.dequeue_many(batch_size, not drop_remainder, end_as_flag=True)
+            return tf.cast(status, tf.int8), tuple(flat)  # native: done (bool); python: DATA, END or NOTHING_YET
 
         lead = [] if batch_size is None else [batch_size if drop_remainder else None]
 
-        def unpack(done, flat):
+        def unpack(status, flat):
             return spec.pack([tf.ensure_shape(t, lead + list(s)) for t, s in zip(flat, spec.shapes)])
 
-        return (
-            tf.data.Dataset.from_tensors(0)
-            .repeat()
-            .map(take)
-            .take_while(lambda done, flat: tf.logical_not(done))
-            .map(unpack)
-        )
+        ds = tf.data.Dataset.from_tensors(0).repeat().map(take).take_while(lambda status, flat: tf.not_equal(status, 1))
+        if getattr(impl, "polls", False):
+            ds = ds.filter(lambda status, flat: tf.equal(status, 0))
+        return ds.map(unpack)
 
     # -- state ---------------------------------------------------------------------
     @property

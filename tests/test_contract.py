@@ -471,3 +471,18 @@ def test_blocking_put_many_never_starves_a_batch_consumer(backend):
     consumer.join(10)
     assert not consumer.is_alive()
     assert got == list(range(20))
+
+
+def test_breaking_out_of_a_dataset_loop_on_an_empty_open_queue_returns(backend):
+    # tf.data tears the iterator down at once, waiting for the dequeue in flight:
+    # that one must end although no data comes (the python backend polls).
+    q = pyfastq.Queue(tf.TensorSpec([], tf.int64), capacity=4, backend=backend)
+    q.put(np.int64(1))
+    start = time.monotonic()
+    for x in q.dataset():
+        assert int(x) == 1
+        break
+    assert time.monotonic() - start < 5.0
+    q.put(np.int64(2))
+    q.close()
+    assert [int(x) for x in q.dataset()] == [2]  # nothing was taken by the abandoned iterator

@@ -107,17 +107,18 @@ TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 TRAINER = """
 import sys, time
 import numpy as np, tensorflow as tf, pyfastq
-from _workers import forever, python_heavy
+from _workers import forever, python_heavy, sleeps_in_fn
 
 if __name__ == "__main__":
-    consume = sys.argv[1] == "consume"
-    spec = tf.TensorSpec([4], tf.float32) if consume else tf.TensorSpec([], tf.int64)
+    how = sys.argv[1]  # idle: workers blocked on a full queue; consume: busy workers; starve: workers stuck in fn
+    spec = tf.TensorSpec([4], tf.float32) if how == "consume" else tf.TensorSpec([], tf.int64)
+    fn = {"idle": forever, "consume": python_heavy, "starve": sleeps_in_fn}[how]
     q = pyfastq.Queue(spec, capacity=4, shared=True)
-    with pyfastq.Producer(q, python_heavy if consume else forever, workers=2, mode="process") as p:
-        while q.size() < 4:
+    with pyfastq.Producer(q, fn, workers=2, mode="process") as p:
+        while q.size() < (2 if how == "starve" else 4):
             time.sleep(0.01)
         print(" ".join(map(str, p.pids)), flush=True)
-        if consume:
+        if how != "idle":
             for batch in q.dataset(batch_size=2):
                 pass
         time.sleep(3600)
@@ -168,11 +169,12 @@ def test_sigkill_of_the_trainer_ends_its_workers_and_leaves_no_segment(native, t
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="uses SIGINT semantics of Linux")
-@pytest.mark.parametrize("to", ["trainer", "process group"])
-def test_ctrl_c_in_the_trainer_stops_everything_within_two_seconds(native, tmp_path, to):
+@pytest.mark.parametrize("to,how", [("trainer", "consume"), ("process group", "consume"), ("trainer", "starve")])
+def test_ctrl_c_in_the_trainer_stops_everything_within_two_seconds(native, tmp_path, to, how):
+    """consume: data flows, workers busy in Python; starve: the trainer waits in a dequeue, workers stuck in fn."""
     import signal
 
-    trainer, workers, helpers = start_trainer(tmp_path, "consume")
+    trainer, workers, helpers = start_trainer(tmp_path, how)
     time.sleep(0.3)  # consuming, workers busy in Python
     start = time.monotonic()
     if to == "trainer":
@@ -182,5 +184,51 @@ def test_ctrl_c_in_the_trainer_stops_everything_within_two_seconds(native, tmp_p
     trainer.wait(10)
     assert wait_gone(workers, 2.0 - (time.monotonic() - start)) == []
     assert time.monotonic() - start < 2.0
-    assert trainer.returncode != 0  # KeyboardInterrupt ended it
+    assert trainer.returncode != 0  # KeyboardInterrupt (or, starved, the dequeue's CancelledError) ended it
     assert wait_gone(helpers, 5.0) == []
+
+
+STARVED = """
+import sys, numpy as np, tensorflow as tf, pyfastq
+how, backend = sys.argv[1], sys.argv[2]
+q = pyfastq.Queue(tf.TensorSpec([], tf.int64), capacity=4, backend=backend)
+
+@tf.function
+def step():
+    return q.dequeue_many(2)
+
+print("waiting", flush=True)
+try:
+    if how == "dataset":
+        for x in q.dataset():
+            pass
+    elif how == "tf.function":
+        step()
+    else:
+        q.dequeue()
+except KeyboardInterrupt:
+    print("caught KeyboardInterrupt", flush=True)
+except tf.errors.OpError as e:
+    print("caught", type(e).__name__, e.message, flush=True)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="uses SIGINT semantics of Linux")
+@pytest.mark.parametrize("how", ["eager", "tf.function", "dataset"])
+def test_ctrl_c_ends_a_dequeue_waiting_for_data(backend, how, tmp_path):
+    import signal
+
+    script = tmp_path / "starved.py"
+    script.write_text(STARVED)
+    proc = subprocess.Popen([sys.executable, str(script), how, backend], stdout=subprocess.PIPE, text=True, env=ENV, cwd=tmp_path)
+    assert proc.stdout.readline().strip() == "waiting"
+    time.sleep(0.5)  # inside the dequeue, which no data will end
+    start = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=20)
+    assert time.monotonic() - start < 2.0
+    if how == "eager" and backend == "python":
+        assert "caught KeyboardInterrupt" in out  # a plain Python wait: Python's own KeyboardInterrupt
+    else:
+        expected = "CancelledError" if backend == "native" else "UnknownError"
+        assert f"caught {expected}" in out and "interrupted by Ctrl-C (SIGINT)" in out, out

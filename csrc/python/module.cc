@@ -9,6 +9,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <signal.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -336,6 +338,29 @@ class PyRing {
   std::string name_;
 };
 
+// SIGINT: raise the consumer-interrupt flag, then run Python's own C handler,
+// which trips the KeyboardInterrupt. In that order, Python's handler (which
+// lowers the flag when it delivers) always runs after the flag was raised.
+struct sigaction g_next_sigint;
+
+void on_sigint(int signum) {
+  raise_consumer_interrupt();
+  if (g_next_sigint.sa_handler != SIG_DFL && g_next_sigint.sa_handler != SIG_IGN) g_next_sigint.sa_handler(signum);
+}
+
+// Chains on_sigint in front of the installed handler; false if that is not a
+// plain handler (SIG_DFL, SIG_IGN or an SA_SIGINFO one: left alone).
+bool chain_sigint() {
+  struct sigaction current {};
+  if (sigaction(SIGINT, nullptr, &current) != 0) return false;
+  if (current.sa_handler == on_sigint) return true;
+  if ((current.sa_flags & SA_SIGINFO) || current.sa_handler == SIG_DFL || current.sa_handler == SIG_IGN) return false;
+  g_next_sigint = current;
+  struct sigaction ours = current;
+  ours.sa_handler = on_sigint;
+  return sigaction(SIGINT, &ours, nullptr) == 0;
+}
+
 }  // namespace
 }  // namespace pyfastq
 
@@ -343,6 +368,13 @@ PYBIND11_MODULE(_core, m) {
   using namespace pyfastq;
   m.doc() = "pyfastq's ring, producers' side (private: use pyfastq.Queue)";
   m.attr("RING_LIBRARY") = ring_library_version();
+  m.def("chain_sigint", &chain_sigint,
+        "Puts a C handler in front of the current SIGINT handler that raises the consumer-interrupt flag first");
+  m.def("take_consumer_interrupt", &take_consumer_interrupt,
+        "For a consumer waiting in Python: true while Ctrl-C is pending (or taken by another consumer); marks it taken");
+  m.def("consumer_interrupt", [] { return static_cast<int>(consumer_interrupt()); },
+        "0: none, 1: Ctrl-C pending, 2: taken by a consumer, which ends with CancelledError");
+  m.def("clear_consumer_interrupt", &clear_consumer_interrupt);
 
   py::class_<Reservation>(m, "Reservation")
       .def_property_readonly("views", &Reservation::views)

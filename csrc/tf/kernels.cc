@@ -26,6 +26,8 @@ using pyfastq::RingMemory;
 using RingStatus = pyfastq::Status;
 
 constexpr auto kInlineWait = std::chrono::microseconds(200);
+// A parked wait re-checks for Ctrl-C (pyfastq::take_consumer_interrupt) this often.
+constexpr auto kInterruptCheck = std::chrono::milliseconds(50);
 
 // Gives a slot back to producers when the last tensor aliasing it is freed.
 struct SlotLease {
@@ -60,6 +62,7 @@ struct Wait {
   std::vector<std::uint32_t> slots;
   std::uint32_t got = 0;
   std::atomic<bool> abandon{false};
+  bool interrupted = false;
 };
 
 class DequeueOp : public AsyncOpKernel {
@@ -129,8 +132,16 @@ class DequeueOp : public AsyncOpKernel {
     // Env::SchedClosure runs the closure on a thread of its own, not one of
     // TF's pools: a wait that may last the whole run must not starve them.
     ctx->env()->SchedClosure([this, ctx, wait, cm, token, done = std::move(done)]() {
-      const RingStatus st = wait->mem->ring().pop(n_, wait->slots.data(), &wait->got, allow_smaller_,
-                                              pyfastq::no_deadline(), &wait->abandon);
+      RingStatus st;
+      for (;;) {
+        st = wait->mem->ring().pop(n_, wait->slots.data(), &wait->got, allow_smaller_,
+                                   pyfastq::Clock::now() + kInterruptCheck, &wait->abandon);
+        if (st != RingStatus::kTimeout) break;
+        if (pyfastq::take_consumer_interrupt()) {
+          wait->interrupted = true;
+          break;
+        }
+      }
       if (cm != nullptr) cm->DeregisterCallback(token);  // waits for a running callback to end
       Finish(ctx, wait.get(), st);
       done();
@@ -158,6 +169,11 @@ class DequeueOp : public AsyncOpKernel {
   }
 
   void Finish(OpKernelContext* ctx, Wait* wait, RingStatus st) {
+    if (wait->interrupted) {
+      ctx->SetStatus(errors::Cancelled(type_string(), " from pyfastq queue '", queue_name_,
+                                       "' was interrupted by Ctrl-C (SIGINT) while waiting for data"));
+      return;
+    }
     switch (st) {
       case RingStatus::kOk:
         if (batched_) {

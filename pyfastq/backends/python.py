@@ -15,6 +15,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from .. import _interrupt
 from .._errors import QueueClosed
 from .._spec import Spec
 from . import deadline_from
@@ -166,12 +167,20 @@ class PythonBackend:
             }
 
     # -- consumers ---------------------------------------------------------------
+    # With end_as_flag (datasets), the first output is a status, not a bool:
+    DATA, END, NOTHING_YET = 0, 1, 2
+    # NOTHING_YET comes back after _SLICE without data: tf.data cannot cancel a
+    # numpy_function, and tearing down an iterator (a `break` out of a loop over
+    # the dataset) waits for the calls in flight. The dataset filters it out.
+    polls = True
+
     def _take(self, n: int | None, allow_smaller: bool, end_as_flag: bool):
         want = 1 if n is None else n
         if want > self._capacity:
             raise ValueError(f"dequeue_many({want}) from '{self._name}' of capacity {self._capacity} can never be satisfied")
         with self._cond:
             start = time.monotonic()
+            interrupts = _interrupt.epoch()
             while True:
                 if self._state == "cancelled":
                     raise RuntimeError(f"CancelledError: pyfastq queue '{self._name}' was cancelled")
@@ -185,25 +194,32 @@ class PythonBackend:
                         break
                     if end_as_flag:
                         self._get_wait += time.monotonic() - start
-                        return True, self._empty(n)
+                        return self.END, self._empty(n)
                     raise StopIteration  # tf.numpy_function turns it into OutOfRangeError
+                if threading.current_thread() is not threading.main_thread() and _interrupt.take(interrupts):
+                    raise RuntimeError(f"CancelledError: dequeue from pyfastq queue '{self._name}' was interrupted by Ctrl-C (SIGINT) while waiting for data")
+                if end_as_flag and time.monotonic() - start >= _SLICE:
+                    self._get_wait += time.monotonic() - start
+                    return self.NOTHING_YET, self._empty(n)
                 self._cond.wait(_SLICE)
             self._get_wait += time.monotonic() - start
             items = [self._items.popleft() for _ in range(want)]
             self._gets += want
             self._cond.notify_all()
         if n is None:
-            return False, items[0]
-        return False, [np.stack([it[c] for it in items]) for c in range(len(self._spec.flat))]
+            return self.DATA, items[0]
+        return self.DATA, [np.stack([it[c] for it in items]) for c in range(len(self._spec.flat))]
 
     def _empty(self, n: int | None) -> list[np.ndarray]:
         lead = () if n is None else (0,)
         return [np.zeros(lead + s, d) for s, d in zip(self._spec.shapes, self._spec.dtypes)]
 
     def _op(self, n: int | None, allow_smaller: bool, end_as_flag: bool):
+        status_type = tf.int8 if end_as_flag else tf.bool
+
         def fn():
-            done, comps = self._take(n, allow_smaller, end_as_flag)
-            return (np.array(done), *comps)
+            status, comps = self._take(n, allow_smaller, end_as_flag)
+            return (np.array(status, status_type.as_numpy_dtype), *comps)
 
         if tf.executing_eagerly():
             # Eagerly, numpy_function calls fn directly and lets its exceptions
@@ -215,7 +231,7 @@ class PythonBackend:
             except RuntimeError as e:
                 raise tf.errors.UnknownError(None, None, str(e)) from None
             return tf.constant(out[0]), [tf.constant(c) for c in out[1:]]
-        out = tf.numpy_function(fn, [], [tf.bool, *self._spec.tf_dtypes], stateful=True, name="pyfastq_python_dequeue")
+        out = tf.numpy_function(fn, [], [status_type, *self._spec.tf_dtypes], stateful=True, name="pyfastq_python_dequeue")
         done, comps = out[0], list(out[1:])
         done.set_shape([])
         lead = [] if n is None else [None if (allow_smaller or end_as_flag) else n]
