@@ -3,6 +3,7 @@
     python bench/run.py                 # every workload, about 3 minutes on 2 cores
     python bench/run.py --quick         # a smoke run
     python bench/run.py --workloads seed,large --methods native,from_generator --json out.json
+    python bench/run.py --workloads python --workers 1,2 --seconds 3
 
 Consumer: one tf.function running N steps in a graph loop (`for _ in tf.range(n)`);
 each step takes one batch and reads from it. Producer: a Python thread putting one
@@ -13,6 +14,13 @@ the baselines are handed `batch.copy()` (handing TF the same array object every 
 lets from_generator and numpy_function wrap it without any copy, which no real
 producer of new data can do). Each figure is batches consumed over a fixed wall-time
 budget after a warm-up.
+
+"python" is the GIL-bound producer: each element costs about 1 ms of pure-Python work
+(bench/gil_work.py), put by pyfastq.Producer with P workers in threads (which share the
+GIL) or in processes (Queue(shared=True): each worker writes into the shared ring), or
+made by tf.data's from_generator; the graph takes dequeue_many(32) (.batch(32)). Worker
+start-up (process workers import this script, TensorFlow included) is left out: the
+warm-up waits until every worker's elements arrive.
 Ratios compare methods measured in the same run; absolute figures drift between runs.
 """
 
@@ -27,6 +35,7 @@ import queue as pyqueue
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -36,8 +45,16 @@ import tensorflow as tf  # noqa: E402
 
 import pyfastq  # noqa: E402
 
+# bench/ is not a package: gil_work is found on sys.path (process workers get this process's sys.path).
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in (os.path.abspath(p) for p in sys.path):
+    sys.path.insert(0, _HERE)
+import gil_work  # noqa: E402
+
 BASELINES = ("from_generator", "numpy_function", "fifo_queue")
 METHODS = ("native", "python", *BASELINES, "np_copyto")
+# The "python" workload's methods: Producer threads and processes, each with P workers, and from_generator.
+PRODUCER_METHODS = ("thread", "process", "from_generator")
 
 
 @dataclass
@@ -47,6 +64,8 @@ class Workload:
     dtype: type
     batch: int  # elements per consumed batch (1: each put is a whole batch)
     capacity: int  # queue capacity, in elements
+    methods: tuple = METHODS  # the methods that apply
+    make: Callable | None = None  # the producer's fn(worker, workers) -> elements; None: put one pre-made item
 
     @property
     def batch_bytes(self) -> int:
@@ -56,12 +75,13 @@ class Workload:
         return tf.TensorSpec(self.element_shape, tf.as_dtype(self.dtype))
 
 
-# Further workloads (the GIL-bound producer of process mode) register here.
 WORKLOADS = {
     "seed": Workload("seed: [100] float32 elements, dequeue_many(128)", (100,), np.float32, 128, 1024),
     "small": Workload("small batch [128,100] float32 (51 KB)", (128, 100), np.float32, 1, 8),
     "image": Workload("image batch [32,224,224,3] uint8 (4.8 MB)", (32, 224, 224, 3), np.uint8, 1, 8),
     "large": Workload("large batch [16,1024,1024] float32 (64 MB)", (16, 1024, 1024), np.float32, 1, 8),
+    "python": Workload("Python-heavy producer: ~1 ms of GIL-bound Python per [100] float32 element, dequeue_many(32)",
+                       gil_work.SHAPE, gil_work.DTYPE, 32, 128, PRODUCER_METHODS, gil_work.make),
 }
 
 
@@ -135,10 +155,37 @@ def measure_pyfastq(w: Workload, backend: str, seconds: float) -> float:
         feeder.stop(lambda: q.close(cancel=True))
 
 
+def wait_for_workers(q, producer, workers: int, batch: int, timeout: float = 120.0) -> None:
+    """Takes batches eagerly until every worker's element has arrived (element[0] is its index): start-up is over."""
+    seen: set = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < workers:
+        while q.size() < batch:  # poll, so that a worker that never starts is a timeout, not a hang
+            if producer.errors:
+                raise producer.errors[0]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only workers {sorted(seen)} of {workers} produced within {timeout:.0f} s")
+            time.sleep(0.01)
+        seen.update(int(i) for i in q.dequeue_many(batch).numpy()[:, 0])
+
+
+def measure_producer(w: Workload, mode: str, workers: int, seconds: float) -> float:
+    """pyfastq.Producer(w.make, workers, mode) into a native queue (shared in process mode), dequeue_many in the graph."""
+    q = pyfastq.Queue(w.spec(), capacity=w.capacity, backend="native", shared=mode == "process")
+    with pyfastq.Producer(q, w.make, workers=workers, mode=mode) as producer:
+        wait_for_workers(q, producer, workers, w.batch)
+        rate = timed(graph_loop(lambda: q.dequeue_many(w.batch)), seconds)
+        if producer.errors:
+            raise producer.errors[0]
+        return rate
+
+
 def measure_from_generator(w: Workload, seconds: float) -> float:
     item = np.ones(w.element_shape, w.dtype)
 
     def gen():
+        if w.make is not None:  # the workload's own producer, as one worker
+            yield from w.make(0, 1)
         while True:
             yield item.copy()
 
@@ -201,10 +248,71 @@ def measure_np_copyto(w: Workload, seconds: float) -> float:
     return batches / (time.perf_counter() - start)
 
 
-def measure(w: Workload, method: str, seconds: float) -> float:
+def measure(w: Workload, method: str, seconds: float, workers: int = 1) -> float:
+    if method in ("thread", "process"):
+        return measure_producer(w, method, workers, seconds)
     if method in ("native", "python"):
         return measure_pyfastq(w, method, seconds)
     return globals()[f"measure_{method}"](w, seconds)
+
+
+def default_worker_counts(quick: bool) -> list:
+    """1, 2 and, where cores allow, 4, 8, ... and the core count (--quick: 1 and 2)."""
+    cores = os.cpu_count() or 1
+    counts = {1, 2}
+    if not quick:
+        p = 4
+        while p < cores:
+            counts.add(p)
+            p *= 2
+        counts.add(cores)
+    return sorted(counts)
+
+
+def runs(w: Workload, methods: list, worker_counts: list):
+    """(method, workers) pairs to measure for w: workers is None for methods without a worker count."""
+    for m in methods:  # in the order asked for
+        if m not in w.methods:
+            continue
+        if m in ("thread", "process"):
+            for p in worker_counts:
+                yield m, p
+        else:
+            yield m, None
+
+
+def producer_summary(row: dict, batch: int, element_ms: float | None) -> list:
+    """The python workload's targets: process P >= 0.85 x P x process P=1 (P up to the cores); process P=cores >= 0.85 x cores x from_generator."""
+    cores = os.cpu_count() or 1
+    lines = []
+    if element_ms:
+        lines.append(f"python: one element is {element_ms:.3f} ms of Python on one core here, "
+                     f"{1e3 / element_ms:,.0f} elements/s per core at best")
+    procs = {int(k.split("=")[1]): v for k, v in row.items() if k.startswith("process P=") and v}
+    threads = {int(k.split("=")[1]): v for k, v in row.items() if k.startswith("thread P=") and v}
+    one = procs.get(1)
+    for p, rate in sorted(procs.items()):
+        if p > 1 and one:
+            scale = rate / one
+            if p <= cores:
+                target = 0.85 * p
+                verdict = f"target >= 0.85 x {p} = {target:.2f}x: {'met' if scale >= target else 'NOT met'}"
+            else:
+                verdict = f"more workers than the {cores} cores: no target"
+            lines.append(f"python: process P={p} is {scale:.2f}x process P=1 ({rate * batch:,.0f} vs {one * batch:,.0f} elements/s; {verdict})")
+    gen = row.get("from_generator")
+    within = [p for p in procs if p <= cores]
+    if gen and within:
+        p = max(within)
+        ratio, target = procs[p] / gen, 0.85 * p
+        verdict = (f"target >= 0.85 x {p} = {target:.2f}x: {'met' if ratio >= target else 'NOT met'}" if p == cores
+                   else f"the target is for P = the {cores} cores")
+        lines.append(f"python: process P={p} is {ratio:.2f}x from_generator ({procs[p] * batch:,.0f} vs {gen * batch:,.0f} elements/s; {verdict})")
+    if threads.get(1):
+        best = max(threads, key=threads.get)
+        lines.append(f"python: threads share the GIL: the best, thread P={best}, is {threads[best] / threads[1]:.2f}x thread P=1"
+                     + (f", {threads[1] / gen:.2f}x from_generator at P=1" if gen else ""))
+    return lines
 
 
 def machine() -> str:
@@ -220,7 +328,11 @@ def machine() -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma-separated, of {', '.join(WORKLOADS)}")
-    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
+    all_methods = ("native", "python", "thread", "process", *BASELINES, "np_copyto")  # METHODS and PRODUCER_METHODS
+    parser.add_argument("--methods", default=",".join(all_methods),
+                        help=f"comma-separated, of {', '.join(all_methods)} (each workload runs those that apply to it)")
+    parser.add_argument("--workers", help="the python workload's worker counts, comma-separated "
+                        "(default 1, 2, 4, ... up to the core count; --quick: 1,2)")
     parser.add_argument("--seconds", type=float, default=2.5, help="measuring time per figure (after warm-up)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 0.3 s per figure")
     parser.add_argument("--json", help="also write the figures to this file")
@@ -232,29 +344,50 @@ def main(argv=None) -> int:
         if name not in WORKLOADS:
             parser.error(f"unknown workload {name!r}")
     for m in methods:
-        if m not in METHODS:
+        if m not in all_methods:
             parser.error(f"unknown method {m!r}")
+    if args.workers:
+        try:
+            worker_counts = sorted({int(p) for p in args.workers.split(",") if p.strip()})
+        except ValueError:
+            parser.error(f"--workers takes comma-separated ints, got {args.workers!r}")
+        if not worker_counts or worker_counts[0] < 1:
+            parser.error(f"--workers takes ints >= 1, got {args.workers!r}")
+    else:
+        worker_counts = default_worker_counts(args.quick)
     if "native" in methods and pyfastq.native_unavailable():
         print(f"native backend unavailable, skipped: {pyfastq.native_unavailable()}", file=sys.stderr)
         methods.remove("native")
+    for m in ("thread", "process"):  # the python workload's Producer runs on the native backend
+        if m in methods and pyfastq.native_unavailable():
+            print(f"native backend unavailable, python workload's {m} skipped", file=sys.stderr)
+            methods.remove(m)
 
     results: dict = {}
     failures = 0
+    element_ms = None  # the python workload's ms of work per element, measured here on one core
     begin = time.perf_counter()
     for name in workloads:
         w = WORKLOADS[name]
         results[name] = {}
-        for m in methods:
+        if w.make is gil_work.make:
+            element_ms = gil_work.ms_per_element(100, 3)
+            print(f"[{time.perf_counter() - begin:6.1f}s] {name:6s} one element takes {element_ms:.3f} ms of Python on one core "
+                  f"(ideal {1e3 / element_ms:,.0f} elements/s per core)", file=sys.stderr, flush=True)
+        for m, workers in runs(w, methods, worker_counts):
+            label = f"{m} P={workers}" if workers else m
             try:
-                rate = measure(w, m, seconds)
+                rate = measure(w, m, seconds, workers or 1)
             except Exception as e:  # noqa: BLE001 - one broken method must not hide the others
                 failures += 1
-                print(f"[{time.perf_counter() - begin:6.1f}s] {name:6s} {m:15s} FAILED: {type(e).__name__}: {e}", file=sys.stderr)
-                results[name][m] = None
+                print(f"[{time.perf_counter() - begin:6.1f}s] {name:6s} {label:15s} FAILED: {type(e).__name__}: {e}", file=sys.stderr)
+                results[name][label] = None
                 continue
-            results[name][m] = rate
-            print(f"[{time.perf_counter() - begin:6.1f}s] {name:6s} {m:15s} {rate:12,.1f} batches/s {rate * w.batch_bytes / 1e9:8.3f} GB/s",
-                  file=sys.stderr, flush=True)
+            results[name][label] = rate
+            line = f"[{time.perf_counter() - begin:6.1f}s] {name:6s} {label:15s} {rate:12,.1f} batches/s {rate * w.batch_bytes / 1e9:8.3f} GB/s"
+            if w.methods is PRODUCER_METHODS:
+                line += f" {rate * w.batch:10,.0f} elements/s"
+            print(line, file=sys.stderr, flush=True)
             gc.collect()
 
     print(f"Machine: {machine()}")
@@ -282,9 +415,15 @@ def main(argv=None) -> int:
             if row.get("np_copyto") and WORKLOADS[name].batch == 1:
                 line += f", {row['native'] / row['np_copyto']:.2f}x one np.copyto"
             print(line)
+    if "python" in results:
+        for line in producer_summary(results["python"], WORKLOADS["python"].batch, element_ms):
+            print(line)
     if args.json:
+        out = {"machine": machine(), "seconds": seconds, "results": results}
+        if element_ms is not None:
+            out["python_element_ms"] = element_ms
         with open(args.json, "w") as f:
-            json.dump({"machine": machine(), "seconds": seconds, "results": results}, f, indent=2)
+            json.dump(out, f, indent=2)
     print(f"\n({time.perf_counter() - begin:.0f} s)", file=sys.stderr)
     return 1 if failures else 0
 

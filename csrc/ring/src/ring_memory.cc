@@ -1,6 +1,7 @@
 #include "pyfastq/ring_memory.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -23,8 +24,16 @@ struct Registry {
   std::uint64_t next_id = 1;
 };
 
+Registry* g_registry = nullptr;
+
 Registry& registry() {
-  static auto* r = new Registry;  // never destroyed: ops may look up during interpreter teardown
+  static Registry* r = [] {
+    g_registry = new Registry;  // never destroyed: ops may look up during interpreter teardown
+    // A fork while another thread holds the lock would leave the child's copy
+    // locked for good: hold it across fork(), so both sides get it consistent and free.
+    pthread_atfork([] { g_registry->mu.lock(); }, [] { g_registry->mu.unlock(); }, [] { g_registry->mu.unlock(); });
+    return g_registry;
+  }();
   return *r;
 }
 

@@ -201,9 +201,11 @@ class PYFASTQ_API Ring {
   // Ordered puts. Not for producers that are running: call before they start.
   // Ticket k*workers + i is producer i's k-th element; 1 <= workers <= kMaxTurnWorkers.
   bool begin_turns(std::uint32_t workers) noexcept;
-  // producer side: waits until `ticket` may commit. kClosed (or kCancelled,
-  // kFailed) once the ring has ended; the turn is kept while the caller
-  // retries, so a put that times out can be tried again with the same ticket.
+  // producer side: waits until `ticket` may commit: kOk when it is its turn
+  // (even on an ended ring: the acquire that follows reports the end), else
+  // kClosed, kCancelled or kFailed once the ring has ended. The turn is kept
+  // while the caller retries, so a put that times out can try again with the
+  // same ticket.
   Status wait_turn(std::uint64_t ticket, Deadline deadline = no_deadline(),
                    const std::atomic<bool>* abandon = nullptr) noexcept;
   // producer side: the element of `ticket` is committed; the next ticket's
