@@ -309,9 +309,9 @@ def producer_summary(row: dict, batch: int, element_ms: float | None) -> list:
                    else f"the target is for P = the {cores} cores")
         lines.append(f"python: process P={p} is {ratio:.2f}x from_generator ({procs[p] * batch:,.0f} vs {gen * batch:,.0f} elements/s; {verdict})")
     if threads.get(1):
-        best = max(threads, key=threads.get)
-        lines.append(f"python: threads share the GIL: the best, thread P={best}, is {threads[best] / threads[1]:.2f}x thread P=1"
-                     + (f", {threads[1] / gen:.2f}x from_generator at P=1" if gen else ""))
+        more = ", ".join(f"thread P={p} is {rate / threads[1]:.2f}x" for p, rate in sorted(threads.items()) if p > 1)
+        lines.append(f"python: threads share the GIL: {more or 'one worker only'} thread P=1"
+                     + (f"; thread P=1 is {threads[1] / gen:.2f}x from_generator" if gen else ""))
     return lines
 
 
