@@ -1,10 +1,12 @@
 // A minimal test harness: CHECK fails loudly with file and line; TEST registers a case.
 #pragma once
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #define CHECK(cond)                                                                  \
@@ -43,3 +45,16 @@ inline int run_tests() {
   std::printf("%d passed, 0 failed\n", n);
   return 0;
 }
+
+// Starts every thread at once, so the threads really contend.
+class Barrier {
+ public:
+  explicit Barrier(int n) : left_(n) {}
+  void wait() {
+    left_.fetch_sub(1);
+    while (left_.load() > 0) std::this_thread::yield();
+  }
+
+ private:
+  std::atomic<int> left_;
+};

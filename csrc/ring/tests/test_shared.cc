@@ -65,19 +65,6 @@ Item read_item(const Ring& r, std::uint32_t slot) {
   return item;
 }
 
-// Starts every thread at once, so the threads really contend.
-class Barrier {
- public:
-  explicit Barrier(int n) : left_(n) {}
-  void wait() {
-    left_.fetch_sub(1);
-    while (left_.load() > 0) std::this_thread::yield();
-  }
-
- private:
-  std::atomic<int> left_;
-};
-
 // The Barrier of processes: each forked child blocks reading a pipe until the
 // parent, having forked them all, closes the write end.
 class Gate {

@@ -26,19 +26,6 @@ struct Item {
 
 std::uint64_t mix(std::uint32_t p, std::uint32_t s) { return (std::uint64_t(p) << 32 | s) * 0x9E3779B97F4A7C15ull; }
 
-// Starts every thread at once, so the threads really contend.
-class Barrier {
- public:
-  explicit Barrier(int n) : left_(n) {}
-  void wait() {
-    left_.fetch_sub(1);
-    while (left_.load() > 0) std::this_thread::yield();
-  }
-
- private:
-  std::atomic<int> left_;
-};
-
 std::uint32_t items_per_producer() {
   const char* env = std::getenv("PYFASTQ_STRESS_ITEMS");
   return env ? static_cast<std::uint32_t>(std::strtoul(env, nullptr, 10)) : 200000;
