@@ -104,3 +104,13 @@ def put_range(queue, start, stop):
     """A plain multiprocessing target: the queue arrives as a QueueWriter on the shared ring."""
     for k in range(start, stop):
         queue.put(np.int64(k))
+
+
+def worker_0_stalls(worker, workers):
+    """Worker 0 makes one element, then stalls in fn; the others make elements forever."""
+    k = 0
+    while True:
+        if worker == 0 and k == 1:
+            time.sleep(3600)
+        yield np.int64(worker * 1_000_000 + k)
+        k += 1

@@ -23,6 +23,7 @@ from _workers import (
     seeds,
     sleeps_in_fn,
     tagged,
+    worker_0_stalls,
     writes_directly,
 )
 
@@ -284,3 +285,18 @@ def test_the_demo_trains_from_worker_processes(native):
 
     result = main(examples=2000, batch_size=50, workers=2, mode="process")
     assert result["examples"] == 2000 and result["mode"] == "process" and result["backend"] == "native"
+
+
+def test_an_ordered_worker_waiting_for_its_turn_does_not_spin(native):
+    q = shared_queue(capacity=8)
+    with pyfastq.Producer(q, worker_0_stalls, workers=2, mode="process", ordered=True) as p:
+        assert wait_until(lambda: q.size() == 2, 30)  # worker 0's first, worker 1's first
+        time.sleep(0.2)  # worker 1's second now waits for worker 0's turn, which will not come
+        assert q.size() == 2
+        worker = psutil.Process(p.pids[1])
+        before = worker.cpu_times()
+        time.sleep(1.0)
+        after = worker.cpu_times()
+        busy = (after.user - before.user) + (after.system - before.system)
+        assert busy < 0.1, f"a worker waiting for its turn used {busy:.2f} s of CPU in 1 s"
+    assert [int(x) for x in q.dataset()] == [0, 1_000_000]
