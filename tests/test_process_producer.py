@@ -65,6 +65,19 @@ def test_shared_ring_is_private_unguessable_and_never_named_in_dev_shm(native):
     assert int(q.dequeue()) == 5
 
 
+def test_a_ring_larger_than_dev_shm_is_a_clear_oserror_not_a_sigbus(native):
+    fs = os.statvfs("/dev/shm")
+    element = 4 << 20
+    capacity = fs.f_blocks * fs.f_frsize // element + 2  # more than the whole file system: refused at once
+    if capacity >= 2**31:
+        pytest.skip("/dev/shm is too large to overflow here")
+    before = pyfastq_segments()
+    with pytest.raises(OSError, match="does not fit in /dev/shm") as info:
+        pyfastq.Queue(tf.TensorSpec([element // 4], tf.float32), capacity=capacity, shared=True, backend="native")
+    assert info.value.errno in (28, 12)  # ENOSPC (or ENOMEM)
+    assert pyfastq_segments() == before
+
+
 def test_a_private_queue_does_not_pickle(backend):
     q = pyfastq.Queue(SPEC, backend=backend)
     with pytest.raises(TypeError, match="shared=True"):

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "pyfastq/ring_memory.h"
@@ -94,8 +95,18 @@ class PyRing {
   // A new ring; with `shared`, in shared memory that attach() maps in other processes.
   PyRing(std::uint32_t capacity, const std::vector<py::dtype>& dtypes, const std::vector<std::vector<py::ssize_t>>& shapes,
          std::string name, bool shared)
-      : PyRing(RingMemory::create(capacity, component_bytes(dtypes, shapes), shared), dtypes, shapes,
-               std::move(name)) {}
+      : PyRing(create_memory(capacity, component_bytes(dtypes, shapes), shared), dtypes, shapes, std::move(name)) {}
+
+  // RingMemory::create, its system errors (no room in /dev/shm) as OSError with their errno.
+  static std::shared_ptr<RingMemory> create_memory(std::uint32_t capacity, const std::vector<std::uint64_t>& nbytes,
+                                                   bool shared) {
+    try {
+      return RingMemory::create(capacity, nbytes, shared);
+    } catch (const std::system_error& e) {
+      PyErr_SetObject(PyExc_OSError, py::make_tuple(e.code().value(), e.what()).ptr());
+      throw py::error_already_set();
+    }
+  }
 
   // The shared ring behind `fd` (made by another process's PyRing(shared=true)), checked against the specs.
   static std::unique_ptr<PyRing> attach(int fd, const std::vector<py::dtype>& dtypes,

@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -13,6 +14,7 @@
 #include <mutex>
 #include <new>
 #include <stdexcept>
+#include <system_error>
 #include <unordered_map>
 
 namespace pyfastq {
@@ -75,11 +77,19 @@ int anonymous_shm(std::size_t bytes) {
       throw_errno("shm_open");
     }
     shm_unlink(name.c_str());
-    if (ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
-      const int saved = errno;
+    // Take the space now: a shared-memory file system that is too small (a
+    // container's /dev/shm is often 64 MB) would otherwise fail page by page
+    // later, with SIGBUS, in whichever process touched the page.
+    const int err = ftruncate(fd, static_cast<off_t>(bytes)) != 0 ? errno : posix_fallocate(fd, 0, static_cast<off_t>(bytes));
+    if (err != 0) {
       close(fd);
-      errno = saved;
-      throw_errno("ftruncate of a " + std::to_string(bytes) + "-byte shared ring");
+      std::string message = "a shared ring of " + std::to_string(bytes) + " bytes does not fit in /dev/shm";
+      struct statvfs fs;
+      if (statvfs("/dev/shm", &fs) == 0) {
+        message += " (" + std::to_string(std::uint64_t(fs.f_bavail) * fs.f_frsize) + " bytes free of " +
+                   std::to_string(std::uint64_t(fs.f_blocks) * fs.f_frsize) + "; in a container, raise its shm size)";
+      }
+      throw std::system_error(err, std::generic_category(), message);
     }
     return fd;
   }
