@@ -277,18 +277,23 @@ class Producer:
         ctx = multiprocessing.get_context(self._start_method)
         if self.ordered:
             self.queue._impl.begin_turns(self._workers)
-        for i in range(self._workers):
-            parent_end, child_end = ctx.Pipe(duplex=True)
-            p = ctx.Process(
-                target=_process_main,
-                args=(child_end, self.queue, self._fn, i, self._workers, self.seed, self.ordered),
-                name=f"pyfastq-{self.queue.name}-{i}",
-                daemon=True,  # at interpreter exit multiprocessing terminates them (they unwind cleanly)
-            )
-            p.start()
-            child_end.close()  # so that the worker's death reads as EOF here
-            self._procs.append(p)
-            self._conns.append(parent_end)
+        try:
+            for i in range(self._workers):
+                parent_end, child_end = ctx.Pipe(duplex=True)
+                p = ctx.Process(
+                    target=_process_main,
+                    args=(child_end, self.queue, self._fn, i, self._workers, self.seed, self.ordered),
+                    name=f"pyfastq-{self.queue.name}-{i}",
+                    daemon=True,  # at interpreter exit multiprocessing terminates them (they unwind cleanly)
+                )
+                self._conns.append(parent_end)
+                p.start()
+                child_end.close()  # so that the worker's death reads as EOF here
+                self._procs.append(p)
+        except BaseException:
+            self._stop.set()  # nothing half-started: the workers already running are stopped
+            self._stop_processes()
+            raise
         self._monitor = threading.Thread(target=self._watch, name=f"pyfastq-{self.queue.name}-monitor", daemon=True)
         self._monitor.start()
 
@@ -350,6 +355,8 @@ class Producer:
             f"pyfastq producer worker {i} of {self._workers} (process {p.pid}) died with {how} before it finished; "
             "an element it was putting may be lost"
         )
+        if code == 1:
+            message += " (a worker that cannot import fn's module, or the main module, exits so: its traceback is on stderr)"
         self.errors.append(RuntimeError(message))
         self.queue.fail(message)
 

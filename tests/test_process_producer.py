@@ -197,6 +197,24 @@ def test_fn_must_pickle(native):
         p.start()
 
 
+def test_a_worker_that_cannot_import_fn_is_reported(native, monkeypatch):
+    import sys
+    import types
+
+    ghost = types.ModuleType("pyfastq_test_ghost")  # importable here only: it lives in sys.modules, not on disk
+
+    def fn(i, n):
+        yield np.int64(i)
+
+    fn.__module__, fn.__qualname__ = ghost.__name__, "fn"
+    ghost.fn = fn
+    monkeypatch.setitem(sys.modules, ghost.__name__, ghost)
+    q = shared_queue()
+    with pyfastq.Producer(q, fn, workers=1, mode="process"):
+        with pytest.raises(tf.errors.AbortedError, match="died with exit code 1 .*traceback is on stderr"):
+            q.dequeue()
+
+
 def test_fork_is_refused(native):
     with pytest.raises(ValueError, match="forkserver"):
         pyfastq.Producer(shared_queue(), forever, mode="process", start_method="fork")
