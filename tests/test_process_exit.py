@@ -197,11 +197,13 @@ q = pyfastq.Queue(tf.TensorSpec([], tf.int64), capacity=4, backend=backend)
 def step():
     return q.dequeue_many(2)
 
+it = iter(q.dataset()) if how == "dataset" else None
+if how == "tf.function":
+    step.get_concrete_function()  # traced now, so what follows "waiting" is the wait itself
 print("waiting", flush=True)
 try:
     if how == "dataset":
-        for x in q.dataset():
-            pass
+        next(it)
     elif how == "tf.function":
         step()
     else:
@@ -226,9 +228,11 @@ def test_ctrl_c_ends_a_dequeue_waiting_for_data(backend, how, tmp_path):
     start = time.monotonic()
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=20)
-    assert time.monotonic() - start < 2.0
+    assert time.monotonic() - start < 2.0  # without pyfastq's handler it would wait for data forever
     if how == "eager" and backend == "python":
         assert "caught KeyboardInterrupt" in out  # a plain Python wait: Python's own KeyboardInterrupt
     else:
         expected = "CancelledError" if backend == "native" else "UnknownError"
-        assert f"caught {expected}" in out and "interrupted by Ctrl-C (SIGINT)" in out, out
+        # The dequeue's error; or, if the main thread was still in Python code when the signal came
+        # (a loaded machine), the KeyboardInterrupt Python raises there.
+        assert (f"caught {expected}" in out and "interrupted by Ctrl-C (SIGINT)" in out) or "caught KeyboardInterrupt" in out, out
