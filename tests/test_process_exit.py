@@ -190,28 +190,35 @@ def test_ctrl_c_in_the_trainer_stops_everything_within_two_seconds(native, tmp_p
 
 STARVED = """
 import sys, numpy as np, tensorflow as tf, pyfastq
-how, backend = sys.argv[1], sys.argv[2]
-q = pyfastq.Queue(tf.TensorSpec([], tf.int64), capacity=4, backend=backend)
 
-@tf.function
-def step():
-    return q.dequeue_many(2)
 
-it = iter(q.dataset()) if how == "dataset" else None
-if how == "tf.function":
-    step.get_concrete_function()  # traced now, so what follows "waiting" is the wait itself
-print("waiting", flush=True)
-try:
-    if how == "dataset":
-        next(it)
-    elif how == "tf.function":
-        step()
-    else:
-        q.dequeue()
-except KeyboardInterrupt:
-    print("caught KeyboardInterrupt", flush=True)
-except tf.errors.OpError as e:
-    print("caught", type(e).__name__, e.message, flush=True)
+def main(how, backend):
+    # In a function: its dataset iterator goes before interpreter exit. A python-backend iterator torn
+    # down during finalization can wait forever for a tf.data thread that needs the GIL for numpy_function.
+    q = pyfastq.Queue(tf.TensorSpec([], tf.int64), capacity=4, backend=backend)
+
+    @tf.function
+    def step():
+        return q.dequeue_many(2)
+
+    it = iter(q.dataset()) if how == "dataset" else None
+    if how == "tf.function":
+        step.get_concrete_function()  # traced now, so what follows "waiting" is the wait itself
+    print("waiting", flush=True)
+    try:
+        if how == "dataset":
+            next(it)
+        elif how == "tf.function":
+            step()
+        else:
+            q.dequeue()
+    except KeyboardInterrupt:
+        print("caught KeyboardInterrupt", flush=True)
+    except tf.errors.OpError as e:
+        print("caught", type(e).__name__, e.message, flush=True)
+
+
+main(*sys.argv[1:])
 """
 
 
