@@ -78,7 +78,7 @@ def test_native_refuses_another_tensorflow(native):
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="uses SIGINT semantics of Linux")
-def test_ctrl_c_interrupts_a_blocked_put(backend):
+def test_ctrl_c_interrupts_a_blocked_put(backend, leftovers):
     import signal
 
     script = f"""
@@ -94,6 +94,7 @@ def test_ctrl_c_interrupts_a_blocked_put(backend):
     proc = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(script)], stdout=subprocess.PIPE, text=True, env=ENV, cwd=tempfile.gettempdir()
     )
+    leftovers.append(proc)
     assert proc.stdout.readline().strip() == "blocking"
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
@@ -132,16 +133,32 @@ def gone(pid):
         return True
 
 
-def start_trainer(tmp_path, how):
+@pytest.fixture
+def leftovers():
+    """Processes a test started (Popen or psutil.Process): whatever the test's outcome, none outlives it."""
+    procs: list = []
+    yield procs
+    for p in procs:
+        if isinstance(p, subprocess.Popen):
+            p.kill()
+            p.wait(10)
+        elif p.is_running():  # psutil: False too if the pid now belongs to a later process
+            p.kill()
+
+
+def start_trainer(tmp_path, how, leftovers):
     script = tmp_path / "trainer.py"
     script.write_text(TRAINER)
     env = {**ENV, "PYTHONPATH": os.pathsep.join([PACKAGE_ROOT, TESTS_DIR])}
     trainer = subprocess.Popen(
         [sys.executable, str(script), how], stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path, start_new_session=True
     )
+    leftovers.append(trainer)
     pids = [int(p) for p in trainer.stdout.readline().split()]
     assert len(pids) == 2, "the trainer did not start its workers"
-    helpers = [c.pid for c in psutil.Process(trainer.pid).children(recursive=True)]  # forkserver, resource tracker
+    children = psutil.Process(trainer.pid).children(recursive=True)  # workers, forkserver, resource tracker
+    leftovers.extend(children)
+    helpers = [c.pid for c in children if c.pid not in pids]
     return trainer, pids, helpers
 
 
@@ -157,11 +174,11 @@ def shm_segments():
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="process sentinels and /dev/shm of Linux")
-def test_sigkill_of_the_trainer_ends_its_workers_and_leaves_no_segment(native, tmp_path):
+def test_sigkill_of_the_trainer_ends_its_workers_and_leaves_no_segment(native, tmp_path, leftovers):
     import signal
 
     before = shm_segments()
-    trainer, workers, helpers = start_trainer(tmp_path, "idle")
+    trainer, workers, helpers = start_trainer(tmp_path, "idle", leftovers)
     trainer.send_signal(signal.SIGKILL)
     trainer.wait(10)
     assert wait_gone(workers + helpers, 5.0) == []
@@ -170,11 +187,11 @@ def test_sigkill_of_the_trainer_ends_its_workers_and_leaves_no_segment(native, t
 
 @pytest.mark.skipif(sys.platform != "linux", reason="uses SIGINT semantics of Linux")
 @pytest.mark.parametrize("to,how", [("trainer", "consume"), ("process group", "consume"), ("trainer", "starve")])
-def test_ctrl_c_in_the_trainer_stops_everything_within_two_seconds(native, tmp_path, to, how):
+def test_ctrl_c_in_the_trainer_stops_everything_within_two_seconds(native, tmp_path, to, how, leftovers):
     """consume: data flows, workers busy in Python; starve: the trainer waits in a dequeue, workers stuck in fn."""
     import signal
 
-    trainer, workers, helpers = start_trainer(tmp_path, how)
+    trainer, workers, helpers = start_trainer(tmp_path, how, leftovers)
     time.sleep(0.3)  # consuming, workers busy in Python
     start = time.monotonic()
     if to == "trainer":
@@ -224,12 +241,13 @@ main(*sys.argv[1:])
 
 @pytest.mark.skipif(sys.platform != "linux", reason="uses SIGINT semantics of Linux")
 @pytest.mark.parametrize("how", ["eager", "tf.function", "dataset"])
-def test_ctrl_c_ends_a_dequeue_waiting_for_data(backend, how, tmp_path):
+def test_ctrl_c_ends_a_dequeue_waiting_for_data(backend, how, tmp_path, leftovers):
     import signal
 
     script = tmp_path / "starved.py"
     script.write_text(STARVED)
     proc = subprocess.Popen([sys.executable, str(script), how, backend], stdout=subprocess.PIPE, text=True, env=ENV, cwd=tmp_path)
+    leftovers.append(proc)
     assert proc.stdout.readline().strip() == "waiting"
     time.sleep(0.5)  # inside the dequeue, which no data will end
     start = time.monotonic()
