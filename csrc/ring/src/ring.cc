@@ -150,11 +150,13 @@ std::uint32_t pop_n(IndexQueueState& q, IndexCell* cells, std::uint32_t cap, std
 
 enum class Try { kPending, kDone };
 
-// Spin, then park on q.epoch until try_once() is done, the deadline passes
-// or the abandon flag is raised.
-template <typename F>
-Status wait_until(IndexQueueState& q, std::uint32_t n, Deadline deadline, const std::atomic<bool>* abandon,
-                  F try_once) {
+// Spin, then park on the futex word `epoch` until try_once() is done, the
+// deadline passes or the abandon flag is raised. announce() runs once the
+// waiter is counted in `waiters`, before the last look at the epoch; parked()
+// is told when the park began, once it is over.
+template <typename F, typename Announce, typename Parked>
+Status park_until(std::atomic<std::uint32_t>& epoch, std::atomic<std::uint32_t>& waiters, Deadline deadline,
+                  const std::atomic<bool>* abandon, F try_once, Announce announce, Parked parked) {
   Status st = Status::kOk;
   for (int i = 0; i < kSpins + kYields; ++i) {
     if (try_once(&st) == Try::kDone) return st;
@@ -165,24 +167,37 @@ Status wait_until(IndexQueueState& q, std::uint32_t n, Deadline deadline, const 
     }
   }
   for (;;) {
-    const std::uint32_t epoch = q.epoch.load(std::memory_order_seq_cst);
+    const std::uint32_t seen = epoch.load(std::memory_order_seq_cst);
     if (try_once(&st) == Try::kDone) return st;
     if (abandon != nullptr && abandon->load(std::memory_order_acquire)) return Status::kAbandoned;
     const auto now = Clock::now();
     if (now >= deadline) return Status::kTimeout;
     const auto park = std::min<Clock::duration>(deadline - now, kMaxPark);
-    // Announce ourselves, then re-check the epoch: a pusher bumps the epoch
+    // Announce ourselves, then re-check the epoch: a waker bumps the epoch
     // before reading waiters, so one of us sees the other.
-    q.waiters.fetch_add(1, std::memory_order_seq_cst);
-    want_tail(q, q.head.load(std::memory_order_seq_cst) + n);
-    if (q.epoch.load(std::memory_order_seq_cst) == epoch) {
-      futex_wait(&q.epoch, epoch, std::chrono::duration_cast<std::chrono::nanoseconds>(park));
+    waiters.fetch_add(1, std::memory_order_seq_cst);
+    announce();
+    if (epoch.load(std::memory_order_seq_cst) == seen) {
+      futex_wait(&epoch, seen, std::chrono::duration_cast<std::chrono::nanoseconds>(park));
     }
-    q.waiters.fetch_sub(1, std::memory_order_seq_cst);
-    q.wait_ns.fetch_add(
-        static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - now).count()),
-        std::memory_order_relaxed);
+    waiters.fetch_sub(1, std::memory_order_seq_cst);
+    parked(now);
   }
+}
+
+// park_until on an index queue, for a popper that needs `n` elements.
+template <typename F>
+Status wait_until(IndexQueueState& q, std::uint32_t n, Deadline deadline, const std::atomic<bool>* abandon,
+                  F try_once) {
+  return park_until(
+      q.epoch, q.waiters, deadline, abandon, try_once,
+      [&] { want_tail(q, q.head.load(std::memory_order_seq_cst) + n); },
+      [&](Clock::time_point since) {
+        q.wait_ns.fetch_add(
+            static_cast<std::uint64_t>(
+                std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - since).count()),
+            std::memory_order_relaxed);
+      });
 }
 
 }  // namespace
@@ -452,32 +467,19 @@ bool Ring::begin_turns(std::uint32_t workers) noexcept {
 
 Status Ring::wait_turn(std::uint64_t ticket, Deadline deadline, const std::atomic<bool>* abandon) noexcept {
   Turnstile& t = header_->turns;
-  auto ended = [&](Status* out) {
-    const State s = state();
-    if (s == State::kOpen) return false;
-    *out = s == State::kCancelled ? Status::kCancelled : s == State::kFailed ? Status::kFailed : Status::kClosed;
-    return true;
-  };
-  Status st;
-  for (int i = 0; i < kSpins; ++i) {
-    if (t.turn.load(std::memory_order_acquire) == ticket) return Status::kOk;
-    if (ended(&st)) return st;
-    cpu_relax();
-  }
-  for (;;) {
-    const std::uint32_t epoch = t.epoch.load(std::memory_order_seq_cst);
-    if (t.turn.load(std::memory_order_seq_cst) == ticket) return Status::kOk;
-    if (ended(&st)) return st;
-    if (abandon != nullptr && abandon->load(std::memory_order_acquire)) return Status::kAbandoned;
-    const auto now = Clock::now();
-    if (now >= deadline) return Status::kTimeout;
-    const auto park = std::min<Clock::duration>(deadline - now, kMaxPark);
-    t.waiters.fetch_add(1, std::memory_order_seq_cst);
-    if (t.epoch.load(std::memory_order_seq_cst) == epoch) {
-      futex_wait(&t.epoch, epoch, std::chrono::duration_cast<std::chrono::nanoseconds>(park));
-    }
-    t.waiters.fetch_sub(1, std::memory_order_seq_cst);
-  }
+  return park_until(
+      t.epoch, t.waiters, deadline, abandon,
+      [&](Status* out) {
+        if (t.turn.load(std::memory_order_seq_cst) == ticket) {
+          *out = Status::kOk;
+          return Try::kDone;
+        }
+        const State s = state();
+        if (s == State::kOpen) return Try::kPending;
+        *out = s == State::kCancelled ? Status::kCancelled : s == State::kFailed ? Status::kFailed : Status::kClosed;
+        return Try::kDone;
+      },
+      [] {}, [](Clock::time_point) {});
 }
 
 void Ring::pass_turn(std::uint64_t ticket) noexcept {

@@ -175,6 +175,24 @@ void returns_promptly(const char* what, const std::function<void()>& f) {
   t.join();
 }
 
+// Runs `f` on a thread: it must still be waiting 50 ms later (the ring is
+// open, so the process it waits behind may be alive), and must return within
+// 2 s of the ring failing.
+void waits_until_the_ring_fails(Ring& r, const std::function<void()>& f) {
+  std::atomic<bool> done{false};
+  std::thread t([&] {
+    f();
+    done = true;
+  });
+  std::this_thread::sleep_for(50ms);
+  CHECK(!done);
+  CHECK(r.fail("dead", 4));
+  const auto give_up = in(2000ms);
+  while (!done && Clock::now() < give_up) std::this_thread::sleep_for(1ms);
+  CHECK(done);
+  t.join();
+}
+
 int open_fds() {
   DIR* d = opendir("/proc/self/fd");
   CHECK(d != nullptr);
@@ -623,21 +641,10 @@ TEST(a_push_behind_a_dead_popper_gives_up_once_the_ring_fails) {
   std::uint32_t s;
   CHECK(r.acquire(&s, in(1000ms)) == Status::kOk && s == 1);
 
-  // Giving slot 1 back pushes it into free cell 0, still unmarked.
-  std::atomic<bool> done{false};
-  std::thread t([&] {
-    r.abort(s);
-    done = true;
-  });
-  std::this_thread::sleep_for(50ms);
-  // While the ring is open the popper may be alive and a few instructions
-  // from marking the cell, so the push waits for it.
-  CHECK(!done);
-  CHECK(r.fail("dead", 4));
-  const auto give_up = in(2000ms);
-  while (!done && Clock::now() < give_up) std::this_thread::sleep_for(1ms);
-  CHECK(done);
-  t.join();
+  // Giving slot 1 back pushes it into free cell 0, still unmarked. While the
+  // ring is open the popper may be alive and a few instructions from marking
+  // the cell, so the push waits for it.
+  waits_until_the_ring_fails(r, [&] { r.abort(s); });
   std::uint32_t got;
   CHECK(r.pop(1, &s, &got) == Status::kFailed);
 }
@@ -652,18 +659,7 @@ TEST(a_commit_behind_a_dead_consumer_gives_up_once_the_ring_fails) {
   CHECK(r.pop(1, &s, &got, false, in(1000ms)) == Status::kOk && read_item(r, s).check == mix(0, 1));
   r.release(s);
   CHECK(r.acquire(&s, in(1000ms)) == Status::kOk);
-  std::atomic<bool> done{false};
-  std::thread t([&] {
-    r.commit(s);  // into ready cell 0, which the dead consumer never marked
-    done = true;
-  });
-  std::this_thread::sleep_for(50ms);
-  CHECK(!done);
-  CHECK(r.fail("dead", 4));
-  const auto give_up = in(2000ms);
-  while (!done && Clock::now() < give_up) std::this_thread::sleep_for(1ms);
-  CHECK(done);
-  t.join();
+  waits_until_the_ring_fails(r, [&] { r.commit(s); });  // into ready cell 0, which the dead consumer never marked
   CHECK(r.pop(1, &s, &got) == Status::kFailed);
 }
 
