@@ -20,11 +20,11 @@ class Spec(Layout):
     """The flat view of a nest of ``tf.TensorSpec``: names, dtypes, shapes, TF dtypes."""
 
     def __init__(self, specs: Any):
-        if not tf.nest.flatten(specs):
+        self.flat: list[tf.TensorSpec] = tf.nest.flatten(specs)
+        if not self.flat:
             raise TypeError("specs must hold at least one tf.TensorSpec")
         super().__init__(skeleton_of(specs, _leaf))
         self.structure = specs
-        self.flat: list[tf.TensorSpec] = tf.nest.flatten(specs)
         self.tf_dtypes = [s.dtype for s in self.flat]
 
     def layout(self) -> Layout:

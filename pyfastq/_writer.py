@@ -146,6 +146,17 @@ class RingWriter:
     def stats(self) -> dict:
         return self._ring.stats()
 
+    @property
+    def fd(self) -> int:
+        """The shared ring's descriptor (-1 if the ring is process-private)."""
+        return self._ring.fd
+
+    def begin_turns(self, workers: int) -> None:
+        self._ring.begin_turns(workers)
+
+    def finish_turns(self, worker: int, count: int) -> None:
+        self._ring.finish_turns(worker, count)
+
 
 class QueueWriter(Producing):
     """A shared queue in a producer process: put, put_many and reserve write into the ring's slots.
@@ -166,7 +177,7 @@ class QueueWriter(Producing):
         self._init_fast_put()
 
     def __reduce__(self):
-        return reduce_shared(self._impl._ring.fd, self._layout, self.name, self.capacity)
+        return reduce_shared(self._impl.fd, self._layout, self.name, self.capacity)
 
     def __repr__(self) -> str:
         return f"pyfastq.QueueWriter({self.name!r}, capacity={self.capacity}, state={self._impl.state!r})"

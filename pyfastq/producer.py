@@ -229,10 +229,6 @@ class Producer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def _failure(self, index: int, e: BaseException, where: str = "") -> str:
-        text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
-        return f"pyfastq producer worker {index} of {self._workers}{where} raised {type(e).__name__}: {e}\n{text}"
-
     # -- threads -------------------------------------------------------------------
     def _run_thread(self, index: int) -> None:
         _thread_info.info = WorkerInfo(index, self._workers, _worker_seed(self.seed, index), "thread", self.queue)
@@ -253,7 +249,7 @@ class Producer:
             return  # the consumer side ended the queue: nothing left to do
         except BaseException as e:  # noqa: BLE001 - every error must reach the consumer
             self.errors.append(e)
-            self.queue.fail(self._failure(index, e))
+            self.queue.fail(_failure(index, self._workers, e))
             self._stop.set()
             return
         finally:
@@ -391,6 +387,12 @@ class Producer:
             )
 
 
+def _failure(index: int, workers: int, e: BaseException, where: str = "") -> str:
+    """What consumers see of a worker's exception: who raised what, and its traceback."""
+    text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    return f"pyfastq producer worker {index} of {workers}{where} raised {type(e).__name__}: {e}\n{text}"
+
+
 def _put_until_stopped(put: Callable[..., None], element: Any, stop: threading.Event, *args: Any) -> bool:
     """put(element, timeout, *args) in short slices until it succeeds (True) or stop is set (False)."""
     while True:
@@ -436,8 +438,7 @@ def _process_main(conn, queue, fn, index: int, workers: int, base_seed: int, ord
     except (QueueClosed, _Stopped):
         pass  # the queue ended, or stop() asked: nothing to report but that we are done
     except BaseException as e:  # noqa: BLE001 - every error must reach the consumer
-        text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
-        message = f"pyfastq producer worker {index} of {workers} (process {os.getpid()}) raised {type(e).__name__}: {e}\n{text}"
+        message = _failure(index, workers, e, f" (process {os.getpid()})")
         queue.fail(message)  # straight into the ring: consumers see it now
         try:
             exc_bytes = pickle.dumps(e)
@@ -447,7 +448,7 @@ def _process_main(conn, queue, fn, index: int, workers: int, base_seed: int, ord
         return
     finally:
         if ordered:
-            queue._impl._ring.finish_turns(index, made)
+            impl.finish_turns(index, made)
     _report(conn, ("done", made))
 
 

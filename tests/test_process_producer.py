@@ -45,6 +45,15 @@ def wait_until(predicate, timeout, interval=0.005):
     return True
 
 
+def cpu_seconds_in_one_second(pid):
+    """User + system CPU time process `pid` spends over the next second."""
+    proc = psutil.Process(pid)
+    before = proc.cpu_times()
+    time.sleep(1.0)
+    after = proc.cpu_times()
+    return (after.user - before.user) + (after.system - before.system)
+
+
 def pyfastq_segments():
     return {n for n in os.listdir("/dev/shm") if n.startswith("pyfastq")}
 
@@ -303,11 +312,7 @@ def test_a_worker_blocked_in_put_does_not_spin(native):
     q = shared_queue(capacity=2)
     with pyfastq.Producer(q, forever, workers=1, mode="process") as p:
         assert wait_until(lambda: q.size() == 2, 30)
-        worker = psutil.Process(p.pids[0])
-        before = worker.cpu_times()
-        time.sleep(1.0)
-        after = worker.cpu_times()
-        busy = (after.user - before.user) + (after.system - before.system)
+        busy = cpu_seconds_in_one_second(p.pids[0])
         assert busy < 0.1, f"a worker waiting for a free slot used {busy:.2f} s of CPU in 1 s"
 
 
@@ -324,10 +329,6 @@ def test_an_ordered_worker_waiting_for_its_turn_does_not_spin(native):
         assert wait_until(lambda: q.size() == 2, 30)  # worker 0's first, worker 1's first
         time.sleep(0.2)  # worker 1's second now waits for worker 0's turn, which will not come
         assert q.size() == 2
-        worker = psutil.Process(p.pids[1])
-        before = worker.cpu_times()
-        time.sleep(1.0)
-        after = worker.cpu_times()
-        busy = (after.user - before.user) + (after.system - before.system)
+        busy = cpu_seconds_in_one_second(p.pids[1])
         assert busy < 0.1, f"a worker waiting for its turn used {busy:.2f} s of CPU in 1 s"
     assert [int(x) for x in q.dataset()] == [0, 1_000_000]

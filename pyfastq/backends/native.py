@@ -42,14 +42,6 @@ class NativeBackend(RingWriter):
             shapes=[tf.TensorShape(s) for s in spec.shapes],
         )
 
-    @property
-    def fd(self) -> int:
-        """The shared ring's descriptor (-1 if the ring is process-private)."""
-        return self._ring.fd
-
-    def begin_turns(self, workers: int) -> None:
-        self._ring.begin_turns(workers)
-
     def dequeue(self, end_as_flag: bool = False):
         done, comps = _ops.pyfastq_dequeue(end_as_flag=end_as_flag, **self._op_attrs)
         return done, list(comps)
