@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -18,6 +19,14 @@ using Ns = std::chrono::nanoseconds;
 namespace {
 
 constexpr std::uint32_t kCapacity = 1024;
+
+// Every wait here has no deadline on an open ring: anything but kOk is a bug.
+void must(Status st) {
+  if (st != Status::kOk) {
+    std::fprintf(stderr, "ring_bench: unexpected ring status %s\n", status_name(st));
+    std::abort();
+  }
+}
 
 double throughput_ops_per_ms(int producers, int consumers, std::uint64_t per_producer, std::uint32_t batch) {
   auto m = RingMemory::create(kCapacity, {sizeof(std::uint64_t)});
@@ -32,7 +41,7 @@ double throughput_ops_per_ms(int producers, int consumers, std::uint64_t per_pro
       }
       for (std::uint64_t i = 0; i < per_producer; ++i) {
         std::uint32_t slot;
-        r.acquire(&slot);
+        must(r.acquire(&slot));
         std::memcpy(r.slot_data(slot), &i, sizeof i);
         r.commit(slot);
       }
@@ -72,11 +81,11 @@ double round_trip_ns(std::uint64_t trips) {
   auto b = RingMemory::create(kCapacity, {sizeof(std::uint64_t)});
   auto bounce = [](Ring& from, Ring& to) {
     std::uint32_t s, got;
-    from.pop(1, &s, &got);
+    must(from.pop(1, &s, &got));
     std::uint64_t v;
     std::memcpy(&v, from.slot_data(s), sizeof v);
     from.release(s);
-    to.acquire(&s);
+    must(to.acquire(&s));
     std::memcpy(to.slot_data(s), &v, sizeof v);
     to.commit(s);
   };
@@ -86,11 +95,11 @@ double round_trip_ns(std::uint64_t trips) {
   const auto t0 = std::chrono::steady_clock::now();
   for (std::uint64_t i = 0; i < trips; ++i) {
     std::uint32_t s;
-    a->ring().acquire(&s);
+    must(a->ring().acquire(&s));
     std::memcpy(a->ring().slot_data(s), &i, sizeof i);
     a->ring().commit(s);
     std::uint32_t got;
-    b->ring().pop(1, &s, &got);
+    must(b->ring().pop(1, &s, &got));
     b->ring().release(s);
   }
   const auto ns = std::chrono::duration_cast<Ns>(std::chrono::steady_clock::now() - t0).count();

@@ -179,9 +179,11 @@ class PyRing {
                             std::to_string(cap) + " cannot be all-or-nothing within a timeout; pass timeout=None");
     }
     std::vector<std::uint32_t> slots(std::min<std::uint64_t>(rows, cap));
+    // One put for all its rows: a close() while it waits lets every row in.
+    PutUnderWay put(*this);
     for (py::ssize_t done = 0; done < rows;) {
       const std::uint32_t want = static_cast<std::uint32_t>(std::min<py::ssize_t>(rows - done, cap));
-      const std::uint32_t got = acquire(slots.data(), want, !all_or_nothing, deadline);
+      const std::uint32_t got = acquire_begun(slots.data(), want, !all_or_nothing, deadline, done);
       copy_rows(slots.data(), got, arrays, done);
       for (std::uint32_t i = 0; i < got; ++i) ring_->commit(slots[i]);
       done += got;
@@ -266,25 +268,44 @@ class PyRing {
     return true;
   }
 
-  // Waits for free slots with the GIL released, in slices so Ctrl-C gets
-  // through. Returns how many were taken (n, or with allow_smaller at least 1).
+  // Takes n free slots (with allow_smaller, at least one) and returns how
+  // many, waiting with the GIL released in slices so Ctrl-C gets through.
+  // The fast path is try_acquire; a put that must wait begins (Ring::begin_put)
+  // first, so a close() while it waits lets it complete, as in TF's FIFOQueue.
   std::uint32_t acquire(std::uint32_t* slots, std::uint32_t n, bool allow_smaller, Deadline deadline) {
-    std::uint32_t got = 0;
-    Status st;
-    if (n == 1) {
-      if (ring_->try_acquire(slots, &st)) return 1;
-    } else {
-      st = ring_->acquire_many(n, slots, &got, allow_smaller, Clock::now());
-      if (st == Status::kOk) return got;
-    }
-    if (st == Status::kTimeout) {
-      wait_sliced(deadline, "no free slot in queue '" + name_ + "' before the timeout", [&](Deadline slice) {
-        return ring_->acquire_many(n, slots, &got, allow_smaller, slice);
-      });
-      return got;
-    }
-    raise_ended();
+    Status why;
+    if (n == 1 && ring_->try_acquire(slots, &why)) return 1;
+    if (n == 1 && why != Status::kTimeout) raise_ended();
+    PutUnderWay put(*this);
+    return acquire_begun(slots, n, allow_smaller, deadline, 0);
   }
+
+  // acquire() for a put already begun; `done` rows of it went in before (for the error).
+  std::uint32_t acquire_begun(std::uint32_t* slots, std::uint32_t n, bool allow_smaller, Deadline deadline,
+                              std::uint64_t done) {
+    std::uint32_t got = 0;
+    const Status st = ring_->acquire_begun(n, slots, &got, allow_smaller, Clock::now());
+    if (st == Status::kOk) return got;
+    if (st != Status::kTimeout) raise_ended(done);
+    wait_sliced(
+        deadline, "no free slot in queue '" + name_ + "' before the timeout",
+        [&](Deadline slice) { return ring_->acquire_begun(n, slots, &got, allow_smaller, slice); }, done);
+    return got;
+  }
+
+  // A put under way (Ring::begin_put) for the lifetime of this object.
+  class PutUnderWay {
+   public:
+    explicit PutUnderWay(const PyRing& owner) : ring_(owner.ring_) {
+      if (!ring_->begin_put()) owner.raise_ended();
+    }
+    ~PutUnderWay() { ring_->end_put(); }
+    PutUnderWay(const PutUnderWay&) = delete;
+    PutUnderWay& operator=(const PutUnderWay&) = delete;
+
+   private:
+    Ring* ring_;
+  };
 
   // An ordered producer's wait for its ticket's turn.
   void wait_turn(std::uint64_t ticket, Deadline deadline) {
@@ -296,7 +317,7 @@ class PyRing {
   // Calls wait(slice) with the GIL released in slices up to the deadline, so
   // Ctrl-C gets through, until it returns kOk; raises TimeoutError or QueueClosed otherwise.
   template <typename F>
-  void wait_sliced(Deadline deadline, const std::string& timeout_message, F wait) {
+  void wait_sliced(Deadline deadline, const std::string& timeout_message, F wait, std::uint64_t done = 0) {
     for (;;) {
       const Deadline slice = std::min(deadline, Clock::now() + kSignalCheck);
       Status st;
@@ -305,7 +326,7 @@ class PyRing {
         st = wait(slice);
       }
       if (st == Status::kOk) return;
-      if (st != Status::kTimeout) raise_ended();
+      if (st != Status::kTimeout) raise_ended(done);
       if (Clock::now() >= deadline) {
         PyErr_SetString(PyExc_TimeoutError, timeout_message.c_str());
         throw py::error_already_set();
@@ -314,10 +335,13 @@ class PyRing {
     }
   }
 
-  [[noreturn]] void raise_ended() const {
+  // QueueClosed for a put the ring refused; `enqueued`: rows of a put_many that went in before.
+  [[noreturn]] void raise_ended(std::uint64_t enqueued = 0) const {
     const State s = ring_->state();
     const char* why = s == State::kFailed ? "has failed" : s == State::kCancelled ? "was cancelled" : "is closed";
-    PyErr_SetString(closed_error().ptr(), ("queue '" + name_ + "' " + why + ": no more puts").c_str());
+    std::string message = "queue '" + name_ + "' " + why + ": no more puts";
+    if (enqueued != 0) message += " (" + std::to_string(enqueued) + " rows of this put_many went in before)";
+    PyErr_SetObject(closed_error().ptr(), closed_error()(message, py::arg("enqueued") = enqueued).ptr());
     throw py::error_already_set();
   }
 

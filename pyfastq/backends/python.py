@@ -58,6 +58,7 @@ class PythonBackend:
         self._capacity = capacity
         self._items: collections.deque = collections.deque()
         self._reserved = 0  # slots held by reservations and puts in progress
+        self._putting = 0  # puts under way: begun while open, not yet ended
         self._cond = threading.Condition()
         self._state = "open"
         self._fail_message = ""
@@ -65,12 +66,28 @@ class PythonBackend:
         self._put_wait = self._get_wait = 0.0
 
     # -- producers -------------------------------------------------------------
-    def _claim(self, count: int, deadline: float | None, allow_smaller: bool = False) -> int:
-        """Waits until `count` slots are free (or, allow_smaller, at least one) and
-        holds them; returns how many. Holds none while waiting. Caller holds the lock."""
+    # A put begins (counted in _putting) only while the queue is open; once
+    # begun it waits through close() and completes when room frees, as in TF's
+    # FIFOQueue; cancel and fail refuse it. Consumers of a closed queue wait
+    # for the puts under way.
+    def _begin_put(self) -> None:
+        """Caller holds the lock."""
+        if self._state != "open":
+            raise QueueClosed(f"queue '{self._name}' {_why(self._state)}: no more puts")
+        self._putting += 1
+
+    def _end_put(self) -> None:
+        """Caller holds the lock."""
+        self._putting -= 1
+        self._cond.notify_all()
+
+    def _claim(self, count: int, deadline: float | None, allow_smaller: bool = False, done: int = 0) -> int:
+        """For a put under way: waits until `count` slots are free (or, allow_smaller,
+        at least one) and holds them; returns how many. Holds none while waiting.
+        `done`: rows of this put_many already in, for the error. Caller holds the lock."""
         start = None
         need = 1 if allow_smaller else count
-        while self._state == "open" and self._capacity - len(self._items) - self._reserved < need:
+        while self._state in ("open", "closed") and self._capacity - len(self._items) - self._reserved < need:
             now = time.monotonic()
             start = start or now
             if deadline is not None and now >= deadline:
@@ -79,8 +96,9 @@ class PythonBackend:
             self._cond.wait(_SLICE if deadline is None else min(_SLICE, deadline - now))
         if start is not None:
             self._put_wait += time.monotonic() - start
-        if self._state != "open":
-            raise QueueClosed(f"queue '{self._name}' {_why(self._state)}: no more puts")
+        if self._state not in ("open", "closed"):
+            went_in = f" ({done} rows of this put_many went in before)" if done else ""
+            raise QueueClosed(f"queue '{self._name}' {_why(self._state)}: no more puts{went_in}", enqueued=done)
         got = min(count, self._capacity - len(self._items) - self._reserved)
         self._reserved += got
         return got
@@ -89,11 +107,14 @@ class PythonBackend:
         arrays = [a.copy() for a in self._spec.convert(flat)]
         deadline = deadline_from(timeout)
         with self._cond:
-            self._claim(1, deadline)
-            self._reserved -= 1
-            self._items.append(arrays)
-            self._puts += 1
-            self._cond.notify_all()
+            self._begin_put()
+            try:
+                self._claim(1, deadline)
+                self._reserved -= 1
+                self._items.append(arrays)
+                self._puts += 1
+            finally:
+                self._end_put()
 
     def put_many(self, flat: list, timeout: float | None) -> None:
         # With a timeout: all rows or none. Without: rows go in as slots come
@@ -106,21 +127,33 @@ class PythonBackend:
                 f"put_many of {rows} elements into '{self._name}' of capacity {self._capacity} "
                 "cannot be all-or-nothing within a timeout; pass timeout=None"
             )
-        done = 0
-        while done < rows:
+        if rows == 0:
+            return
+        with self._cond:
+            self._begin_put()
+        try:
+            done = 0
+            while done < rows:
+                with self._cond:
+                    got = self._claim(min(rows - done, self._capacity), deadline, timeout is None, done)
+                    self._reserved -= got
+                    for r in range(done, done + got):
+                        self._items.append([a[r].copy() for a in arrays])
+                    self._puts += got
+                    self._cond.notify_all()
+                done += got
+        finally:
             with self._cond:
-                got = self._claim(min(rows - done, self._capacity), deadline, allow_smaller=timeout is None)
-                self._reserved -= got
-                for r in range(done, done + got):
-                    self._items.append([a[r].copy() for a in arrays])
-                self._puts += got
-                self._cond.notify_all()
-            done += got
+                self._end_put()
 
     def reserve(self, timeout: float | None) -> _Reservation:
         deadline = deadline_from(timeout)
         with self._cond:
-            self._claim(1, deadline)
+            self._begin_put()
+            try:
+                self._claim(1, deadline)  # the slot held counts in _reserved until commit or abort
+            finally:
+                self._end_put()
         return _Reservation(self, [np.zeros(s, d) for s, d in zip(self._spec.shapes, self._spec.dtypes)])
 
     def _end_reservation(self, views: list[np.ndarray] | None) -> None:
@@ -188,7 +221,7 @@ class PythonBackend:
                     raise RuntimeError(f"AbortedError: pyfastq queue '{self._name}' failed: {self._fail_message}")
                 if len(self._items) >= want:
                     break
-                if self._state == "closed" and self._reserved == 0:
+                if self._state == "closed" and self._reserved == 0 and self._putting == 0:
                     if allow_smaller and self._items:
                         want = len(self._items)
                         break

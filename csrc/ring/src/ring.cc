@@ -328,7 +328,7 @@ bool Ring::try_acquire(std::uint32_t* slot, Status* why_not) noexcept {
   if (open && pop_n(header_->free_q, free_cells(), header_->capacity, 1, 1, slot) == 1) return true;
   header_->inflight.fetch_sub(1, std::memory_order_seq_cst);
   notify_all(header_->ready_q);  // a consumer may be waiting for the last producer to leave
-  if (why_not) *why_not = open ? Status::kTimeout : Status::kClosed;
+  if (why_not) *why_not = open ? Status::kTimeout : status_of(state());
   return false;
 }
 
@@ -342,12 +342,34 @@ Status Ring::acquire_many(std::uint32_t n, std::uint32_t* slots, std::uint32_t* 
   *got = 0;
   if (n > header_->capacity) return Status::kTooLarge;
   if (n == 0) return Status::kOk;
-  // Counted as in flight while waiting, so a consumer never takes the ring
-  // for drained while a put that began before close may still arrive.
+  if (!begin_put()) return status_of(state());
+  const Status st = acquire_begun(n, slots, got, allow_smaller, deadline, abandon);
+  end_put();
+  return st;
+}
+
+bool Ring::begin_put() noexcept {
+  // Counted before the state is read: a consumer that sees the ring closed
+  // and nothing in flight knows that no put can still begin.
   header_->inflight.fetch_add(1, std::memory_order_seq_cst);
+  if (state() == State::kOpen) return true;
+  end_put();
+  return false;
+}
+
+void Ring::end_put() noexcept {
+  header_->inflight.fetch_sub(1, std::memory_order_seq_cst);
+  if (state() != State::kOpen) notify_all(header_->ready_q);  // a consumer may wait for the last put to end
+}
+
+Status Ring::acquire_begun(std::uint32_t n, std::uint32_t* slots, std::uint32_t* got, bool allow_smaller,
+                           Deadline deadline, const std::atomic<bool>* abandon) noexcept {
+  *got = 0;
+  if (n > header_->capacity) return Status::kTooLarge;
+  if (n == 0) return Status::kOk;
   const Status st = wait_until(header_->free_q, allow_smaller ? 1 : n, deadline, abandon, [&](Status* out) {
-    if (state() != State::kOpen) {
-      *out = Status::kClosed;
+    if (ended_badly(header_->state)) {
+      *out = status_of(state());
       return Try::kDone;
     }
     *got = pop_n(header_->free_q, free_cells(), header_->capacity, n, allow_smaller ? 1 : n, slots);
@@ -357,13 +379,8 @@ Status Ring::acquire_many(std::uint32_t n, std::uint32_t* slots, std::uint32_t* 
     }
     return Try::kPending;
   });
-  if (st == Status::kOk) {
-    // One in-flight count per slot held: commit and abort each give one back.
-    if (*got > 1) header_->inflight.fetch_add(*got - 1, std::memory_order_seq_cst);
-  } else {
-    header_->inflight.fetch_sub(1, std::memory_order_seq_cst);
-    notify_all(header_->ready_q);
-  }
+  // One in-flight count per slot held: commit and abort each give one back.
+  if (st == Status::kOk) header_->inflight.fetch_add(*got, std::memory_order_seq_cst);
   return st;
 }
 
@@ -387,7 +404,7 @@ Status Ring::pop(std::uint32_t n, std::uint32_t* slots, std::uint32_t* got, bool
   return wait_until(header_->ready_q, n, deadline, abandon, [&](Status* out) {
     const State s = state();
     if (s == State::kCancelled || s == State::kFailed) {
-      *out = s == State::kCancelled ? Status::kCancelled : Status::kFailed;
+      *out = status_of(s);
       return Try::kDone;
     }
     *got = pop_n(header_->ready_q, ready_cells(), header_->capacity, n, n, slots);
@@ -395,7 +412,7 @@ Status Ring::pop(std::uint32_t n, std::uint32_t* slots, std::uint32_t* got, bool
       *out = Status::kOk;
       return Try::kDone;
     }
-    // Closed, and no producer still filling a slot: nothing more will come.
+    // Closed, and no put under way nor slot being filled: nothing more will come.
     if (s == State::kClosed && header_->inflight.load(std::memory_order_seq_cst) == 0) {
       *got = pop_n(header_->ready_q, ready_cells(), header_->capacity, n, allow_smaller ? 1 : n, slots);
       *out = *got != 0 ? Status::kOk : Status::kClosed;
@@ -476,7 +493,7 @@ Status Ring::wait_turn(std::uint64_t ticket, Deadline deadline, const std::atomi
         }
         const State s = state();
         if (s == State::kOpen) return Try::kPending;
-        *out = s == State::kCancelled ? Status::kCancelled : s == State::kFailed ? Status::kFailed : Status::kClosed;
+        *out = status_of(s);
         return Try::kDone;
       },
       [] {}, [](Clock::time_point) {});

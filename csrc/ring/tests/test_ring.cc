@@ -33,6 +33,16 @@ int read_int(Ring& r, std::uint32_t slot) {
 
 Deadline in(std::chrono::milliseconds ms) { return Clock::now() + ms; }
 
+// Waits (up to 5 s) until a thread is parked on the queue `q`.
+void wait_parked(const IndexQueueState& q) {
+  const auto give_up = in(5000ms);
+  while (q.waiters.load() == 0) {
+    CHECK(Clock::now() < give_up);
+    std::this_thread::sleep_for(1ms);
+  }
+}
+
+
 }  // namespace
 
 TEST(layout_is_aligned) {
@@ -158,6 +168,81 @@ TEST(a_put_begun_before_close_still_arrives) {
   CHECK(r.pop(1, slots, &got) == Status::kClosed);
 }
 
+// TF's FIFOQueue rule: close() lets a put already waiting for room complete.
+TEST(a_put_waiting_for_room_completes_after_close) {
+  auto m = make(2);
+  Ring& r = m->ring();
+  put_int(r, 1);
+  put_int(r, 2);
+  std::atomic<int> result{-1};
+  std::thread producer([&] {
+    std::uint32_t s;
+    const Status st = r.acquire(&s);
+    if (st == Status::kOk) {
+      int v = 3;
+      std::memcpy(r.slot_data(s), &v, sizeof v);
+      r.commit(s);
+    }
+    result = static_cast<int>(st);
+  });
+  wait_parked(r.header()->free_q);
+  CHECK(r.close());
+  std::uint32_t s;
+  CHECK(r.acquire(&s, in(10ms)) == Status::kClosed);  // a put beginning now is refused
+  std::uint32_t slots[1], got;
+  for (int want = 1; want <= 3; ++want) {
+    CHECK(r.pop(1, slots, &got, false, in(5000ms)) == Status::kOk);
+    CHECK(read_int(r, slots[0]) == want);
+    r.release(slots[0]);
+  }
+  producer.join();
+  CHECK(result == static_cast<int>(Status::kOk));
+  CHECK(r.pop(1, slots, &got) == Status::kClosed);
+}
+
+// A consumer of a closed ring waits for the puts under way before it ends.
+TEST(a_consumer_waits_for_a_put_begun_before_close) {
+  auto m = make(1);
+  Ring& r = m->ring();
+  CHECK(r.begin_put());
+  CHECK(r.close());
+  CHECK(!r.begin_put());
+  std::uint32_t slots[1], got;
+  CHECK(r.pop(1, slots, &got, false, in(20ms)) == Status::kTimeout);
+  std::uint32_t s;
+  CHECK(r.acquire_begun(1, &s, &got, false, in(1000ms)) == Status::kOk && got == 1);  // through close
+  r.end_put();
+  int v = 9;
+  std::memcpy(r.slot_data(s), &v, sizeof v);
+  r.commit(s);
+  CHECK(r.pop(1, slots, &got) == Status::kOk && read_int(r, slots[0]) == 9);
+  r.release(slots[0]);
+  CHECK(r.pop(1, slots, &got, false, in(1000ms)) == Status::kClosed);
+}
+
+// close(cancel=true) and fail() refuse puts that are waiting.
+TEST(cancel_and_fail_refuse_waiting_puts) {
+  for (const bool cancel : {true, false}) {
+    auto m = make(1);
+    Ring& r = m->ring();
+    put_int(r, 1);
+    std::atomic<int> result{-1};
+    std::thread producer([&] {
+      std::uint32_t s[1], got;
+      result = static_cast<int>(r.acquire_many(1, s, &got));
+    });
+    wait_parked(r.header()->free_q);
+    if (cancel) {
+      CHECK(r.close(true));
+    } else {
+      CHECK(r.fail("boom", 4));
+    }
+    producer.join();
+    CHECK(result == static_cast<int>(cancel ? Status::kCancelled : Status::kFailed));
+    CHECK(r.header()->inflight.load() == 0);
+  }
+}
+
 TEST(cancel_drops_and_fail_carries_message) {
   auto m = make(4);
   Ring& r = m->ring();
@@ -177,7 +262,7 @@ TEST(cancel_drops_and_fail_carries_message) {
   CHECK(r2.fail_message() == msg);
   CHECK(r2.pop(1, slots, &got) == Status::kFailed);
   std::uint32_t s;
-  CHECK(r2.acquire(&s) == Status::kClosed);
+  CHECK(r2.acquire(&s) == Status::kFailed);
   CHECK(!r2.fail("second", 6) && r2.fail_message() == msg);  // first failure wins
 }
 
@@ -246,21 +331,6 @@ TEST(blocked_consumer_wakes) {
   check_wakes("close", [](Ring& r) { r.close(); }, Status::kClosed);
   check_wakes("cancel", [](Ring& r) { r.close(true); }, Status::kCancelled);
   check_wakes("fail", [](Ring& r) { r.fail("x", 1); }, Status::kFailed);
-}
-
-TEST(blocked_producer_wakes_on_close) {
-  auto m = make(1);
-  Ring& r = m->ring();
-  put_int(r, 1);
-  std::atomic<int> result{-1};
-  std::thread producer([&] {
-    std::uint32_t s;
-    result = static_cast<int>(r.acquire(&s));
-  });
-  std::this_thread::sleep_for(50ms);
-  r.close();
-  producer.join();
-  CHECK(result == static_cast<int>(Status::kClosed));
 }
 
 TEST(abandon_flag_wakes_a_waiter) {

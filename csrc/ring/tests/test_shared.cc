@@ -624,7 +624,7 @@ TEST(a_producer_killed_holding_a_slot_is_failed_not_waited_for) {
     r.abort(mine[1]);
   });
   std::uint32_t s;
-  CHECK(r.acquire(&s, in(1000ms)) == Status::kClosed);
+  CHECK(r.acquire(&s, in(1000ms)) == Status::kFailed);
   CHECK(r.pop(1, &s, &got, false, in(1000ms)) == Status::kFailed);
 }
 

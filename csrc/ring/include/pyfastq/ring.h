@@ -64,6 +64,17 @@ enum class Status {
 
 PYFASTQ_API const char* status_name(Status s);
 
+// What a wait reports on a ring in state `s`: kOk while open, else the end.
+constexpr Status status_of(State s) noexcept {
+  switch (s) {
+    case State::kOpen: return Status::kOk;
+    case State::kClosed: return Status::kClosed;
+    case State::kCancelled: return Status::kCancelled;
+    case State::kFailed: return Status::kFailed;
+  }
+  return Status::kFailed;
+}
+
 // One component of an element: where it sits inside a slot.
 struct Component {
   std::uint64_t offset;  // from the slot's start, kSlotAlignment aligned
@@ -118,8 +129,9 @@ struct RingHeader {
   IndexQueueState ready_q;  // producers push filled slots, consumers pop them
 
   alignas(kCacheLineSize) std::atomic<std::uint32_t> state;
-  // Producers between acquire and commit/abort; a closed ring is drained only
-  // when none are left, so a put that began before close still arrives.
+  // Puts under way (begun, not ended) plus slots held between acquire and
+  // commit/abort: a closed ring is drained only when none are left, so a put
+  // that began before close still arrives.
   std::atomic<std::uint32_t> inflight;
   std::atomic<std::uint32_t> fail_claim;   // first fail() wins and writes the message
   std::atomic<std::uint32_t> fail_length;  // published after the message is written
@@ -163,18 +175,37 @@ class PYFASTQ_API Ring {
 
   Ring() = default;
 
+  // Closing rule (TF's FIFOQueue's): a put that began while the ring was open
+  // completes once room frees, even if close() comes while it waits; only
+  // close(cancel=true) and fail() refuse it. A put beginning after close is
+  // refused (kClosed). Consumers of a closed ring wait for the puts under way.
+
   // producer side: waits for a free slot; on kOk `*slot` is the producer's
-  // until commit() or abort().
-  Status acquire(std::uint32_t* slot, Deadline deadline = no_deadline(),
-                 const std::atomic<bool>* abandon = nullptr) noexcept;
+  // until commit() or abort(). One whole put: begin_put(), acquire_begun(), end_put().
+  [[nodiscard]] Status acquire(std::uint32_t* slot, Deadline deadline = no_deadline(),
+                               const std::atomic<bool>* abandon = nullptr) noexcept;
   // producer side: waits for n free slots and takes them at once, holding
   // none while it waits; with allow_smaller, takes as many as are free (at
   // least one). `*got` is the number taken, each the producer's until commit
   // or abort. n > capacity is kTooLarge.
-  Status acquire_many(std::uint32_t n, std::uint32_t* slots, std::uint32_t* got, bool allow_smaller = false,
-                      Deadline deadline = no_deadline(), const std::atomic<bool>* abandon = nullptr) noexcept;
-  // producer side: never waits.
-  bool try_acquire(std::uint32_t* slot, Status* why_not = nullptr) noexcept;
+  [[nodiscard]] Status acquire_many(std::uint32_t n, std::uint32_t* slots, std::uint32_t* got,
+                                    bool allow_smaller = false, Deadline deadline = no_deadline(),
+                                    const std::atomic<bool>* abandon = nullptr) noexcept;
+  // producer side: a put that waits in several calls (between them the caller
+  // checks for signals, say) begins once, so that a close() between two calls
+  // does not refuse it. False, and nothing begun, if the ring is not open.
+  // Every true is matched by one end_put().
+  [[nodiscard]] bool begin_put() noexcept;
+  // producer side: acquire_many() for a put already begun: waits through
+  // close, ends on cancel, fail, the deadline or the abandon flag.
+  [[nodiscard]] Status acquire_begun(std::uint32_t n, std::uint32_t* slots, std::uint32_t* got,
+                                     bool allow_smaller = false, Deadline deadline = no_deadline(),
+                                     const std::atomic<bool>* abandon = nullptr) noexcept;
+  // producer side: the put begun is over (the slots it took stay the
+  // producer's until commit or abort).
+  void end_put() noexcept;
+  // producer side: never waits; a put of its own (refused once the ring is not open).
+  [[nodiscard]] bool try_acquire(std::uint32_t* slot, Status* why_not = nullptr) noexcept;
   // producer side: publishes a filled slot to consumers.
   void commit(std::uint32_t slot) noexcept;
   // producer side: gives an unfilled slot back; nothing is enqueued.
@@ -185,7 +216,7 @@ class PYFASTQ_API Ring {
   // if allow_smaller and some are left, takes those; otherwise kClosed and the
   // elements stay. `*got` is the number taken. Each slot is the consumer's
   // until release().
-  Status pop(std::uint32_t n, std::uint32_t* slots, std::uint32_t* got, bool allow_smaller = false,
+  [[nodiscard]] Status pop(std::uint32_t n, std::uint32_t* slots, std::uint32_t* got, bool allow_smaller = false,
              Deadline deadline = no_deadline(), const std::atomic<bool>* abandon = nullptr) noexcept;
   // consumer side: gives a slot whose data is no longer needed back to producers.
   void release(std::uint32_t slot) noexcept;
@@ -200,13 +231,13 @@ class PYFASTQ_API Ring {
 
   // Ordered puts. Not for producers that are running: call before they start.
   // Ticket k*workers + i is producer i's k-th element; 1 <= workers <= kMaxTurnWorkers.
-  bool begin_turns(std::uint32_t workers) noexcept;
+  [[nodiscard]] bool begin_turns(std::uint32_t workers) noexcept;
   // producer side: waits until `ticket` may commit: kOk when it is its turn
   // (even on an ended ring: the acquire that follows reports the end), else
   // kClosed, kCancelled or kFailed once the ring has ended. The turn is kept
   // while the caller retries, so a put that times out can try again with the
   // same ticket.
-  Status wait_turn(std::uint64_t ticket, Deadline deadline = no_deadline(),
+  [[nodiscard]] Status wait_turn(std::uint64_t ticket, Deadline deadline = no_deadline(),
                    const std::atomic<bool>* abandon = nullptr) noexcept;
   // producer side: the element of `ticket` is committed; the next ticket's
   // producer may go.
