@@ -87,7 +87,10 @@ class Layout:
         for i, (value, dtype, shape) in enumerate(zip(flat, self.dtypes, self.shapes)):
             name = self.names[i]
             if tf is not None and isinstance(value, (tf.Tensor, tf.Variable)):
-                value = value.numpy()
+                try:
+                    value = value.numpy()
+                except (AttributeError, NotImplementedError):  # a graph tensor (TF1 style, or inside tf.function)
+                    raise TypeError(f"component {name}: a symbolic tensor has no value to put; put arrays or eager tensors") from None
             if isinstance(value, (np.ndarray, np.generic)):
                 arr = np.asarray(value)
                 if arr.dtype != dtype:
@@ -96,7 +99,8 @@ class Layout:
                 import tensorflow as tf  # the reference for converting Python values; loaded once, when first needed
 
                 try:
-                    arr = np.asarray(tf.convert_to_tensor(value, dtype=tf.as_dtype(dtype)).numpy())
+                    # convert_to_tensor's own conversion, which also works with eager execution disabled (TF1 sessions)
+                    arr = tf.make_ndarray(tf.make_tensor_proto(value, dtype=tf.as_dtype(dtype)))
                 except (TypeError, ValueError) as e:
                     raise TypeError(f"component {name}: cannot convert {type(value).__name__} to {dtype.name}: {e}") from None
             want = shape

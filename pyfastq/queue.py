@@ -92,19 +92,17 @@ class Queue(Producing):
 
         def take(_):
             if batch_size is None:
-                status, flat = impl.dequeue(end_as_flag=True)
+                done, flat = impl.dequeue(end_as_flag=True)
             else:
-                status, flat = impl.dequeue_many(batch_size, not drop_remainder, end_as_flag=True)
-            return tf.cast(status, tf.int8), tuple(flat)  # native: done (bool); python: DATA, END or NOTHING_YET
+                done, flat = impl.dequeue_many(batch_size, not drop_remainder, end_as_flag=True)
+            return done, tuple(flat)
 
         lead = [] if batch_size is None else [batch_size if drop_remainder else None]
 
-        def unpack(status, flat):
+        def unpack(done, flat):
             return spec.pack([tf.ensure_shape(t, lead + list(s)) for t, s in zip(flat, spec.shapes)])
 
-        ds = tf.data.Dataset.from_tensors(0).repeat().map(take).take_while(lambda status, flat: tf.not_equal(status, 1))
-        if getattr(impl, "polls", False):
-            ds = ds.filter(lambda status, flat: tf.equal(status, 0))
+        ds = tf.data.Dataset.from_tensors(0).repeat().map(take).take_while(lambda done, flat: tf.logical_not(done))
         return ds.map(unpack)
 
     # -- state ---------------------------------------------------------------------

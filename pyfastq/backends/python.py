@@ -200,77 +200,112 @@ class PythonBackend:
             }
 
     # -- consumers ---------------------------------------------------------------
-    # With end_as_flag (datasets), the first output is a status, not a bool:
-    DATA, END, NOTHING_YET = 0, 1, 2
-    # NOTHING_YET comes back after _SLICE without data: tf.data cannot cancel a
-    # numpy_function, and tearing down an iterator (a `break` out of a loop over
-    # the dataset) waits for the calls in flight. The dataset filters it out.
-    polls = True
+    # A dequeue is a loop of short polls. Each poll takes what it needs if it is
+    # there, without waiting; otherwise it waits up to _SLICE for a change and
+    # returns _NOTHING_YET having taken nothing. In a graph the loop is a
+    # tf.while_loop, which checks the step's cancellation before every
+    # iteration: a session timeout, a failed op, sess.close() or a torn-down
+    # dataset iterator end the dequeue within _SLICE, and a poll that takes
+    # data always starts right after such a check, so a cancelled dequeue takes
+    # nothing. (tf.numpy_function itself cannot be cancelled.)
+    _DATA, _END, _NOTHING_YET = 0, 1, 2
 
-    def _take(self, n: int | None, allow_smaller: bool, end_as_flag: bool):
+    def _poll(self, n: int | None, allow_smaller: bool, end_as_flag: bool, since: int):
+        """One poll: (_DATA, components), (_END, empty components) or (_NOTHING_YET, empty components).
+
+        Ends raise: StopIteration (closed and drained, without end_as_flag; numpy_function
+        turns it into OutOfRangeError), RuntimeError (cancelled, failed, Ctrl-C since
+        _interrupt epoch `since`; it arrives as UnknownError carrying the message).
+        """
         want = 1 if n is None else n
-        if want > self._capacity:
-            raise ValueError(f"dequeue_many({want}) from '{self._name}' of capacity {self._capacity} can never be satisfied")
         with self._cond:
-            start = time.monotonic()
-            interrupts = _interrupt.epoch()
-            while True:
-                if self._state == "cancelled":
-                    raise RuntimeError(f"CancelledError: pyfastq queue '{self._name}' was cancelled")
-                if self._state == "failed":
-                    raise RuntimeError(f"AbortedError: pyfastq queue '{self._name}' failed: {self._fail_message}")
-                if len(self._items) >= want:
-                    break
-                if self._state == "closed" and self._reserved == 0 and self._putting == 0:
-                    if allow_smaller and self._items:
-                        want = len(self._items)
-                        break
-                    if end_as_flag:
-                        self._get_wait += time.monotonic() - start
-                        return self.END, self._empty(n)
-                    raise StopIteration  # tf.numpy_function turns it into OutOfRangeError
-                if threading.current_thread() is not threading.main_thread() and _interrupt.take(interrupts):
-                    raise RuntimeError(f"CancelledError: dequeue from pyfastq queue '{self._name}' was interrupted by Ctrl-C (SIGINT) while waiting for data")
-                if end_as_flag and time.monotonic() - start >= _SLICE:
-                    self._get_wait += time.monotonic() - start
-                    return self.NOTHING_YET, self._empty(n)
+            status = self._ready(want, allow_smaller, end_as_flag)
+            if status is None:
+                if threading.current_thread() is not threading.main_thread() and _interrupt.take(since):
+                    raise RuntimeError(
+                        f"CancelledError: dequeue from pyfastq queue '{self._name}' was interrupted by Ctrl-C (SIGINT) "
+                        "while waiting for data"
+                    )
+                start = time.monotonic()
                 self._cond.wait(_SLICE)
-            self._get_wait += time.monotonic() - start
+                self._get_wait += time.monotonic() - start
+                return self._NOTHING_YET, self._empty(n)
+            if status == self._END:
+                return self._END, self._empty(n)
+            want = min(want, len(self._items))
             items = [self._items.popleft() for _ in range(want)]
             self._gets += want
             self._cond.notify_all()
         if n is None:
-            return self.DATA, items[0]
-        return self.DATA, [np.stack([it[c] for it in items]) for c in range(len(self._spec.flat))]
+            return self._DATA, items[0]
+        return self._DATA, [np.stack([it[c] for it in items]) for c in range(len(self._spec.flat))]
+
+    def _ready(self, want: int, allow_smaller: bool, end_as_flag: bool) -> int | None:
+        """What a poll can do now: _DATA (take min(want, len) items), _END, or None (wait). Caller holds the lock."""
+        if self._state == "cancelled":
+            raise RuntimeError(f"CancelledError: pyfastq queue '{self._name}' was cancelled")
+        if self._state == "failed":
+            raise RuntimeError(f"AbortedError: pyfastq queue '{self._name}' failed: {self._fail_message}")
+        if len(self._items) >= want:
+            return self._DATA
+        if self._state == "closed" and self._reserved == 0 and self._putting == 0:
+            if allow_smaller and self._items:
+                return self._DATA
+            if end_as_flag:
+                return self._END
+            raise StopIteration
+        return None
 
     def _empty(self, n: int | None) -> list[np.ndarray]:
         lead = () if n is None else (0,)
         return [np.zeros(lead + s, d) for s, d in zip(self._spec.shapes, self._spec.dtypes)]
 
     def _op(self, n: int | None, allow_smaller: bool, end_as_flag: bool):
-        status_type = tf.int8 if end_as_flag else tf.bool
-
-        def fn():
-            status, comps = self._take(n, allow_smaller, end_as_flag)
-            return (np.array(status, status_type.as_numpy_dtype), *comps)
-
+        """The dequeue: (done, components), done True only at the end with end_as_flag."""
+        if n is not None and n > self._capacity:
+            raise ValueError(f"dequeue_many({n}) from '{self._name}' of capacity {self._capacity} can never be satisfied")
         if tf.executing_eagerly():
-            # Eagerly, numpy_function calls fn directly and lets its exceptions
-            # through as they are: give them the codes the graph would.
-            try:
-                out = fn()
-            except StopIteration:
-                raise tf.errors.OutOfRangeError(None, None, f"pyfastq queue '{self._name}' is closed and has too few elements left") from None
-            except RuntimeError as e:
-                raise tf.errors.UnknownError(None, None, str(e)) from None
-            return tf.constant(out[0]), [tf.constant(c) for c in out[1:]]
-        out = tf.numpy_function(fn, [], [status_type, *self._spec.tf_dtypes], stateful=True, name="pyfastq_python_dequeue")
-        done, comps = out[0], list(out[1:])
-        done.set_shape([])
+            return self._eager(n, allow_smaller, end_as_flag)
         lead = [] if n is None else [None if (allow_smaller or end_as_flag) else n]
-        for t, s in zip(comps, self._spec.shapes):
-            t.set_shape(lead + list(s))
-        return done, comps
+        shapes = [tf.TensorShape(lead + list(s)) for s in self._spec.shapes]
+        since = tf.numpy_function(_interrupt.epoch, [], tf.int64, stateful=True, name="pyfastq_python_interrupt_epoch")
+
+        def poll(since):
+            status, comps = self._poll(n, allow_smaller, end_as_flag, int(since))
+            return (np.int8(status), *comps)
+
+        def body(status, *comps):
+            out = tf.numpy_function(poll, [since], [tf.int8, *self._spec.tf_dtypes], stateful=True, name="pyfastq_python_dequeue")
+            out[0].set_shape([])
+            for t, shape in zip(out[1:], shapes):
+                t.set_shape(shape)
+            return out
+
+        start = [tf.constant(self._NOTHING_YET, tf.int8)] + [tf.zeros([0] * len(lead) + list(s), d) for s, d in zip(self._spec.shapes, self._spec.tf_dtypes)]
+        out = tf.while_loop(
+            lambda status, *comps: tf.equal(status, self._NOTHING_YET),
+            body,
+            start,
+            shape_invariants=[tf.TensorShape([])] + [tf.TensorShape([None] * len(lead) + list(s)) for s in self._spec.shapes],
+        )
+        comps = list(out[1:])
+        for t, shape in zip(comps, shapes):
+            t.set_shape(shape)
+        return tf.equal(out[0], self._END), comps
+
+    def _eager(self, n: int | None, allow_smaller: bool, end_as_flag: bool):
+        # Eagerly there is no step to cancel; Python's own Ctrl-C interrupts the wait.
+        since = _interrupt.epoch()
+        try:
+            while True:
+                status, comps = self._poll(n, allow_smaller, end_as_flag, since)
+                if status != self._NOTHING_YET:
+                    break
+        except StopIteration:
+            raise tf.errors.OutOfRangeError(None, None, f"pyfastq queue '{self._name}' is closed and has too few elements left") from None
+        except RuntimeError as e:
+            raise tf.errors.UnknownError(None, None, str(e)) from None
+        return tf.constant(status == self._END), [tf.constant(c) for c in comps]
 
     def dequeue(self, end_as_flag: bool = False):
         return self._op(None, False, end_as_flag)
