@@ -230,6 +230,8 @@ class PyRing {
     d["size"] = c.size;
     d["put_wait_s"] = c.put_wait_ns * 1e-9;
     d["get_wait_s"] = c.get_wait_ns * 1e-9;
+    d["put_waiters"] = c.put_waiters;
+    d["get_waiters"] = c.get_waiters;
     d["capacity"] = ring_->capacity();
     d["slot_bytes"] = ring_->slot_bytes();
     d["memory_bytes"] = mem_->bytes();

@@ -64,6 +64,7 @@ class PythonBackend:
         self._fail_message = ""
         self._puts = self._gets = 0
         self._put_wait = self._get_wait = 0.0
+        self._put_waiters = self._get_waiters = 0  # threads waiting now
 
     # -- producers -------------------------------------------------------------
     # A put begins (counted in _putting) only while the queue is open; once
@@ -93,7 +94,11 @@ class PythonBackend:
             if deadline is not None and now >= deadline:
                 self._put_wait += now - start
                 raise TimeoutError(f"no free slot in queue '{self._name}' before the timeout")
-            self._cond.wait(_SLICE if deadline is None else min(_SLICE, deadline - now))
+            self._put_waiters += 1
+            try:
+                self._cond.wait(_SLICE if deadline is None else min(_SLICE, deadline - now))
+            finally:
+                self._put_waiters -= 1
         if start is not None:
             self._put_wait += time.monotonic() - start
         if self._state not in ("open", "closed"):
@@ -196,6 +201,8 @@ class PythonBackend:
                 "size": len(self._items),
                 "put_wait_s": self._put_wait,
                 "get_wait_s": self._get_wait,
+                "put_waiters": self._put_waiters,
+                "get_waiters": self._get_waiters,
                 "capacity": self._capacity,
             }
 
@@ -227,8 +234,12 @@ class PythonBackend:
                         "while waiting for data"
                     )
                 start = time.monotonic()
-                self._cond.wait(_SLICE)
-                self._get_wait += time.monotonic() - start
+                self._get_waiters += 1
+                try:
+                    self._cond.wait(_SLICE)
+                finally:
+                    self._get_waiters -= 1
+                    self._get_wait += time.monotonic() - start
                 return self._NOTHING_YET, self._empty(n)
             if status == self._END:
                 return self._END, self._empty(n)

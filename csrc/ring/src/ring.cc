@@ -547,6 +547,8 @@ Counters Ring::counters() const noexcept {
   c.size = size();
   c.put_wait_ns = header_->free_q.wait_ns.load(std::memory_order_relaxed);
   c.get_wait_ns = header_->ready_q.wait_ns.load(std::memory_order_relaxed);
+  c.put_waiters = header_->free_q.waiters.load(std::memory_order_relaxed);
+  c.get_waiters = header_->ready_q.waiters.load(std::memory_order_relaxed);
   return c;
 }
 

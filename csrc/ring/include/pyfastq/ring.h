@@ -151,6 +151,8 @@ struct Counters {
   std::uint64_t size;        // ready to pop now
   std::uint64_t put_wait_ns;  // producers parked waiting for a free slot
   std::uint64_t get_wait_ns;  // consumers parked waiting for elements
+  std::uint32_t put_waiters;  // producers parked now, waiting for a free slot
+  std::uint32_t get_waiters;  // consumers parked now, waiting for elements
 };
 
 // A view of a ring that lives in memory someone else owns. Copyable: it is two
