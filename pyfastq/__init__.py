@@ -6,8 +6,9 @@
 """
 
 from ._errors import QueueClosed
+from ._worker import WorkerInfo, worker_info
 from .backends import native_unavailable
-from .producer import Producer, WorkerInfo, worker_info
+from .producer import Producer
 
 __version__ = "0.1.0"
 __all__ = ["Queue", "Producer", "QueueClosed", "WorkerInfo", "worker_info", "native_unavailable", "__version__"]

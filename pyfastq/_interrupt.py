@@ -71,7 +71,7 @@ def _on_sigint(signum, frame):
     from . import _core
 
     if frame is not None and _building_an_exception(frame):
-        if _core.consumer_interrupt() == 2:
+        if _core.consumer_interrupt() == _core.Interrupt.TAKEN:
             _core.clear_consumer_interrupt()  # a consumer's CancelledError carries it out
         else:
             _retry_later(signum)

@@ -74,15 +74,16 @@ class Layout:
         return _pack_like(self.skeleton, it)
 
     # -- components ----------------------------------------------------------
-    def convert(self, flat: Sequence, leading: int | None = None) -> list[np.ndarray]:
+    def convert(self, flat: Sequence, many: bool = False) -> list[np.ndarray]:
         """Checked, C-contiguous arrays of the specs' dtypes and shapes.
 
         Arrays (numpy, numpy scalars, tensors) must have the spec's dtype
         exactly; Python scalars and lists convert as tf.convert_to_tensor would.
-        With ``leading`` (put_many) every component has that many rows first;
-        ``leading=-1`` takes the row count from the first component.
+        With ``many`` (put_many) every component has rows along a leading
+        dimension, as many as the first component has.
         """
         out = []
+        rows = None  # put_many's, from the first component
         tf = sys.modules.get("tensorflow")
         for i, (value, dtype, shape) in enumerate(zip(flat, self.dtypes, self.shapes)):
             name = self.names[i]
@@ -104,12 +105,12 @@ class Layout:
                 except (TypeError, ValueError) as e:
                     raise TypeError(f"component {name}: cannot convert {type(value).__name__} to {dtype.name}: {e}") from None
             want = shape
-            if leading is not None:
-                if leading == -1:
+            if many:
+                if rows is None:
                     if arr.ndim == 0:
                         raise ValueError(f"component {name}: put_many needs a leading dimension, got a scalar")
-                    leading = arr.shape[0]
-                want = (leading, *shape)
+                    rows = arr.shape[0]
+                want = (rows, *shape)
             if arr.shape != want:
                 raise ValueError(f"component {name}: expected shape {list(want)}, got {list(arr.shape)}")
             out.append(arr if arr.flags.c_contiguous else arr.copy(order="C"))

@@ -111,7 +111,8 @@ class RingWriter:
         self._layout = layout
         self._name = queue_name
 
-    def put(self, flat: list, timeout: float | None, ticket: int = -1) -> None:
+    def put(self, flat: list, timeout: float | None, ticket: int | None = None) -> None:
+        """With a ticket (an ordered producer's), waits for its turn first."""
         # The fast path takes exact-match arrays; anything else is converted
         # (or rejected with the precise error) first.
         if not self._ring.put(flat, timeout, ticket) and not self._ring.put(self._layout.convert(flat), timeout, ticket):
@@ -123,7 +124,7 @@ class RingWriter:
 
     def put_many(self, flat: list, timeout: float | None) -> None:
         if not self._ring.put_many(flat, timeout):
-            arrays = self._layout.convert(flat, leading=-1)
+            arrays = self._layout.convert(flat, many=True)
             if arrays[0].shape[0] and not self._ring.put_many(arrays, timeout):
                 raise AssertionError(f"pyfastq internal error: converted elements rejected by the ring of '{self._name}'")
 

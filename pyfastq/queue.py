@@ -46,9 +46,9 @@ class Queue(Producing):
             raise ValueError(f"capacity must be an int >= 1, got {capacity!r}")
         if capacity >= 2**31:
             raise ValueError(f"capacity must be below 2**31, got {capacity}")
-        if shuffle or min_after_dequeue:
-            raise NotImplementedError("shuffle=True is not implemented yet; shuffle in the producer for now")
-        del seed  # used by shuffle
+        if shuffle or min_after_dequeue or seed is not None:
+            # Refused rather than ignored: a seed that does nothing would promise a reproducible order.
+            raise NotImplementedError("shuffle=True (and its min_after_dequeue and seed) is not implemented yet; shuffle in the producer for now")
         self._spec = self._layout = Spec(specs)
         self.name = name if name is not None else f"pyfastq_queue_{next(_names)}"
         self._impl = backends.create(backend, self._spec, capacity, self.name, shared=bool(shared))

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -25,6 +26,9 @@ namespace py = pybind11;
 
 namespace pyfastq {
 namespace {
+
+// exact()'s rows for one element: no leading dim.
+constexpr std::optional<py::ssize_t> kOneElement = std::nullopt;
 
 // Below this many bytes a copy is cheaper than giving up and retaking the GIL.
 constexpr std::size_t kReleaseGilBytes = 256 * 1024;
@@ -126,30 +130,30 @@ class PyRing {
   }
 
   // Puts one element; False (and nothing done) if a component is not an exact-match array.
-  // With a ticket >= 0 (ordered producers) it first waits for the ticket's turn.
-  bool put(const py::sequence& comps, const py::object& timeout, std::int64_t ticket) {
+  // With a ticket (ordered producers) it first waits for the ticket's turn.
+  bool put(const py::sequence& comps, const py::object& timeout, std::optional<std::uint64_t> ticket) {
     std::vector<py::array> arrays;
-    if (!exact(comps, /*leading=*/-1, &arrays)) return false;
+    if (!exact(comps, kOneElement, &arrays)) return false;
     put_arrays(arrays, timeout, ticket);
     return true;
   }
 
   // put() for a ring of one component, given the array itself: the producer's hot path.
-  bool put_one(const py::handle& obj, const py::object& timeout, std::int64_t ticket) {
+  bool put_one(const py::handle& obj, const py::object& timeout, std::optional<std::uint64_t> ticket) {
     std::vector<py::array> arrays;
-    if (dtypes_.size() != 1 || !exact_item(0, obj, -1, &arrays)) return false;
+    if (dtypes_.size() != 1 || !exact_item(0, obj, kOneElement, &arrays)) return false;
     put_arrays(arrays, timeout, ticket);
     return true;
   }
 
-  void put_arrays(const std::vector<py::array>& arrays, const py::object& timeout, std::int64_t ticket) {
+  void put_arrays(const std::vector<py::array>& arrays, const py::object& timeout, std::optional<std::uint64_t> ticket) {
     const Deadline deadline = deadline_from(timeout);
-    if (ticket >= 0) wait_turn(static_cast<std::uint64_t>(ticket), deadline);
+    if (ticket) wait_turn(*ticket, deadline);
     std::uint32_t slot;
     acquire(&slot, 1, false, deadline);
     copy_rows(&slot, 1, arrays, 0);
     ring_->commit(slot);
-    if (ticket >= 0) ring_->pass_turn(static_cast<std::uint64_t>(ticket));
+    if (ticket) ring_->pass_turn(*ticket);
   }
 
   void begin_turns(std::uint32_t workers) {
@@ -245,24 +249,24 @@ class PyRing {
       : mem_(std::move(mem)), ring_(&mem_->ring()), dtypes_(dtypes), shapes_(shapes), name_(std::move(name)) {}
 
   // True if every component is a C-contiguous array of exactly the spec's
-  // dtype and shape (with a leading dim of `leading` rows when >= 0).
-  bool exact(const py::sequence& comps, py::ssize_t leading, std::vector<py::array>* out) const {
+  // dtype and shape (for put_many, with a leading dim of `rows` rows).
+  bool exact(const py::sequence& comps, std::optional<py::ssize_t> rows, std::vector<py::array>* out) const {
     if (comps.size() != dtypes_.size()) return false;
     out->reserve(dtypes_.size());
     for (std::size_t i = 0; i < dtypes_.size(); ++i) {
-      if (!exact_item(i, comps[i], leading, out)) return false;
+      if (!exact_item(i, comps[i], rows, out)) return false;
     }
     return true;
   }
 
-  bool exact_item(std::size_t i, const py::handle& obj, py::ssize_t leading, std::vector<py::array>* out) const {
+  bool exact_item(std::size_t i, const py::handle& obj, std::optional<py::ssize_t> rows, std::vector<py::array>* out) const {
     if (!py::isinstance<py::array>(obj)) return false;
     auto a = py::reinterpret_borrow<py::array>(obj);
     if (!(a.flags() & py::array::c_style) || !a.dtype().equal(dtypes_[i])) return false;
     const auto& shape = shapes_[i];
-    const py::ssize_t lead = leading >= 0 ? 1 : 0;
+    const py::ssize_t lead = rows ? 1 : 0;
     if (a.ndim() != static_cast<py::ssize_t>(shape.size()) + lead) return false;
-    if (lead && a.shape(0) != leading) return false;
+    if (rows && a.shape(0) != *rows) return false;
     for (std::size_t d = 0; d < shape.size(); ++d) {
       if (a.shape(static_cast<py::ssize_t>(d) + lead) != shape[d]) return false;
     }
@@ -404,13 +408,22 @@ bool chain_sigint() {
 PYBIND11_MODULE(_core, m) {
   using namespace pyfastq;
   m.doc() = "pyfastq's ring, producers' side (private: use pyfastq.Queue)";
-  m.attr("RING_LIBRARY") = ring_library_version();
+  // _core and _ops.so must share one ring library, of the version their headers describe.
+  if (ring_library_version() != kRingVersion) {
+    throw py::import_error("pyfastq's ring library is version " + std::to_string(ring_library_version()) +
+                           ", but _core was built for version " + std::to_string(kRingVersion) +
+                           ": a stale libpyfastq_ring.so; reinstall pyfastq");
+  }
+  m.attr("MAX_ORDERED_WORKERS") = kMaxTurnWorkers;
   m.def("chain_sigint", &chain_sigint,
         "Puts a C handler in front of the current SIGINT handler that raises the consumer-interrupt flag first");
   m.def("take_consumer_interrupt", &take_consumer_interrupt,
         "For a consumer waiting in Python: true while Ctrl-C is pending (or taken by another consumer); marks it taken");
-  m.def("consumer_interrupt", [] { return static_cast<int>(consumer_interrupt()); },
-        "0: none, 1: Ctrl-C pending, 2: taken by a consumer, which ends with CancelledError");
+  py::enum_<Interrupt>(m, "Interrupt", "The consumer-interrupt flag (Ctrl-C while a dequeue waits)")
+      .value("NONE", Interrupt::kNone)
+      .value("PENDING", Interrupt::kPending, "Ctrl-C came; no consumer has taken it")
+      .value("TAKEN", Interrupt::kTaken, "a waiting consumer took it and ends with CancelledError");
+  m.def("consumer_interrupt", &consumer_interrupt);
   m.def("clear_consumer_interrupt", &clear_consumer_interrupt);
 
   py::class_<Reservation>(m, "Reservation")
@@ -424,8 +437,8 @@ PYBIND11_MODULE(_core, m) {
                     std::string, bool>(),
            py::arg("capacity"), py::arg("dtypes"), py::arg("shapes"), py::arg("name"), py::arg("shared") = false)
       .def_static("attach", &PyRing::attach, py::arg("fd"), py::arg("dtypes"), py::arg("shapes"), py::arg("name"))
-      .def("put", &PyRing::put, py::arg("components"), py::arg("timeout") = py::none(), py::arg("ticket") = -1)
-      .def("put_one", &PyRing::put_one, py::arg("component"), py::arg("timeout") = py::none(), py::arg("ticket") = -1)
+      .def("put", &PyRing::put, py::arg("components"), py::arg("timeout") = py::none(), py::arg("ticket") = py::none())
+      .def("put_one", &PyRing::put_one, py::arg("component"), py::arg("timeout") = py::none(), py::arg("ticket") = py::none())
       .def("put_many", &PyRing::put_many, py::arg("components"), py::arg("timeout") = py::none())
       .def("reserve", &PyRing::reserve, py::arg("timeout") = py::none())
       .def("begin_turns", &PyRing::begin_turns, py::arg("workers"))

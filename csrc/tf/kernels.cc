@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "pyfastq/ring_memory.h"
 #include "tensorflow/core/framework/allocation_description.pb.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -69,11 +70,17 @@ class DequeueOp : public AsyncOpKernel {
  public:
   explicit DequeueOp(OpKernelConstruction* ctx) : AsyncOpKernel(ctx) {
     batched_ = type_string() == "PyfastqDequeueMany";
+    OP_REQUIRES(ctx, pyfastq::ring_library_version() == pyfastq::kRingVersion,
+                errors::FailedPrecondition(type_string(), ": pyfastq's ring library is version ",
+                                           pyfastq::ring_library_version(), ", the op library was built for version ",
+                                           pyfastq::kRingVersion, ": a stale libpyfastq_ring.so; reinstall pyfastq"));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("queue_id", &queue_id_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("queue_name", &queue_name_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("component_types", &types_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("shapes", &shapes_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("end_as_flag", &end_as_flag_));
+    // Every error names the op and the queue.
+    where_ = absl::StrCat(type_string(), " on pyfastq queue '", queue_name_, "'");
     if (batched_) {
       int64_t n;
       OP_REQUIRES_OK(ctx, ctx->GetAttr("n", &n));
@@ -81,12 +88,11 @@ class DequeueOp : public AsyncOpKernel {
       n_ = static_cast<std::uint32_t>(n);
     }
     OP_REQUIRES(ctx, shapes_.size() == types_.size(),
-                errors::InvalidArgument(type_string(), " on queue '", queue_name_, "': ", shapes_.size(),
-                                        " shapes for ", types_.size(), " component types"));
+                errors::InvalidArgument(where_, ": ", shapes_.size(), " shapes for ", types_.size(), " component types"));
     for (size_t i = 0; i < shapes_.size(); ++i) {
       OP_REQUIRES(ctx, shapes_[i].IsFullyDefined(),
-                  errors::InvalidArgument(type_string(), " on queue '", queue_name_, "': component ", i,
-                                          " has shape ", shapes_[i].DebugString(), ", not fully defined"));
+                  errors::InvalidArgument(where_, ": component ", i, " has shape ", shapes_[i].DebugString(),
+                                          ", not fully defined"));
       TensorShape s;
       shapes_[i].AsTensorShape(&s);
       full_shapes_.push_back(s);
@@ -97,8 +103,8 @@ class DequeueOp : public AsyncOpKernel {
   void ComputeAsync(OpKernelContext* ctx, DoneCallback done) override {
     auto mem = pyfastq::find_ring(static_cast<std::uint64_t>(queue_id_));
     OP_REQUIRES_ASYNC(ctx, mem != nullptr,
-                      errors::FailedPrecondition(type_string(), ": pyfastq queue '", queue_name_, "' (id ", queue_id_,
-                                                 ") no longer exists; keep the pyfastq.Queue alive while its ops run"),
+                      errors::FailedPrecondition(where_, " (id ", queue_id_,
+                                                 "): the queue no longer exists; keep the pyfastq.Queue alive while its ops run"),
                       done);
     OP_REQUIRES_OK_ASYNC(ctx, Validate(mem->ring()), done);
 
@@ -126,7 +132,7 @@ class DequeueOp : public AsyncOpKernel {
         wait->mem->ring().wake_all();
       });
       OP_REQUIRES_ASYNC(ctx, registered,
-                        errors::Cancelled(type_string(), " from pyfastq queue '", queue_name_, "' was cancelled"),
+                        errors::Cancelled(where_, ": the step was cancelled"),
                         done);
     }
     // Env::SchedClosure runs the closure on a thread of its own, not one of
@@ -151,27 +157,25 @@ class DequeueOp : public AsyncOpKernel {
  private:
   absl::Status Validate(const pyfastq::Ring& ring) const {
     if (ring.num_components() != types_.size()) {
-      return errors::InvalidArgument(type_string(), ": pyfastq queue '", queue_name_, "' has ", ring.num_components(),
-                                     " components, the op expects ", types_.size());
+      return errors::InvalidArgument(where_, ": the queue has ", ring.num_components(), " components, the op expects ",
+                                     types_.size());
     }
     for (std::uint32_t i = 0; i < types_.size(); ++i) {
       if (ring.component(i).nbytes != nbytes_[i]) {
-        return errors::InvalidArgument(type_string(), ": pyfastq queue '", queue_name_, "' component ", i, " holds ",
-                                       ring.component(i).nbytes, " bytes, the op expects ", nbytes_[i], " (",
-                                       DataTypeString(types_[i]), " ", full_shapes_[i].DebugString(), ")");
+        return errors::InvalidArgument(where_, ": component ", i, " holds ", ring.component(i).nbytes,
+                                       " bytes, the op expects ", nbytes_[i], " (", DataTypeString(types_[i]), " ",
+                                       full_shapes_[i].DebugString(), ")");
       }
     }
     if (n_ > ring.capacity()) {
-      return errors::InvalidArgument(type_string(), ": n=", n_, " is more than the capacity ", ring.capacity(),
-                                     " of pyfastq queue '", queue_name_, "'");
+      return errors::InvalidArgument(where_, ": n=", n_, " is more than the queue's capacity ", ring.capacity());
     }
     return absl::OkStatus();
   }
 
   void Finish(OpKernelContext* ctx, Wait* wait, RingStatus st) {
     if (wait->interrupted) {
-      ctx->SetStatus(errors::Cancelled(type_string(), " from pyfastq queue '", queue_name_,
-                                       "' was interrupted by Ctrl-C (SIGINT) while waiting for data"));
+      ctx->SetStatus(errors::Cancelled(where_, ": interrupted by Ctrl-C (SIGINT) while waiting for data"));
       return;
     }
     switch (st) {
@@ -186,24 +190,22 @@ class DequeueOp : public AsyncOpKernel {
         if (end_as_flag_) {
           EmitEnd(ctx);
         } else {
-          ctx->SetStatus(errors::OutOfRange(type_string(), ": pyfastq queue '", queue_name_, "' is closed and has ",
+          ctx->SetStatus(errors::OutOfRange(where_, ": the queue is closed and has ",
                                             batched_ ? "fewer than " + std::to_string(n_) + " elements left"
                                                      : std::string("no elements left")));
         }
         return;
       case RingStatus::kCancelled:
-        ctx->SetStatus(errors::Cancelled(type_string(), ": pyfastq queue '", queue_name_, "' was cancelled"));
+        ctx->SetStatus(errors::Cancelled(where_, ": the queue was cancelled"));
         return;
       case RingStatus::kFailed:
-        ctx->SetStatus(errors::Aborted(type_string(), ": pyfastq queue '", queue_name_,
-                                       "' failed: ", wait->mem->ring().fail_message()));
+        ctx->SetStatus(errors::Aborted(where_, ": the queue failed: ", wait->mem->ring().fail_message()));
         return;
       case RingStatus::kAbandoned:
-        ctx->SetStatus(errors::Cancelled(type_string(), " from pyfastq queue '", queue_name_, "' was cancelled"));
+        ctx->SetStatus(errors::Cancelled(where_, ": the step was cancelled"));
         return;
       default:
-        ctx->SetStatus(errors::Internal(type_string(), ": pyfastq queue '", queue_name_, "': unexpected ring status ",
-                                        pyfastq::status_name(st)));
+        ctx->SetStatus(errors::Internal(where_, ": unexpected ring status ", pyfastq::status_name(st)));
     }
   }
 
@@ -274,6 +276,7 @@ class DequeueOp : public AsyncOpKernel {
   bool batched_ = false;
   int64_t queue_id_ = 0;
   std::string queue_name_;
+  std::string where_;  // "<op> on pyfastq queue '<name>'": the start of every error
   DataTypeVector types_;
   std::vector<PartialTensorShape> shapes_;
   std::vector<TensorShape> full_shapes_;

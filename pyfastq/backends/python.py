@@ -124,7 +124,7 @@ class PythonBackend:
     def put_many(self, flat: list, timeout: float | None) -> None:
         # With a timeout: all rows or none. Without: rows go in as slots come
         # free, so a consumer waiting for a batch is never starved.
-        arrays = self._spec.convert(flat, leading=-1)
+        arrays = self._spec.convert(flat, many=True)
         rows = arrays[0].shape[0]
         deadline = deadline_from(timeout)
         if rows > self._capacity and timeout is not None:

@@ -17,7 +17,6 @@ namespace pyfastq {
 namespace {
 
 constexpr std::uint64_t kMagic = 0x7079666173747131ull;  // "pyfastq1"
-constexpr std::uint32_t kVersion = 2;
 constexpr int kSpins = 128;
 constexpr int kYields = 4;
 // A parked waiter re-checks at least this often, so a missed wake (or a
@@ -264,7 +263,7 @@ Ring Ring::create(void* memory, std::size_t memory_bytes, std::uint32_t capacity
   auto* base = static_cast<std::uint8_t*>(memory);
   auto* h = new (memory) RingHeader;
   h->magic = 0;  // published last
-  h->version = kVersion;
+  h->version = kRingVersion;
   h->capacity = capacity;
   h->slot_bytes = slot_bytes;
   h->total_bytes = o.total;
@@ -314,9 +313,9 @@ Ring Ring::attach(void* memory, std::size_t memory_bytes) {
       reinterpret_cast<std::atomic<std::uint64_t>*>(&h->magic)->load(std::memory_order_acquire) != kMagic) {
     throw std::runtime_error("memory does not hold a pyfastq ring");
   }
-  if (h->version != kVersion) {
+  if (h->version != kRingVersion) {
     throw std::runtime_error("pyfastq ring version " + std::to_string(h->version) + ", this build reads " +
-                             std::to_string(kVersion));
+                             std::to_string(kRingVersion));
   }
   if (h->total_bytes > memory_bytes) throw std::runtime_error("pyfastq ring is larger than the memory given");
   return Ring(static_cast<std::uint8_t*>(memory), h);

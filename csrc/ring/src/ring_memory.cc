@@ -191,6 +191,6 @@ Interrupt consumer_interrupt() noexcept { return Interrupt(g_interrupt.load(std:
 
 void clear_consumer_interrupt() noexcept { g_interrupt.store(0, std::memory_order_release); }
 
-const char* ring_library_version() { return "pyfastq-ring-1"; }
+std::uint32_t ring_library_version() noexcept { return kRingVersion; }
 
 }  // namespace pyfastq

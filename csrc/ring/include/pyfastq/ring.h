@@ -38,6 +38,11 @@
 
 namespace pyfastq {
 
+// The block's layout and the library's ABI: bumped on any change to either.
+// Rings of another version are refused (attach), and so are libraries
+// (ring_library_version) of another version than the modules' headers.
+inline constexpr std::uint32_t kRingVersion = 3;
+
 inline constexpr std::size_t kCacheLineSize = 64;
 inline constexpr std::size_t kSlotAlignment = 64;  // TF wants 64-byte aligned tensor data
 inline constexpr std::uint32_t kMaxComponents = 128;

@@ -69,7 +69,8 @@ PYFASTQ_API bool take_consumer_interrupt() noexcept;
 PYFASTQ_API Interrupt consumer_interrupt() noexcept;
 PYFASTQ_API void clear_consumer_interrupt() noexcept;
 
-// Version string of this library, so the two modules can check they load the same one.
-PYFASTQ_API const char* ring_library_version();
+// kRingVersion as the loaded library was built with: the modules that link it
+// compare it with their own, so a stale library is refused, not misread.
+PYFASTQ_API std::uint32_t ring_library_version() noexcept;
 
 }  // namespace pyfastq

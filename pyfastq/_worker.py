@@ -1,0 +1,75 @@
+"""What every producer worker has, thread or process: who it is, its seed, how it puts, how its failure reads.
+
+No TensorFlow here: worker processes import this.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# A worker blocked in put() re-checks for stop() this often.
+STOP_CHECK_S = 0.05
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """What ``pyfastq.worker_info()`` tells a worker about itself."""
+
+    index: int  # 0 .. num_workers - 1
+    num_workers: int
+    seed: int  # this worker's seed, from the Producer's base seed and the index
+    mode: str  # "thread" or "process"
+    queue: Any  # the queue to put into: the Queue itself, or a QueueWriter in a process
+
+
+_thread_info = threading.local()
+_process_info: WorkerInfo | None = None
+
+
+def worker_info() -> WorkerInfo | None:
+    """Inside a Producer's worker (its ``fn``), who the worker is; None elsewhere.
+
+    >>> def fn(i, n):
+    ...     rng = np.random.default_rng(pyfastq.worker_info().seed)
+    ...     yield rng.random(100, dtype=np.float32)
+    """
+    return getattr(_thread_info, "info", None) or _process_info
+
+
+def set_thread_info(info: WorkerInfo) -> None:
+    _thread_info.info = info
+
+
+def set_process_info(info: WorkerInfo) -> None:
+    global _process_info
+    _process_info = info
+
+
+def worker_seed(base: int, index: int) -> int:
+    """Worker `index`'s seed: SeedSequence mixes base and index well, so neighbouring workers' streams are unrelated."""
+    state = np.random.SeedSequence(base, spawn_key=(index,)).generate_state(4)
+    return int.from_bytes(state.tobytes(), "little")
+
+
+def failure_message(index: int, workers: int, e: BaseException, where: str = "") -> str:
+    """What consumers see of a worker's exception: who raised what, and its traceback."""
+    text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    return f"pyfastq producer worker {index} of {workers}{where} raised {type(e).__name__}: {e}\n{text}"
+
+
+def put_until_stopped(put: Callable[..., None], element: Any, stop: threading.Event, *args: Any) -> bool:
+    """put(element, timeout, *args) in short slices until it succeeds (True) or stop is set (False)."""
+    while True:
+        if stop.is_set():
+            return False
+        try:
+            put(element, STOP_CHECK_S, *args)
+            return True
+        except TimeoutError:
+            continue
