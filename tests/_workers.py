@@ -114,3 +114,10 @@ def worker_0_stalls(worker, workers):
             time.sleep(3600)
         yield np.int64(worker * 1_000_000 + k)
         k += 1
+
+
+def reports_tensorflow(worker, workers):
+    """One element: 1 if TensorFlow is loaded in this worker process, else 0."""
+    import sys
+
+    yield np.int64("tensorflow" in sys.modules)

@@ -12,20 +12,13 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import f32
 
 import pyfastq
+from support import f32, wait_until
 
 SCALAR = tf.TensorSpec([], tf.float32)
 # Generous: the machine may be busy. The product's own bound is far below.
 BUDGET_S = 30
-
-
-def wait_until(cond, what, budget=BUDGET_S):
-    deadline = time.monotonic() + budget
-    while not cond():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.005)
 
 
 class Background:

@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import error_class, f32
 
 import pyfastq
+from support import error_class, f32
 
 SPEC = tf.TensorSpec([3], tf.float32)
 

@@ -1,6 +1,7 @@
 """Behaviour seen from a separate interpreter: exit with blocked producers, version refusal."""
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -9,25 +10,21 @@ import time
 
 import psutil
 import pytest
+from support import CHILD_ENV, START_BUDGET_S, read_line, shm_segments, start_child, still_running
 
-import pyfastq
-
-# The child imports the same pyfastq as these tests (installed, or a built checkout), and runs
-# outside the checkout so a source tree without its compiled parts cannot shadow it.
-PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(pyfastq.__file__)))
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": PACKAGE_ROOT}
+linux_only = pytest.mark.skipif(sys.platform != "linux", reason="signals, process sentinels and /dev/shm of Linux")
 
 
-def run(script, timeout=120):
-    start = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, timeout=timeout, env=ENV, cwd=tempfile.gettempdir()
+def run(script):
+    """Runs a script in a fresh interpreter, to its end."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        capture_output=True, text=True, timeout=START_BUDGET_S, env=CHILD_ENV, cwd=tempfile.gettempdir(),
     )
-    return proc, time.monotonic() - start
 
 
 def test_interpreter_exits_while_producers_are_blocked(backend):
-    proc, _ = run(f"""
+    proc = run(f"""
         import threading, time, numpy as np, tensorflow as tf, pyfastq
         q = pyfastq.Queue(tf.TensorSpec([4], tf.float32), capacity=2, backend={backend!r})
         def produce():
@@ -48,12 +45,13 @@ def test_interpreter_exits_while_producers_are_blocked(backend):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.split()
     assert lines[0] == "blocked"
-    # From the end of the script to the end of the process: prompt, not a hang.
+    # From the end of the script to the end of the process: prompt, not a hang (a generous bound:
+    # interpreter teardown on a busy machine).
     assert time.monotonic() - float(lines[1]) < 20
 
 
 def test_native_refuses_another_tensorflow(native):
-    proc, _ = run("""
+    proc = run("""
         import warnings, tensorflow as tf
         import pyfastq._build_info as info
         info.TF_VERSION = "0.0.0"   # as if built against another TF
@@ -77,34 +75,35 @@ def test_native_refuses_another_tensorflow(native):
     assert "AUTO python python 1" in out  # falls back, warning once
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="uses SIGINT semantics of Linux")
-def test_ctrl_c_interrupts_a_blocked_put(backend, leftovers):
-    import signal
+BLOCKED_PUT = """
+import sys, numpy as np, tensorflow as tf, pyfastq
+q = pyfastq.Queue(tf.TensorSpec([4], tf.float32), capacity=1, backend=sys.argv[1])
+q.put(np.zeros(4, np.float32))
+try:
+    print("blocking", flush=True)
+    q.put(np.zeros(4, np.float32))
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
 
-    script = f"""
-        import numpy as np, tensorflow as tf, pyfastq
-        q = pyfastq.Queue(tf.TensorSpec([4], tf.float32), capacity=1, backend={backend!r})
-        q.put(np.zeros(4, np.float32))
-        print("blocking", flush=True)
-        try:
-            q.put(np.zeros(4, np.float32))
-        except KeyboardInterrupt:
-            print("interrupted", flush=True)
-    """
-    proc = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(script)], stdout=subprocess.PIPE, text=True, env=ENV, cwd=tempfile.gettempdir()
-    )
+
+@linux_only
+def test_ctrl_c_interrupts_a_blocked_put(backend, tmp_path, leftovers):
+    script = tmp_path / "blocked_put.py"
+    script.write_text(BLOCKED_PUT)
+    proc = start_child(script, backend, cwd=tmp_path)
     leftovers.append(proc)
-    assert proc.stdout.readline().strip() == "blocking"
-    time.sleep(0.3)
+    assert read_line(proc) == "blocking"
+    time.sleep(0.3)  # inside the put
+    start = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=10)
+    out, _ = proc.communicate(timeout=START_BUDGET_S)
     assert "interrupted" in out
+    assert time.monotonic() - start < 2.0
 
 
 # -- process producers: the trainer dying or interrupted ------------------------------------
 
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 TRAINER = """
 import sys, time
 import numpy as np, tensorflow as tf, pyfastq
@@ -119,90 +118,60 @@ if __name__ == "__main__":
         while q.size() < (2 if how == "starve" else 4):
             time.sleep(0.01)
         print(" ".join(map(str, p.pids)), flush=True)
-        if how != "idle":
-            for batch in q.dataset(batch_size=2):
+        if how == "idle":
+            print("ready", flush=True)
+        else:
+            batches = iter(q.dataset(batch_size=2))  # built and traced before "ready"
+            if how == "consume":
+                next(batches)
+            print("ready", flush=True)  # consume: data flows; starve: next() below waits for data
+            for batch in batches:
                 pass
         time.sleep(3600)
 """
 
 
-def gone(pid):
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-@pytest.fixture
-def leftovers():
-    """Processes a test started (Popen or psutil.Process): whatever the test's outcome, none outlives it."""
-    procs: list = []
-    yield procs
-    for p in procs:
-        if isinstance(p, subprocess.Popen):
-            p.kill()
-            p.wait(10)
-        elif p.is_running():  # psutil: False too if the pid now belongs to a later process
-            p.kill()
-
-
 def start_trainer(tmp_path, how, leftovers):
+    """Starts TRAINER; returns once it is ready, with its Popen, its workers' pids and its helper processes' pids."""
     script = tmp_path / "trainer.py"
     script.write_text(TRAINER)
-    env = {**ENV, "PYTHONPATH": os.pathsep.join([PACKAGE_ROOT, TESTS_DIR])}
-    trainer = subprocess.Popen(
-        [sys.executable, str(script), how], stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path, start_new_session=True
-    )
+    trainer = start_child(script, how, cwd=tmp_path, start_new_session=True)
     leftovers.append(trainer)
-    pids = [int(p) for p in trainer.stdout.readline().split()]
+    pids = [int(p) for p in read_line(trainer).split()]
     assert len(pids) == 2, "the trainer did not start its workers"
     children = psutil.Process(trainer.pid).children(recursive=True)  # workers, forkserver, resource tracker
     leftovers.extend(children)
     helpers = [c.pid for c in children if c.pid not in pids]
+    assert read_line(trainer) == "ready"
     return trainer, pids, helpers
 
 
-def wait_gone(pids, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not all(gone(p) for p in pids):
-        time.sleep(0.02)
-    return [p for p in pids if not gone(p)]
-
-
-def shm_segments():
-    return {n for n in os.listdir("/dev/shm") if n.startswith("pyfastq")}
-
-
-@pytest.mark.skipif(sys.platform != "linux", reason="process sentinels and /dev/shm of Linux")
+@linux_only
 def test_sigkill_of_the_trainer_ends_its_workers_and_leaves_no_segment(native, tmp_path, leftovers):
-    import signal
-
     before = shm_segments()
     trainer, workers, helpers = start_trainer(tmp_path, "idle", leftovers)
     trainer.send_signal(signal.SIGKILL)
     trainer.wait(10)
-    assert wait_gone(workers + helpers, 5.0) == []
+    assert still_running(workers + helpers, 5.0) == []
     assert shm_segments() == before
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="uses SIGINT semantics of Linux")
+@linux_only
 @pytest.mark.parametrize("to,how", [("trainer", "consume"), ("process group", "consume"), ("trainer", "starve")])
 def test_ctrl_c_in_the_trainer_stops_everything_within_two_seconds(native, tmp_path, to, how, leftovers):
     """consume: data flows, workers busy in Python; starve: the trainer waits in a dequeue, workers stuck in fn."""
-    import signal
-
     trainer, workers, helpers = start_trainer(tmp_path, how, leftovers)
-    time.sleep(0.3)  # consuming, workers busy in Python
+    time.sleep(0.3)  # consume: in the loop, workers busy in Python; starve: inside the dequeue
     start = time.monotonic()
     if to == "trainer":
         trainer.send_signal(signal.SIGINT)
     else:
         os.killpg(trainer.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
-    trainer.wait(10)
-    assert wait_gone(workers, 2.0 - (time.monotonic() - start)) == []
+    assert still_running(workers, 2.0) == []
+    trainer.wait(2.0 - (time.monotonic() - start))
     assert time.monotonic() - start < 2.0
     assert trainer.returncode != 0  # KeyboardInterrupt (or, starved, the dequeue's CancelledError) ended it
-    assert wait_gone(helpers, 5.0) == []
+    assert still_running(helpers, 5.0) == []
 
 
 STARVED = """
@@ -221,8 +190,8 @@ def main(how, backend):
     it = iter(q.dataset()) if how == "dataset" else None
     if how == "tf.function":
         step.get_concrete_function()  # traced now, so what follows "waiting" is the wait itself
-    print("waiting", flush=True)
     try:
+        print("waiting", flush=True)
         if how == "dataset":
             next(it)
         elif how == "tf.function":
@@ -239,20 +208,18 @@ main(*sys.argv[1:])
 """
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="uses SIGINT semantics of Linux")
+@linux_only
 @pytest.mark.parametrize("how", ["eager", "tf.function", "dataset"])
 def test_ctrl_c_ends_a_dequeue_waiting_for_data(backend, how, tmp_path, leftovers):
-    import signal
-
     script = tmp_path / "starved.py"
     script.write_text(STARVED)
-    proc = subprocess.Popen([sys.executable, str(script), how, backend], stdout=subprocess.PIPE, text=True, env=ENV, cwd=tmp_path)
+    proc = start_child(script, how, backend, cwd=tmp_path)
     leftovers.append(proc)
-    assert proc.stdout.readline().strip() == "waiting"
+    assert read_line(proc) == "waiting"
     time.sleep(0.5)  # inside the dequeue, which no data will end
     start = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=20)
+    out, _ = proc.communicate(timeout=START_BUDGET_S)
     assert time.monotonic() - start < 2.0  # without pyfastq's handler it would wait for data forever
     if how == "eager" and backend == "python":
         assert "caught KeyboardInterrupt" in out  # a plain Python wait: Python's own KeyboardInterrupt

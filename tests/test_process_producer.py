@@ -6,6 +6,9 @@ import os
 import pickle
 import re
 import signal
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
@@ -20,6 +23,7 @@ from _workers import (
     ignores_sigterm,
     put_range,
     raises_after,
+    reports_tensorflow,
     seeds,
     sleeps_in_fn,
     tagged,
@@ -28,6 +32,7 @@ from _workers import (
 )
 
 import pyfastq
+from support import CHILD_ENV, START_BUDGET_S, cpu_seconds_in_one_second, shm_segments, wait_until
 
 SPEC = tf.TensorSpec([], tf.int64)
 
@@ -36,37 +41,16 @@ def shared_queue(capacity=8, spec=SPEC):
     return pyfastq.Queue(spec, capacity=capacity, shared=True, backend="native")
 
 
-def wait_until(predicate, timeout, interval=0.005):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-    return True
-
-
-def cpu_seconds_in_one_second(pid):
-    """User + system CPU time process `pid` spends over the next second."""
-    proc = psutil.Process(pid)
-    before = proc.cpu_times()
-    time.sleep(1.0)
-    after = proc.cpu_times()
-    return (after.user - before.user) + (after.system - before.system)
-
-
-def pyfastq_segments():
-    return {n for n in os.listdir("/dev/shm") if n.startswith("pyfastq")}
-
 
 # -- the shared ring ------------------------------------------------------------------
 
 
 def test_shared_ring_is_private_unguessable_and_never_named_in_dev_shm(native):
-    before = pyfastq_segments()
+    before = shm_segments()
     q = shared_queue()
     assert q.shared and q.stats()["shared"]
     assert os.fstat(q._impl.fd).st_mode & 0o777 == 0o600
-    assert pyfastq_segments() == before  # unlinked at creation: no crash can leave it behind
+    assert shm_segments() == before  # unlinked at creation: no crash can leave it behind
     with open("/proc/self/maps") as f:
         names = set(re.findall(r"/dev/shm/(pyfastq-[0-9a-f]+) \(deleted\)", f.read()))
     assert any(len(n) == len("pyfastq-") + 32 for n in names)  # 128 random bits
@@ -80,11 +64,11 @@ def test_a_ring_larger_than_dev_shm_is_a_clear_oserror_not_a_sigbus(native):
     capacity = fs.f_blocks * fs.f_frsize // element + 2  # more than the whole file system: refused at once
     if capacity >= 2**31:
         pytest.skip("/dev/shm is too large to overflow here")
-    before = pyfastq_segments()
+    before = shm_segments()
     with pytest.raises(OSError, match="does not fit in /dev/shm") as info:
         pyfastq.Queue(tf.TensorSpec([element // 4], tf.float32), capacity=capacity, shared=True, backend="native")
     assert info.value.errno in (28, 12)  # ENOSPC (or ENOMEM)
-    assert pyfastq_segments() == before
+    assert shm_segments() == before
 
 
 def test_a_private_queue_does_not_pickle(backend):
@@ -96,6 +80,27 @@ def test_a_private_queue_does_not_pickle(backend):
 def test_the_python_backend_has_no_shared_ring():
     with pytest.raises(ValueError, match="native backend"):
         pyfastq.Queue(SPEC, shared=True, backend="python")
+
+
+# The modules a worker process imports; TensorFlow would cost it seconds and hundreds of MB.
+WORKER_SIDE = ["pyfastq", "pyfastq._core", "pyfastq._errors", "pyfastq._layout", "pyfastq._writer",
+               "pyfastq._worker", "pyfastq._process", "pyfastq.producer", "pyfastq.backends"]
+
+
+def test_worker_side_modules_never_import_tensorflow(native):
+    script = f"import importlib, sys; [importlib.import_module(m) for m in {WORKER_SIDE!r}]; print(sorted(sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=CHILD_ENV,
+                          cwd=tempfile.gettempdir(), timeout=START_BUDGET_S)
+    assert proc.returncode == 0, proc.stderr
+    loaded = eval(proc.stdout)  # a list of module names
+    assert "pyfastq._process" in loaded  # the check saw the modules it names
+    assert [m for m in loaded if m.split(".")[0] in ("tensorflow", "keras", "tf_keras")] == []
+
+
+def test_a_worker_process_runs_without_tensorflow(native):
+    q = shared_queue(capacity=4)
+    with pyfastq.Producer(q, reports_tensorflow, workers=1, mode="process"):
+        assert int(q.dequeue()) == 0
 
 
 def test_a_plain_multiprocessing_process_writes_into_the_queue(native):
@@ -253,11 +258,11 @@ def test_a_worker_exception_reaches_the_consumer_with_its_traceback(native):
 def test_sigkill_of_a_worker_blocked_in_put_fails_the_queue_within_a_second(native):
     q = shared_queue(capacity=4)
     with pyfastq.Producer(q, forever, workers=2, mode="process") as p:
-        assert wait_until(lambda: q.size() == 4, 30)
+        wait_until(lambda: q.size() == 4, "the workers to fill the queue")
         time.sleep(0.1)  # both workers now wait inside put for a free slot
         os.kill(p.pids[0], signal.SIGKILL)
         killed = time.monotonic()
-        assert wait_until(lambda: q.closed, 1.0)
+        wait_until(lambda: q.closed, "the death to close the queue", timeout=1.0)
         assert time.monotonic() - killed < 1.0
         with pytest.raises(tf.errors.AbortedError, match=r"worker 0 of 2 \(process \d+\) died with exit code -9 \(killed by SIGKILL\)"):
             q.dequeue()
@@ -268,7 +273,7 @@ def test_sigkill_of_a_worker_holding_a_reserved_slot_never_hangs(native, tmp_pat
     q = shared_queue(capacity=2)
     marker = tmp_path / "reserved"
     with pyfastq.Producer(q, functools.partial(holds_a_reserved_slot, marker=str(marker)), mode="process") as p:
-        assert wait_until(marker.exists, 30)
+        wait_until(marker.exists, "the worker to reserve a slot")
         q.put(np.int64(1), timeout=0)  # the other slot: a batch of 2 now needs the dead worker's slot
         os.kill(p.pids[0], signal.SIGKILL)
         start = time.monotonic()
@@ -288,7 +293,7 @@ def test_os_exit_of_a_worker_is_reported_with_its_exit_code(native):
 def test_stop_unwinds_a_worker_busy_in_fn_without_failing_the_queue(native):
     q = shared_queue()
     p = pyfastq.Producer(q, sleeps_in_fn, workers=2, mode="process").start()
-    assert wait_until(lambda: q.size() == 2, 30)
+    wait_until(lambda: q.size() == 2, "the workers to fill the queue")
     start = time.monotonic()
     p.stop()
     assert time.monotonic() - start < 1.5
@@ -299,7 +304,7 @@ def test_stop_unwinds_a_worker_busy_in_fn_without_failing_the_queue(native):
 def test_stop_kills_a_worker_that_ignores_sigterm_and_fails_the_queue(native):
     q = shared_queue()
     p = pyfastq.Producer(q, ignores_sigterm, workers=1, mode="process").start()
-    assert wait_until(lambda: q.size() == 1, 30)
+    wait_until(lambda: q.size() == 1, "the worker's first element")
     start = time.monotonic()
     p.stop()
     assert time.monotonic() - start < 2.0
@@ -311,7 +316,7 @@ def test_stop_kills_a_worker_that_ignores_sigterm_and_fails_the_queue(native):
 def test_a_worker_blocked_in_put_does_not_spin(native):
     q = shared_queue(capacity=2)
     with pyfastq.Producer(q, forever, workers=1, mode="process") as p:
-        assert wait_until(lambda: q.size() == 2, 30)
+        wait_until(lambda: q.size() == 2, "the workers to fill the queue")
         busy = cpu_seconds_in_one_second(p.pids[0])
         assert busy < 0.1, f"a worker waiting for a free slot used {busy:.2f} s of CPU in 1 s"
 
@@ -326,7 +331,7 @@ def test_the_demo_trains_from_worker_processes(native):
 def test_an_ordered_worker_waiting_for_its_turn_does_not_spin(native):
     q = shared_queue(capacity=8)
     with pyfastq.Producer(q, worker_0_stalls, workers=2, mode="process", ordered=True) as p:
-        assert wait_until(lambda: q.size() == 2, 30)  # worker 0's first, worker 1's first
+        wait_until(lambda: q.size() == 2, "a first element from each worker")  # worker 0's first, worker 1's first
         time.sleep(0.2)  # worker 1's second now waits for worker 0's turn, which will not come
         assert q.size() == 2
         busy = cpu_seconds_in_one_second(p.pids[1])

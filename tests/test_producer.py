@@ -5,9 +5,9 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import error_class
 
 import pyfastq
+from support import error_class
 
 SPEC = tf.TensorSpec([], tf.int64)
 
