@@ -30,11 +30,7 @@
 #include <cstdint>
 #include <string>
 
-#if defined(PYFASTQ_BUILDING_RING)
-#define PYFASTQ_API __attribute__((visibility("default")))
-#else
-#define PYFASTQ_API
-#endif
+#include "pyfastq/api.h"
 
 namespace pyfastq {
 
@@ -42,6 +38,10 @@ namespace pyfastq {
 // Rings of another version are refused (attach), and so are libraries
 // (ring_library_version) of another version than the modules' headers.
 inline constexpr std::uint32_t kRingVersion = 3;
+
+// any thread: kRingVersion as the loaded library was built with. The modules
+// that link it compare it with their own, so a stale library is refused, not misread.
+PYFASTQ_API std::uint32_t ring_library_version() noexcept;
 
 inline constexpr std::size_t kCacheLineSize = 64;
 inline constexpr std::size_t kSlotAlignment = 64;  // TF wants 64-byte aligned tensor data

@@ -13,7 +13,6 @@
 
 #include <cstdint>
 #include <memory>
-#include <string>
 #include <vector>
 
 #include "pyfastq/ring.h"
@@ -53,24 +52,5 @@ class PYFASTQ_API RingMemory : public std::enable_shared_from_this<RingMemory> {
 
 // The ring registered under `id`, or nullptr once its owners have all let go.
 PYFASTQ_API std::shared_ptr<RingMemory> find_ring(std::uint64_t id);
-
-// Ctrl-C for consumers. A signal only reaches Python code when the main
-// thread returns to it, which it does not while it waits in a dequeue op.
-// pyfastq._core raises this flag from a C signal handler chained in front of
-// Python's (async-signal-safe: one atomic store). A consumer op parked in a
-// wait re-checks it every few tens of milliseconds and, while it is raised,
-// takes it and ends with CancelledError, so the main thread gets back to
-// Python; Python's handler then sees it taken (the CancelledError carries the
-// interrupt) or not (it raises KeyboardInterrupt), and lowers it.
-enum class Interrupt : std::uint32_t { kNone = 0, kPending = 1, kTaken = 2 };
-PYFASTQ_API void raise_consumer_interrupt() noexcept;
-// consumer side: true while an interrupt is pending or taken; marks it taken.
-PYFASTQ_API bool take_consumer_interrupt() noexcept;
-PYFASTQ_API Interrupt consumer_interrupt() noexcept;
-PYFASTQ_API void clear_consumer_interrupt() noexcept;
-
-// kRingVersion as the loaded library was built with: the modules that link it
-// compare it with their own, so a stale library is refused, not misread.
-PYFASTQ_API std::uint32_t ring_library_version() noexcept;
 
 }  // namespace pyfastq
