@@ -47,7 +47,7 @@ void stress(int producers, int consumers, std::uint32_t capacity) {
       barrier.wait();
       for (std::uint32_t s = 0; s < per; ++s) {
         std::uint32_t slot;
-        CHECK(r.acquire(&slot) == Status::kOk);
+        CHECK_EQ(r.acquire(&slot), Status::kOk);
         Item item{static_cast<std::uint32_t>(p), s, mix(p, s)};
         std::memcpy(r.slot_data(slot), &item, sizeof item);
         std::memset(r.slot_data(slot) + r.component(1).offset, static_cast<int>(s & 0xff), 3);
@@ -66,7 +66,9 @@ void stress(int producers, int consumers, std::uint32_t capacity) {
         const std::uint32_t n = 1 + rng() % std::min<std::uint32_t>(8, capacity);
         const Status st = r.pop(n, slots, &got, /*allow_smaller=*/true);
         if (st == Status::kClosed) break;
-        CHECK(st == Status::kOk && got >= 1 && got <= n);
+        CHECK_EQ(st, Status::kOk);
+        CHECK_GE(got, 1);
+        CHECK_LE(got, n);
         for (std::uint32_t i = 0; i < got; ++i) {
           Item item;
           std::memcpy(&item, r.slot_data(slots[i]), sizeof item);
@@ -99,12 +101,12 @@ void stress(int producers, int consumers, std::uint32_t capacity) {
   }
   CHECK(!torn);
   CHECK(order_ok);
-  CHECK(got_count == std::uint64_t(producers) * per);
-  CHECK(got_sum == want_sum);
+  CHECK_EQ(got_count, std::uint64_t(producers) * per);
+  CHECK_EQ(got_sum, want_sum);
   for (int p = 0; p < producers; ++p) {
-    for (std::uint32_t s = 0; s < per; ++s) CHECK(seen[p][s] == 1);
+    for (std::uint32_t s = 0; s < per; ++s) CHECK_EQ(seen[p][s], 1);
   }
-  CHECK(r.size() == 0);
+  CHECK_EQ(r.size(), 0);
   std::printf("  %dx%d capacity %u: %llu elements exactly once\n", producers, consumers, capacity,
               static_cast<unsigned long long>(got_count));
 }
