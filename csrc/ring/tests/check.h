@@ -3,7 +3,6 @@
 // operands' expressions and values; TEST registers a case.
 #pragma once
 
-#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdio>
@@ -14,7 +13,6 @@
 #include <sstream>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -224,16 +222,3 @@ inline int run_tests() {
   std::printf("%d passed, 0 failed\n", n);
   return 0;
 }
-
-// Starts every thread at once, so the threads really contend.
-class Barrier {
- public:
-  explicit Barrier(int n) : left_(n) {}
-  void wait() {
-    left_.fetch_sub(1);
-    while (left_.load() > 0) std::this_thread::yield();
-  }
-
- private:
-  std::atomic<int> left_;
-};

@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -14,10 +13,9 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <cstdlib>
+#include <cstdint>
 #include <cstring>
 #include <functional>
-#include <ostream>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -25,103 +23,13 @@
 #include <vector>
 
 #include "check.h"
-#include "pyfastq/ring_memory.h"
+#include "ring_helpers.h"
 
 using namespace pyfastq;
+using namespace ring_test;
 using namespace std::chrono_literals;
 
 namespace {
-
-struct Item {
-  std::uint32_t producer;
-  std::uint32_t seq;
-  std::uint64_t check;  // derived from the two, so a torn or stale slot is caught
-};
-
-std::uint64_t mix(std::uint32_t p, std::uint32_t s) { return (std::uint64_t(p) << 32 | s) * 0x9E3779B97F4A7C15ull; }
-
-bool operator==(const Item& a, const Item& b) { return a.producer == b.producer && a.seq == b.seq && a.check == b.check; }
-std::ostream& operator<<(std::ostream& os, const Item& item) {
-  return os << "(producer " << item.producer << ", seq " << item.seq << ", check " << item.check << ")";
-}
-
-Deadline in(std::chrono::milliseconds ms) { return Clock::now() + ms; }
-
-// CLOCK_MONOTONIC is one clock for the whole machine, so a time stamp taken in
-// one process can be compared with now() in another.
-std::int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
-}
-
-std::shared_ptr<RingMemory> shared_ring(std::uint32_t capacity, std::vector<std::uint64_t> bytes = {sizeof(Item)}) {
-  return RingMemory::create(capacity, bytes, /*shared=*/true);
-}
-
-void put_item(Ring& r, std::uint32_t p, std::uint32_t s) {
-  std::uint32_t slot;
-  CHECK_EQ(r.acquire(&slot, in(20000ms)), Status::kOk);
-  const Item item{p, s, mix(p, s)};
-  std::memcpy(r.slot_data(slot), &item, sizeof item);
-  r.commit(slot);
-}
-
-Item read_item(const Ring& r, std::uint32_t slot) {
-  Item item;
-  std::memcpy(&item, r.slot_data(slot), sizeof item);
-  return item;
-}
-
-// The Barrier of processes: each forked child blocks reading a pipe until the
-// parent, having forked them all, closes the write end.
-class Gate {
- public:
-  Gate() { CHECK_EQ(pipe(fds_), 0); }
-  void child_wait() {
-    close(fds_[1]);  // or the pipe never reads as closed
-    char c;
-    CHECK_EQ(read(fds_[0], &c, 1), 0);
-    close(fds_[0]);
-  }
-  void open() {
-    close(fds_[0]);
-    close(fds_[1]);
-  }
-
- private:
-  int fds_[2];
-};
-
-// Runs `child` in a forked process that leaves by _exit(0): no destructors, no
-// atexit, since the parent's rings and test harness are not the child's to
-// tear down. A failing CHECK aborts the child, which wait_ok reports.
-pid_t spawn(const std::function<void()>& child) {
-  std::fflush(stdout);  // else the child flushes the parent's buffered lines a second time
-  std::fflush(stderr);
-  const pid_t parent = getpid();
-  const pid_t pid = fork();
-  CHECK_GE(pid, 0);
-  if (pid == 0) {
-    // A parent that aborts on a failed CHECK takes its children with it
-    // instead of leaving them parked on a ring nobody will ever touch again.
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(1);
-    child();
-    _exit(0);
-  }
-  return pid;
-}
-
-// How a child ended, as the shell would say it.
-std::string exit_status(int status) {
-  if (WIFEXITED(status)) return "exit " + std::to_string(WEXITSTATUS(status));
-  return "signal " + std::to_string(WTERMSIG(status));
-}
-
-void wait_ok(pid_t pid) {
-  int status = 0;
-  CHECK_EQ(waitpid(pid, &status, 0), pid);
-  CHECK_EQ(exit_status(status), "exit 0");
-}
 
 void send_fd(int sock, int fd) {
   char byte = 'f';
@@ -156,47 +64,6 @@ int recv_fd(int sock) {
   int fd;
   std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
   return fd;
-}
-
-// Polls `cond` (something another process changes) for up to 5 s.
-void wait_for(const std::function<bool()>& cond) {
-  const auto give_up = in(5000ms);
-  while (!cond()) {
-    CHECK_LT(Clock::now(), give_up);
-    std::this_thread::sleep_for(1ms);
-  }
-}
-
-// Runs `f` on a thread that must return within 2 s; a hang fails the test
-// with a message instead of running into the ctest timeout.
-void returns_promptly(const std::function<void()>& f) {
-  std::atomic<bool> done{false};
-  std::thread t([&] {
-    f();
-    done = true;
-  });
-  const auto give_up = in(2000ms);
-  while (!done && Clock::now() < give_up) std::this_thread::sleep_for(1ms);
-  CHECK(done);
-  t.join();
-}
-
-// Runs `f` on a thread: it must still be waiting 50 ms later (the ring is
-// open, so the process it waits behind may be alive), and must return within
-// 2 s of the ring failing.
-void waits_until_the_ring_fails(Ring& r, const std::function<void()>& f) {
-  std::atomic<bool> done{false};
-  std::thread t([&] {
-    f();
-    done = true;
-  });
-  std::this_thread::sleep_for(50ms);
-  CHECK(!done);
-  CHECK(r.fail("dead", 4));
-  const auto give_up = in(2000ms);
-  while (!done && Clock::now() < give_up) std::this_thread::sleep_for(1ms);
-  CHECK(done);
-  t.join();
 }
 
 int open_fds() {
@@ -253,7 +120,7 @@ void ordered_worker(Ring& r, std::uint32_t i, std::uint32_t p, std::uint32_t cou
   for (std::uint32_t k = 0; k < count; ++k) {
     if (max_sleep_us != 0) std::this_thread::sleep_for(std::chrono::microseconds(rng() % max_sleep_us));
     const std::uint64_t ticket = std::uint64_t(k) * p + i;
-    const Item item{i, k, mix(i, k)};
+    const Item item = item_of(i, k);
     std::uint32_t slot = 0;
     if (fill_first) {
       CHECK_EQ(r.acquire(&slot, in(20000ms)), Status::kOk);
@@ -277,7 +144,7 @@ std::vector<Item> round_robin(const std::vector<std::uint32_t>& counts) {
   std::vector<Item> out;
   for (std::uint32_t k = 0; k < most; ++k) {
     for (std::uint32_t i = 0; i < counts.size(); ++i) {
-      if (k < counts[i]) out.push_back({i, k, mix(i, k)});
+      if (k < counts[i]) out.push_back(item_of(i, k));
     }
   }
   return out;
@@ -303,7 +170,7 @@ void consume_in_order(Ring& r, const std::vector<std::uint32_t>& counts) {
 
 void ordered_threads(const std::vector<std::uint32_t>& counts, std::uint32_t capacity, bool fill_first,
                      unsigned max_sleep_us, std::uint32_t seed) {
-  auto m = RingMemory::create(capacity, {sizeof(Item)});
+  auto m = private_ring(capacity);
   Ring& r = m->ring();
   const auto p = static_cast<std::uint32_t>(counts.size());
   CHECK(r.begin_turns(p));
@@ -327,7 +194,7 @@ void ordered_threads(const std::vector<std::uint32_t>& counts, std::uint32_t cap
 // ---- shared memory ----
 
 TEST(shared_ring_is_an_unlinked_0600_cloexec_descriptor) {
-  auto priv = RingMemory::create(4, {8});
+  auto priv = private_ring(4);
   CHECK_EQ(priv->fd(), -1);
 
   const std::vector<std::string> before = shm_entries("pyfastq-");  // leftovers of others are not ours to judge
@@ -378,11 +245,11 @@ TEST(attach_in_process_sees_the_same_ring) {
   std::uint32_t slot, got;
   put_item(a->ring(), 1, 2);
   CHECK_EQ(b->ring().pop(1, &slot, &got, false, in(1000ms)), Status::kOk);
-  CHECK_EQ(read_item(b->ring(), slot).check, mix(1, 2));
+  CHECK_EQ(read_item(b->ring(), slot), item_of(1, 2));
   b->ring().release(slot);
   put_item(b->ring(), 3, 4);
   CHECK_EQ(a->ring().pop(1, &slot, &got, false, in(1000ms)), Status::kOk);
-  CHECK_EQ(read_item(a->ring(), slot).check, mix(3, 4));
+  CHECK_EQ(read_item(a->ring(), slot), item_of(3, 4));
   a->ring().release(slot);
 
   // The creator letting go (its descriptor closed, its view unmapped) leaves
@@ -392,7 +259,7 @@ TEST(attach_in_process_sees_the_same_ring) {
   for (std::uint32_t s = 0; s < 20; ++s) {  // several laps of the 4 slots
     put_item(r, 5, s);
     CHECK_EQ(r.pop(1, &slot, &got, false, in(1000ms)), Status::kOk);
-    CHECK_EQ(read_item(r, slot).check, mix(5, s));
+    CHECK_EQ(read_item(r, slot), item_of(5, s));
     r.release(slot);
   }
 }
@@ -460,7 +327,7 @@ TEST(parked_waiters_wake_across_processes) {
     Ring& cr = mine->ring();
     // Put only once the parent is parked on the futex: then only a wake, not
     // its spin, delivers the element sooner than its 200 ms re-check.
-    wait_for([&] { return cr.header()->ready_q.waiters.load() > 0; });
+    wait_parked(cr.header()->ready_q);
     std::this_thread::sleep_for(20ms);
     std::uint32_t slot;
     CHECK_EQ(cr.acquire(&slot, in(5000ms)), Status::kOk);
@@ -490,7 +357,7 @@ TEST(parked_waiters_wake_across_processes) {
   CHECK_GT(r.counters().get_wait_ns, 0);  // it did park
   CHECK_LE(latency, 100ms);  // after the other process's commit
 
-  wait_for([&] { return r.header()->free_q.waiters.load() > 0; });
+  wait_parked(r.header()->free_q);
   std::this_thread::sleep_for(20ms);
   const std::int64_t released = now_ns();
   r.release(slot);
@@ -510,7 +377,7 @@ TEST(forked_producers_through_one_shared_ring) {
   constexpr std::uint32_t kPer = 20000;
   // A small ring, so producers park waiting for the parent's releases as
   // often as the parent parks waiting for their commits.
-  auto m = shared_ring(8, {sizeof(Item), 3});
+  auto m = shared_ring(8, kItemAndTail);
   Ring& r = m->ring();
   Gate gate;
   std::vector<pid_t> kids;
@@ -523,9 +390,7 @@ TEST(forked_producers_through_one_shared_ring) {
       for (std::uint32_t s = 0; s < kPer; ++s) {
         std::uint32_t slot;
         CHECK_EQ(cr.acquire(&slot, in(20000ms)), Status::kOk);
-        const Item item{p, s, mix(p, s)};
-        std::memcpy(cr.slot_data(slot), &item, sizeof item);
-        std::memset(cr.slot_data(slot) + cr.component(1).offset, static_cast<int>(s & 0xff), 3);
+        fill_element(cr, slot, p, s);
         cr.commit(slot);
       }
     }));
@@ -543,11 +408,8 @@ TEST(forked_producers_through_one_shared_ring) {
     CHECK_EQ(got, n);
     for (std::uint32_t i = 0; i < got; ++i) {
       const Item item = read_item(r, slots[i]);
-      const std::uint8_t* tail = r.slot_data(slots[i]) + r.component(1).offset;
+      CHECK_EQ(damage(r, slots[i]), "");
       CHECK_LT(item.producer, kProducers);
-      CHECK_EQ(item.check, mix(item.producer, item.seq));
-      CHECK_EQ(tail[0], (item.seq & 0xff));
-      CHECK_EQ(tail[2], (item.seq & 0xff));
       // One consumer sees each producer's elements exactly in the order it put them.
       CHECK_EQ(item.seq, next[item.producer]);
       ++next[item.producer];
@@ -597,8 +459,8 @@ TEST(a_producer_killed_holding_a_slot_is_failed_not_waited_for) {
   std::uint32_t popped[2], got;
   CHECK_EQ(r.pop(2, popped, &got, false, in(5000ms)), Status::kOk);
   CHECK_EQ(got, 2);
-  CHECK_EQ(read_item(r, popped[0]).check, mix(0, 0));
-  CHECK_EQ(read_item(r, popped[1]).check, mix(0, 1));
+  CHECK_EQ(read_item(r, popped[0]), item_of(0, 0));
+  CHECK_EQ(read_item(r, popped[1]), item_of(0, 1));
   std::uint32_t mine[2];
   CHECK_EQ(r.acquire(&mine[0], in(1000ms)), Status::kOk);
   CHECK_EQ(r.acquire(&mine[1], in(1000ms)), Status::kOk);
@@ -610,10 +472,10 @@ TEST(a_producer_killed_holding_a_slot_is_failed_not_waited_for) {
   CHECK_EQ(WTERMSIG(status), SIGKILL);
 
   // The child is gone; threads are safe to start again.
-  std::atomic<int> result{-1};
-  std::thread consumer([&] {
+  Status result{};
+  Background consumer([&] {
     std::uint32_t s, g;
-    result = static_cast<int>(r.pop(1, &s, &g));
+    result = r.pop(1, &s, &g);
   });
   r.abort(mine[0]);
   r.close();
@@ -621,21 +483,19 @@ TEST(a_producer_killed_holding_a_slot_is_failed_not_waited_for) {
   // Closed, yet the dead child's acquire still counts as in flight (as does
   // the parent's own mine[1]): close alone would have the consumer wait
   // forever for a put that cannot come. That is what fail() is for.
-  CHECK_EQ(result, -1);
+  CHECK(!consumer.done());
   const std::string msg = "producer process 1234 died";
-  const auto t0 = Clock::now();
   CHECK(r.fail(msg.data(), msg.size()));
-  consumer.join();
-  CHECK_LT(Clock::now() - t0, 1s);
-  CHECK_EQ(Status(result.load()), Status::kFailed);
+  CHECK(consumer.join_within(1s));
+  CHECK_EQ(result, Status::kFailed);
   CHECK_EQ(r.fail_message(), msg);
 
   // What the parent still holds goes back without waiting on anyone.
-  returns_promptly([&] {
+  CHECK(returns_within(2s, [&] {
     r.release(popped[0]);
     r.release(popped[1]);
     r.abort(mine[1]);
-  });
+  }));
   std::uint32_t s;
   CHECK_EQ(r.acquire(&s, in(1000ms)), Status::kFailed);
   CHECK_EQ(r.pop(1, &s, &got, false, in(1000ms)), Status::kFailed);
@@ -646,7 +506,7 @@ TEST(a_producer_killed_holding_a_slot_is_failed_not_waited_for) {
 // has the same layout.
 
 TEST(a_push_behind_a_dead_popper_gives_up_once_the_ring_fails) {
-  auto m = RingMemory::create(2, {sizeof(Item)});
+  auto m = private_ring(2);
   Ring& r = m->ring();
   // A producer killed inside acquire, having claimed free cell 0 (slot 0).
   r.header()->inflight.fetch_add(1);
@@ -657,29 +517,31 @@ TEST(a_push_behind_a_dead_popper_gives_up_once_the_ring_fails) {
 
   // Giving slot 1 back pushes it into free cell 0, still unmarked. While the
   // ring is open the popper may be alive and a few instructions from marking
-  // the cell, so the push waits for it.
-  waits_until_the_ring_fails(r, [&] { r.abort(s); });
+  // the cell, so the push waits for it; once the ring fails, it gives up.
+  CHECK_LE(wake_latency([&] { r.abort(s); }, [&] { CHECK(r.fail("dead", 4)); }), 2s);
   std::uint32_t got;
   CHECK_EQ(r.pop(1, &s, &got), Status::kFailed);
 }
 
 TEST(a_commit_behind_a_dead_consumer_gives_up_once_the_ring_fails) {
-  auto m = RingMemory::create(2, {sizeof(Item)});
+  auto m = private_ring(2);
   Ring& r = m->ring();
   put_item(r, 0, 0);                              // slot 0 into ready cell 0
   claim_without_marking(r.header()->ready_q);     // a consumer killed inside pop takes it
   put_item(r, 0, 1);                              // slot 1 into ready cell 1
   std::uint32_t s, got;
   CHECK_EQ(r.pop(1, &s, &got, false, in(1000ms)), Status::kOk);
-  CHECK_EQ(read_item(r, s).check, mix(0, 1));
+  CHECK_EQ(read_item(r, s), item_of(0, 1));
   r.release(s);
   CHECK_EQ(r.acquire(&s, in(1000ms)), Status::kOk);
-  waits_until_the_ring_fails(r, [&] { r.commit(s); });  // into ready cell 0, which the dead consumer never marked
+  // Into ready cell 0, which the dead consumer never marked: the commit waits
+  // for it while the ring is open, and gives up once it fails.
+  CHECK_LE(wake_latency([&] { r.commit(s); }, [&] { CHECK(r.fail("dead", 4)); }), 2s);
   CHECK_EQ(r.pop(1, &s, &got), Status::kFailed);
 }
 
 TEST(cancel_drains_past_a_dead_producer) {
-  auto m = RingMemory::create(3, {sizeof(Item)});
+  auto m = private_ring(3);
   Ring& r = m->ring();
   r.header()->inflight.fetch_add(1);
   claim_without_marking(r.header()->free_q);  // a producer killed inside acquire: free cell 0
@@ -688,14 +550,14 @@ TEST(cancel_drains_past_a_dead_producer) {
   CHECK_EQ(r.size(), 2);
   // Cancel drops the two ready elements by pushing their slots to the free
   // queue, whose next cell is the dead producer's.
-  returns_promptly([&] { CHECK(r.close(true)); });
+  CHECK(returns_within(2s, [&] { CHECK(r.close(true)); }));
   CHECK_EQ(r.size(), 0);
   std::uint32_t s, got;
   CHECK_EQ(r.pop(1, &s, &got), Status::kCancelled);
 }
 
 TEST(consumers_behind_a_dead_committer_end_with_the_failure) {
-  auto m = RingMemory::create(4, {sizeof(Item)});
+  auto m = private_ring(4);
   Ring& r = m->ring();
   // A producer killed inside commit: it claimed ready cell 0 but never filled
   // it, and never left flight.
@@ -707,20 +569,16 @@ TEST(consumers_behind_a_dead_committer_end_with_the_failure) {
   CHECK_EQ(r.pop(1, &s, &got, false, in(30ms)), Status::kTimeout);  // FIFO: nothing passes the hole
   r.close();
   CHECK_EQ(r.pop(1, &s, &got, true, in(30ms)), Status::kTimeout);  // nor does close drain it: the dead put is in flight
-  std::atomic<int> result{-1};
-  std::thread consumer([&] { result = static_cast<int>(r.pop(1, &s, &got)); });
-  std::this_thread::sleep_for(30ms);
-  const auto t0 = Clock::now();
-  CHECK(r.fail("dead", 4));
-  consumer.join();
-  CHECK_LT(Clock::now() - t0, 100ms);
-  CHECK_EQ(Status(result.load()), Status::kFailed);
+  Status result{};
+  const auto woke = wake_latency([&] { result = r.pop(1, &s, &got); }, [&] { CHECK(r.fail("dead", 4)); });
+  CHECK_EQ(result, Status::kFailed);
+  CHECK_LT(woke, 100ms);
 }
 
 // ---- ordered puts ----
 
 TEST(turnstile_skips_finished_workers) {
-  auto m = RingMemory::create(4, {8});
+  auto m = private_ring(4);
   Ring& r = m->ring();
   CHECK(!r.begin_turns(0));
   CHECK(!r.begin_turns(kMaxTurnWorkers + 1));
@@ -761,7 +619,7 @@ TEST(turnstile_skips_finished_workers) {
 }
 
 TEST(wait_turn_times_out_and_abandons_keeping_the_turn) {
-  auto m = RingMemory::create(4, {8});
+  auto m = private_ring(4);
   Ring& r = m->ring();
   CHECK(r.begin_turns(2));
   CHECK_EQ(r.wait_turn(0, in(0ms)), Status::kOk);
@@ -772,15 +630,14 @@ TEST(wait_turn_times_out_and_abandons_keeping_the_turn) {
   CHECK_EQ(r.wait_turn(1, no_deadline(), &raised), Status::kAbandoned);
 
   std::atomic<bool> abandon{false};
-  std::atomic<int> result{-1};
-  std::thread waiter([&] { result = static_cast<int>(r.wait_turn(1, no_deadline(), &abandon)); });
-  std::this_thread::sleep_for(50ms);
-  abandon = true;
-  const auto t1 = Clock::now();
-  r.wake_all();  // the flag alone moves no futex word
-  waiter.join();
-  CHECK_EQ(Status(result.load()), Status::kAbandoned);
-  CHECK_LT(Clock::now() - t1, 100ms);  // woken, not found at its next 200 ms re-check
+  Status result{};
+  const auto woke = wake_latency([&] { result = r.wait_turn(1, no_deadline(), &abandon); },
+                                 [&] {
+                                   abandon = true;
+                                   r.wake_all();  // the flag alone moves no futex word
+                                 });
+  CHECK_EQ(result, Status::kAbandoned);
+  CHECK_LT(woke, 100ms);  // woken, not found at its next 200 ms re-check
   CHECK_EQ(r.state(), State::kOpen);
 
   // None of that moved the turn: the put can be retried with the same ticket.
@@ -791,19 +648,15 @@ TEST(wait_turn_times_out_and_abandons_keeping_the_turn) {
 }
 
 static void check_turn_wakes(const std::function<void(Ring&)>& end, Status want) {
-  auto m = RingMemory::create(4, {8});
+  auto m = private_ring(4);
   Ring& r = m->ring();
   CHECK(r.begin_turns(2));
-  std::atomic<int> result{-1};
-  std::thread waiter([&] { result = static_cast<int>(r.wait_turn(1)); });
-  std::this_thread::sleep_for(50ms);
-  const auto t0 = Clock::now();
-  end(r);
-  waiter.join();
+  Status result{};
+  const auto woke = wake_latency([&] { result = r.wait_turn(1); }, [&] { end(r); });
+  CHECK_EQ(result, want);
   // Parked since ~50 ms ago: a waiter the end failed to wake would sleep out
   // the rest of its 200 ms park.
-  CHECK_EQ(Status(result.load()), want);
-  CHECK_LE(Clock::now() - t0, 100ms);
+  CHECK_LE(woke, 100ms);
   CHECK_EQ(r.wait_turn(3), want);  // and once ended, at once
 }
 
@@ -814,7 +667,7 @@ TEST(turn_waiters_wake_when_the_ring_ends) {
 }
 
 TEST(turn_waiters_wake_when_a_worker_finishes_empty) {
-  auto m = RingMemory::create(4, {sizeof(Item)});
+  auto m = private_ring(4);
   Ring& r = m->ring();
   CHECK(r.begin_turns(3));
   std::atomic<std::int64_t> finished{0};
@@ -831,12 +684,12 @@ TEST(turn_waiters_wake_when_a_worker_finishes_empty) {
   // A missed wake would cost the rest of a 200 ms park.
   const std::chrono::nanoseconds latency(now_ns() - finished.load());
   CHECK_LT(latency, 100ms);
-  CHECK_EQ(read_item(r, s).check, mix(1, 0));
+  CHECK_EQ(read_item(r, s), item_of(1, 0));
   r.release(s);
-  const Item rest[] = {{2, 0, mix(2, 0)}, {1, 1, mix(1, 1)}, {2, 1, mix(2, 1)}, {1, 2, mix(1, 2)}};
+  const Item rest[] = {item_of(2, 0), item_of(1, 1), item_of(2, 1), item_of(1, 2)};
   for (const Item& want : rest) {
     CHECK_EQ(r.pop(1, &s, &got, false, in(5000ms)), Status::kOk);
-    CHECK_EQ(read_item(r, s).check, want.check);
+    CHECK_EQ(read_item(r, s), want);
     r.release(s);
   }
   empty.join();
