@@ -20,6 +20,7 @@
 #include <system_error>
 #include <vector>
 
+#include "pyfastq/interrupt.h"
 #include "pyfastq/ring_memory.h"
 
 namespace py = pybind11;

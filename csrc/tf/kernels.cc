@@ -12,7 +12,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "pyfastq/interrupt.h"
 #include "pyfastq/ring_memory.h"
 #include "tensorflow/core/framework/allocation_description.pb.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -71,9 +73,10 @@ class DequeueOp : public AsyncOpKernel {
   explicit DequeueOp(OpKernelConstruction* ctx) : AsyncOpKernel(ctx) {
     batched_ = type_string() == "PyfastqDequeueMany";
     OP_REQUIRES(ctx, pyfastq::ring_library_version() == pyfastq::kRingVersion,
-                errors::FailedPrecondition(type_string(), ": pyfastq's ring library is version ",
-                                           pyfastq::ring_library_version(), ", the op library was built for version ",
-                                           pyfastq::kRingVersion, ": a stale libpyfastq_ring.so; reinstall pyfastq"));
+                absl::FailedPreconditionError(absl::StrCat(
+                    type_string(), ": pyfastq's ring library is version ", pyfastq::ring_library_version(),
+                    ", the op library was built for version ", pyfastq::kRingVersion,
+                    ": a stale libpyfastq_ring.so; reinstall pyfastq")));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("queue_id", &queue_id_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("queue_name", &queue_name_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("component_types", &types_));
@@ -88,11 +91,12 @@ class DequeueOp : public AsyncOpKernel {
       n_ = static_cast<std::uint32_t>(n);
     }
     OP_REQUIRES(ctx, shapes_.size() == types_.size(),
-                errors::InvalidArgument(where_, ": ", shapes_.size(), " shapes for ", types_.size(), " component types"));
+                absl::InvalidArgumentError(
+                    absl::StrCat(where_, ": ", shapes_.size(), " shapes for ", types_.size(), " component types")));
     for (size_t i = 0; i < shapes_.size(); ++i) {
       OP_REQUIRES(ctx, shapes_[i].IsFullyDefined(),
-                  errors::InvalidArgument(where_, ": component ", i, " has shape ", shapes_[i].DebugString(),
-                                          ", not fully defined"));
+                  absl::InvalidArgumentError(absl::StrCat(where_, ": component ", i, " has shape ",
+                                                          shapes_[i].DebugString(), ", not fully defined")));
       TensorShape s;
       shapes_[i].AsTensorShape(&s);
       full_shapes_.push_back(s);
@@ -103,8 +107,9 @@ class DequeueOp : public AsyncOpKernel {
   void ComputeAsync(OpKernelContext* ctx, DoneCallback done) override {
     auto mem = pyfastq::find_ring(static_cast<std::uint64_t>(queue_id_));
     OP_REQUIRES_ASYNC(ctx, mem != nullptr,
-                      errors::FailedPrecondition(where_, " (id ", queue_id_,
-                                                 "): the queue no longer exists; keep the pyfastq.Queue alive while its ops run"),
+                      absl::FailedPreconditionError(absl::StrCat(
+                          where_, " (id ", queue_id_,
+                          "): the queue no longer exists; keep the pyfastq.Queue alive while its ops run")),
                       done);
     OP_REQUIRES_OK_ASYNC(ctx, Validate(mem->ring()), done);
 
@@ -132,7 +137,7 @@ class DequeueOp : public AsyncOpKernel {
         wait->mem->ring().wake_all();
       });
       OP_REQUIRES_ASYNC(ctx, registered,
-                        errors::Cancelled(where_, ": the step was cancelled"),
+                        absl::CancelledError(absl::StrCat(where_, ": the step was cancelled")),
                         done);
     }
     // Env::SchedClosure runs the closure on a thread of its own, not one of
@@ -157,25 +162,28 @@ class DequeueOp : public AsyncOpKernel {
  private:
   absl::Status Validate(const pyfastq::Ring& ring) const {
     if (ring.num_components() != types_.size()) {
-      return errors::InvalidArgument(where_, ": the queue has ", ring.num_components(), " components, the op expects ",
-                                     types_.size());
+      return absl::InvalidArgumentError(absl::StrCat(where_, ": the queue has ", ring.num_components(),
+                                                     " components, the op expects ", types_.size()));
     }
     for (std::uint32_t i = 0; i < types_.size(); ++i) {
       if (ring.component(i).nbytes != nbytes_[i]) {
-        return errors::InvalidArgument(where_, ": component ", i, " holds ", ring.component(i).nbytes,
-                                       " bytes, the op expects ", nbytes_[i], " (", DataTypeString(types_[i]), " ",
-                                       full_shapes_[i].DebugString(), ")");
+        return absl::InvalidArgumentError(absl::StrCat(where_, ": component ", i, " holds ", ring.component(i).nbytes,
+                                                       " bytes, the op expects ", nbytes_[i], " (",
+                                                       DataTypeString(types_[i]), " ", full_shapes_[i].DebugString(),
+                                                       ")"));
       }
     }
     if (n_ > ring.capacity()) {
-      return errors::InvalidArgument(where_, ": n=", n_, " is more than the queue's capacity ", ring.capacity());
+      return absl::InvalidArgumentError(
+          absl::StrCat(where_, ": n=", n_, " is more than the queue's capacity ", ring.capacity()));
     }
     return absl::OkStatus();
   }
 
   void Finish(OpKernelContext* ctx, Wait* wait, RingStatus st) {
     if (wait->interrupted) {
-      ctx->SetStatus(errors::Cancelled(where_, ": interrupted by Ctrl-C (SIGINT) while waiting for data"));
+      ctx->SetStatus(
+          absl::CancelledError(absl::StrCat(where_, ": interrupted by Ctrl-C (SIGINT) while waiting for data")));
       return;
     }
     switch (st) {
@@ -190,22 +198,25 @@ class DequeueOp : public AsyncOpKernel {
         if (end_as_flag_) {
           EmitEnd(ctx);
         } else {
-          ctx->SetStatus(errors::OutOfRange(where_, ": the queue is closed and has ",
-                                            batched_ ? "fewer than " + std::to_string(n_) + " elements left"
-                                                     : std::string("no elements left")));
+          ctx->SetStatus(absl::OutOfRangeError(
+              absl::StrCat(where_, ": the queue is closed and has ",
+                           batched_ ? "fewer than " + std::to_string(n_) + " elements left"
+                                    : std::string("no elements left"))));
         }
         return;
       case RingStatus::kCancelled:
-        ctx->SetStatus(errors::Cancelled(where_, ": the queue was cancelled"));
+        ctx->SetStatus(absl::CancelledError(absl::StrCat(where_, ": the queue was cancelled")));
         return;
       case RingStatus::kFailed:
-        ctx->SetStatus(errors::Aborted(where_, ": the queue failed: ", wait->mem->ring().fail_message()));
+        ctx->SetStatus(
+            absl::AbortedError(absl::StrCat(where_, ": the queue failed: ", wait->mem->ring().fail_message())));
         return;
       case RingStatus::kAbandoned:
-        ctx->SetStatus(errors::Cancelled(where_, ": the step was cancelled"));
+        ctx->SetStatus(absl::CancelledError(absl::StrCat(where_, ": the step was cancelled")));
         return;
       default:
-        ctx->SetStatus(errors::Internal(where_, ": unexpected ring status ", pyfastq::status_name(st)));
+        ctx->SetStatus(
+            absl::InternalError(absl::StrCat(where_, ": unexpected ring status ", pyfastq::status_name(st))));
     }
   }
 

@@ -1,6 +1,8 @@
 // Registration of pyfastq's dequeue ops and their shape functions.
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
 
@@ -18,7 +20,8 @@ absl::Status DequeueShapes(InferenceContext* c, bool batched) {
   TF_RETURN_IF_ERROR(c->GetAttr("shapes", &shapes));
   TF_RETURN_IF_ERROR(c->GetAttr("component_types", &types));
   if (shapes.size() != types.size()) {
-    return errors::InvalidArgument("pyfastq dequeue: ", shapes.size(), " shapes for ", types.size(), " component types");
+    return absl::InvalidArgumentError(
+        absl::StrCat("pyfastq dequeue: ", shapes.size(), " shapes for ", types.size(), " component types"));
   }
   DimensionHandle lead;
   if (batched) {

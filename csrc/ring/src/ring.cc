@@ -201,6 +201,8 @@ Status wait_until(IndexQueueState& q, std::uint32_t n, Deadline deadline, const 
 
 }  // namespace
 
+std::uint32_t ring_library_version() noexcept { return kRingVersion; }
+
 const char* status_name(Status s) {
   switch (s) {
     case Status::kOk: return "ok";

@@ -1,291 +1,285 @@
 // Single-thread semantics of the ring, and the wake-ups of blocked callers.
 #include <atomic>
 #include <chrono>
-#include <stdexcept>
+#include <cstdint>
 #include <cstring>
-#include <thread>
+#include <functional>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "check.h"
-#include "pyfastq/ring_memory.h"
+#include "ring_helpers.h"
 
 using namespace pyfastq;
+using namespace ring_test;
 using namespace std::chrono_literals;
-
-namespace {
-
-std::shared_ptr<RingMemory> make(std::uint32_t capacity, std::vector<std::uint64_t> bytes = {sizeof(int)}) {
-  return RingMemory::create(capacity, bytes);
-}
-
-void put_int(Ring& r, int v) {
-  std::uint32_t s;
-  CHECK(r.acquire(&s) == Status::kOk);
-  std::memcpy(r.slot_data(s), &v, sizeof v);
-  r.commit(s);
-}
-
-int read_int(Ring& r, std::uint32_t slot) {
-  int v;
-  std::memcpy(&v, r.slot_data(slot), sizeof v);
-  return v;
-}
-
-Deadline in(std::chrono::milliseconds ms) { return Clock::now() + ms; }
-
-// Waits (up to 5 s) until a thread is parked on the queue `q`.
-void wait_parked(const IndexQueueState& q) {
-  const auto give_up = in(5000ms);
-  while (q.waiters.load() == 0) {
-    CHECK(Clock::now() < give_up);
-    std::this_thread::sleep_for(1ms);
-  }
-}
-
-
-}  // namespace
 
 TEST(layout_is_aligned) {
   Component c[3] = {{0, 1}, {0, 100}, {0, 0}};
   const std::uint64_t stride = Ring::layout(c, 3);
-  CHECK(c[0].offset == 0);
-  CHECK(c[1].offset == 64);
-  CHECK(c[2].offset == 192);
-  CHECK(stride % kSlotAlignment == 0 && stride >= 192);
-  auto m = make(5, {1, 100, 3});
+  CHECK_EQ(c[0].offset, 0);
+  CHECK_EQ(c[1].offset, 64);
+  CHECK_EQ(c[2].offset, 192);
+  CHECK_EQ(stride % kSlotAlignment, 0);
+  CHECK_GE(stride, 192);
+  auto m = private_ring(5, {1, 100, 3});
   for (std::uint32_t s = 0; s < 5; ++s) {
-    CHECK(reinterpret_cast<std::uintptr_t>(m->ring().slot_data(s)) % kSlotAlignment == 0);
+    CHECK_EQ(reinterpret_cast<std::uintptr_t>(m->ring().slot_data(s)) % kSlotAlignment, 0);
   }
 }
 
 TEST(fifo_order_and_capacity) {
-  auto m = make(4);
+  auto m = private_ring(4);
   Ring& r = m->ring();
-  for (int i = 0; i < 4; ++i) put_int(r, i);
+  for (int i = 0; i < 4; ++i) put_value(r, i);
   std::uint32_t s;
   CHECK(!r.try_acquire(&s));  // full
-  CHECK(r.size() == 4);
+  CHECK_EQ(r.size(), 4);
   std::uint32_t slots[4], got;
   for (int i = 0; i < 4; ++i) {
-    CHECK(r.pop(1, slots, &got) == Status::kOk && got == 1);
-    CHECK(read_int(r, slots[0]) == i);
+    CHECK_EQ(r.pop(1, slots, &got), Status::kOk);
+    CHECK_EQ(got, 1);
+    CHECK_EQ(read_value<int>(r, slots[0]), i);
     r.release(slots[0]);
   }
-  CHECK(r.size() == 0);
+  CHECK_EQ(r.size(), 0);
   // Wrap around many laps.
   for (int i = 0; i < 1000; ++i) {
-    put_int(r, i);
-    CHECK(r.pop(1, slots, &got) == Status::kOk && read_int(r, slots[0]) == i);
+    put_value(r, i);
+    CHECK_EQ(r.pop(1, slots, &got), Status::kOk);
+    CHECK_EQ(read_value<int>(r, slots[0]), i);
     r.release(slots[0]);
   }
   const Counters c = r.counters();
-  CHECK(c.puts == 1004 && c.gets == 1004 && c.size == 0);
+  CHECK_EQ(c.puts, 1004);
+  CHECK_EQ(c.gets, 1004);
+  CHECK_EQ(c.size, 0);
 }
 
 TEST(pop_n_is_all_or_nothing) {
-  auto m = make(8);
+  auto m = private_ring(8);
   Ring& r = m->ring();
-  for (int i = 0; i < 3; ++i) put_int(r, i);
+  for (int i = 0; i < 3; ++i) put_value(r, i);
   std::uint32_t slots[8], got = 99;
-  CHECK(r.pop(4, slots, &got, false, in(20ms)) == Status::kTimeout && got == 0);
-  CHECK(r.size() == 3);
-  put_int(r, 3);
-  CHECK(r.pop(4, slots, &got) == Status::kOk && got == 4);
-  for (int i = 0; i < 4; ++i) CHECK(read_int(r, slots[i]) == i);
+  CHECK_EQ(r.pop(4, slots, &got, false, in(20ms)), Status::kTimeout);
+  CHECK_EQ(got, 0);
+  CHECK_EQ(r.size(), 3);
+  put_value(r, 3);
+  CHECK_EQ(r.pop(4, slots, &got), Status::kOk);
+  CHECK_EQ(got, 4);
+  for (int i = 0; i < 4; ++i) CHECK_EQ(read_value<int>(r, slots[i]), i);
   for (int i = 0; i < 4; ++i) r.release(slots[i]);
-  CHECK(r.pop(9, slots, &got) == Status::kTooLarge);
+  CHECK_EQ(r.pop(9, slots, &got), Status::kTooLarge);
 }
 
 TEST(acquire_many_takes_all_or_nothing_holding_none) {
-  auto m = make(4);
+  auto m = private_ring(4);
   Ring& r = m->ring();
-  put_int(r, 1);
+  put_value(r, 1);
   std::uint32_t slots[4], got = 99;
-  CHECK(r.acquire_many(4, slots, &got, false, in(20ms)) == Status::kTimeout && got == 0);
-  CHECK(r.acquire_many(3, slots, &got) == Status::kOk && got == 3);  // nothing was held by the timed-out call
+  CHECK_EQ(r.acquire_many(4, slots, &got, false, in(20ms)), Status::kTimeout);
+  CHECK_EQ(got, 0);
+  CHECK_EQ(r.acquire_many(3, slots, &got), Status::kOk);  // nothing was held by the timed-out call
+  CHECK_EQ(got, 3);
   for (std::uint32_t i = 0; i < 3; ++i) r.abort(slots[i]);
-  CHECK(r.acquire_many(4, slots, &got, true) == Status::kOk && got == 3);  // as many as are free
+  CHECK_EQ(r.acquire_many(4, slots, &got, true), Status::kOk);  // as many as are free
+  CHECK_EQ(got, 3);
   for (std::uint32_t i = 0; i < 3; ++i) r.commit(slots[i]);
-  CHECK(r.size() == 4);
-  CHECK(r.acquire_many(5, slots, &got) == Status::kTooLarge);
+  CHECK_EQ(r.size(), 4);
+  CHECK_EQ(r.acquire_many(5, slots, &got), Status::kTooLarge);
   r.close();
-  CHECK(r.acquire_many(1, slots, &got, true) == Status::kClosed);
+  CHECK_EQ(r.acquire_many(1, slots, &got, true), Status::kClosed);
   std::uint32_t out[4];
-  CHECK(r.pop(4, out, &got) == Status::kOk && got == 4);  // in-flight accounting drained cleanly
+  CHECK_EQ(r.pop(4, out, &got), Status::kOk);  // in-flight accounting drained cleanly
+  CHECK_EQ(got, 4);
   for (std::uint32_t i = 0; i < 4; ++i) r.release(out[i]);
-  CHECK(r.pop(1, out, &got) == Status::kClosed);
+  CHECK_EQ(r.pop(1, out, &got), Status::kClosed);
 }
 
 TEST(abort_enqueues_nothing) {
-  auto m = make(2);
+  auto m = private_ring(2);
   Ring& r = m->ring();
   std::uint32_t s;
-  CHECK(r.acquire(&s) == Status::kOk);
+  CHECK_EQ(r.acquire(&s), Status::kOk);
   r.abort(s);
-  CHECK(r.size() == 0);
+  CHECK_EQ(r.size(), 0);
   std::uint32_t a, b;
-  CHECK(r.try_acquire(&a) && r.try_acquire(&b));  // both slots are free again
+  CHECK(r.try_acquire(&a));  // both slots are free again
+  CHECK(r.try_acquire(&b));
   r.abort(a);
   r.abort(b);
   std::uint32_t slots[1], got;
-  CHECK(r.pop(1, slots, &got, false, in(10ms)) == Status::kTimeout);
+  CHECK_EQ(r.pop(1, slots, &got, false, in(10ms)), Status::kTimeout);
 }
 
 TEST(close_drains_then_ends) {
-  auto m = make(4);
+  auto m = private_ring(4);
   Ring& r = m->ring();
-  for (int i = 0; i < 3; ++i) put_int(r, i);
+  for (int i = 0; i < 3; ++i) put_value(r, i);
   CHECK(r.close());
   CHECK(!r.close());  // once
   std::uint32_t s;
   Status why;
-  CHECK(!r.try_acquire(&s, &why) && why == Status::kClosed);
-  CHECK(r.acquire(&s) == Status::kClosed);
+  CHECK(!r.try_acquire(&s, &why));
+  CHECK_EQ(why, Status::kClosed);
+  CHECK_EQ(r.acquire(&s), Status::kClosed);
   std::uint32_t slots[4], got;
   // Fewer than n left after close: nothing taken, the elements stay...
-  CHECK(r.pop(4, slots, &got) == Status::kClosed && got == 0);
-  CHECK(r.size() == 3);
+  CHECK_EQ(r.pop(4, slots, &got), Status::kClosed);
+  CHECK_EQ(got, 0);
+  CHECK_EQ(r.size(), 3);
   // ...unless the caller takes a smaller final batch.
-  CHECK(r.pop(4, slots, &got, true) == Status::kOk && got == 3);
-  for (std::uint32_t i = 0; i < got; ++i) CHECK(read_int(r, slots[i]) == static_cast<int>(i));
+  CHECK_EQ(r.pop(4, slots, &got, true), Status::kOk);
+  CHECK_EQ(got, 3);
+  for (std::uint32_t i = 0; i < got; ++i) CHECK_EQ(read_value<int>(r, slots[i]), i);
   for (std::uint32_t i = 0; i < got; ++i) r.release(slots[i]);
-  CHECK(r.pop(1, slots, &got, true) == Status::kClosed);
+  CHECK_EQ(r.pop(1, slots, &got, true), Status::kClosed);
 }
 
 TEST(a_put_begun_before_close_still_arrives) {
-  auto m = make(4);
+  auto m = private_ring(4);
   Ring& r = m->ring();
   std::uint32_t s;
-  CHECK(r.acquire(&s) == Status::kOk);
+  CHECK_EQ(r.acquire(&s), Status::kOk);
   r.close();
   std::uint32_t slots[1], got;
-  CHECK(r.pop(1, slots, &got, false, in(20ms)) == Status::kTimeout);  // not drained: a producer is filling
+  CHECK_EQ(r.pop(1, slots, &got, false, in(20ms)), Status::kTimeout);  // not drained: a producer is filling
   int v = 42;
   std::memcpy(r.slot_data(s), &v, sizeof v);
   r.commit(s);
-  CHECK(r.pop(1, slots, &got) == Status::kOk && read_int(r, slots[0]) == 42);
+  CHECK_EQ(r.pop(1, slots, &got), Status::kOk);
+  CHECK_EQ(read_value<int>(r, slots[0]), 42);
   r.release(slots[0]);
-  CHECK(r.pop(1, slots, &got) == Status::kClosed);
+  CHECK_EQ(r.pop(1, slots, &got), Status::kClosed);
 }
 
 // TF's FIFOQueue rule: close() lets a put already waiting for room complete.
 TEST(a_put_waiting_for_room_completes_after_close) {
-  auto m = make(2);
+  auto m = private_ring(2);
   Ring& r = m->ring();
-  put_int(r, 1);
-  put_int(r, 2);
-  std::atomic<int> result{-1};
-  std::thread producer([&] {
+  put_value(r, 1);
+  put_value(r, 2);
+  Status result{};
+  Background producer([&] {
     std::uint32_t s;
-    const Status st = r.acquire(&s);
-    if (st == Status::kOk) {
+    result = r.acquire(&s);
+    if (result == Status::kOk) {
       int v = 3;
       std::memcpy(r.slot_data(s), &v, sizeof v);
       r.commit(s);
     }
-    result = static_cast<int>(st);
   });
   wait_parked(r.header()->free_q);
   CHECK(r.close());
   std::uint32_t s;
-  CHECK(r.acquire(&s, in(10ms)) == Status::kClosed);  // a put beginning now is refused
+  CHECK_EQ(r.acquire(&s, in(10ms)), Status::kClosed);  // a put beginning now is refused
   std::uint32_t slots[1], got;
   for (int want = 1; want <= 3; ++want) {
-    CHECK(r.pop(1, slots, &got, false, in(5000ms)) == Status::kOk);
-    CHECK(read_int(r, slots[0]) == want);
+    CHECK_EQ(r.pop(1, slots, &got, false, in(5000ms)), Status::kOk);
+    CHECK_EQ(read_value<int>(r, slots[0]), want);
     r.release(slots[0]);
   }
-  producer.join();
-  CHECK(result == static_cast<int>(Status::kOk));
-  CHECK(r.pop(1, slots, &got) == Status::kClosed);
+  CHECK(producer.join_within(5s));
+  CHECK_EQ(result, Status::kOk);
+  CHECK_EQ(r.pop(1, slots, &got), Status::kClosed);
 }
 
 // A consumer of a closed ring waits for the puts under way before it ends.
 TEST(a_consumer_waits_for_a_put_begun_before_close) {
-  auto m = make(1);
+  auto m = private_ring(1);
   Ring& r = m->ring();
   CHECK(r.begin_put());
   CHECK(r.close());
   CHECK(!r.begin_put());
   std::uint32_t slots[1], got;
-  CHECK(r.pop(1, slots, &got, false, in(20ms)) == Status::kTimeout);
+  CHECK_EQ(r.pop(1, slots, &got, false, in(20ms)), Status::kTimeout);
   std::uint32_t s;
-  CHECK(r.acquire_begun(1, &s, &got, false, in(1000ms)) == Status::kOk && got == 1);  // through close
+  CHECK_EQ(r.acquire_begun(1, &s, &got, false, in(1000ms)), Status::kOk);  // through close
+  CHECK_EQ(got, 1);
   r.end_put();
   int v = 9;
   std::memcpy(r.slot_data(s), &v, sizeof v);
   r.commit(s);
-  CHECK(r.pop(1, slots, &got) == Status::kOk && read_int(r, slots[0]) == 9);
+  CHECK_EQ(r.pop(1, slots, &got), Status::kOk);
+  CHECK_EQ(read_value<int>(r, slots[0]), 9);
   r.release(slots[0]);
-  CHECK(r.pop(1, slots, &got, false, in(1000ms)) == Status::kClosed);
+  CHECK_EQ(r.pop(1, slots, &got, false, in(1000ms)), Status::kClosed);
 }
 
 // close(cancel=true) and fail() refuse puts that are waiting.
 TEST(cancel_and_fail_refuse_waiting_puts) {
   for (const bool cancel : {true, false}) {
-    auto m = make(1);
+    auto m = private_ring(1);
     Ring& r = m->ring();
-    put_int(r, 1);
-    std::atomic<int> result{-1};
-    std::thread producer([&] {
-      std::uint32_t s[1], got;
-      result = static_cast<int>(r.acquire_many(1, s, &got));
-    });
-    wait_parked(r.header()->free_q);
-    if (cancel) {
-      CHECK(r.close(true));
-    } else {
-      CHECK(r.fail("boom", 4));
-    }
-    producer.join();
-    CHECK(result == static_cast<int>(cancel ? Status::kCancelled : Status::kFailed));
-    CHECK(r.header()->inflight.load() == 0);
+    put_value(r, 1);
+    Status result{};
+    const auto woke = wake_latency(
+        [&] {
+          std::uint32_t s[1], got;
+          result = r.acquire_many(1, s, &got);
+        },
+        [&] {
+          wait_parked(r.header()->free_q);
+          if (cancel) {
+            CHECK(r.close(true));
+          } else {
+            CHECK(r.fail("boom", 4));
+          }
+        });
+    CHECK_EQ(result, cancel ? Status::kCancelled : Status::kFailed);
+    CHECK_LE(woke, 1s);
+    CHECK_EQ(r.header()->inflight.load(), 0);
   }
 }
 
 TEST(cancel_drops_and_fail_carries_message) {
-  auto m = make(4);
+  auto m = private_ring(4);
   Ring& r = m->ring();
-  put_int(r, 1);
+  put_value(r, 1);
   CHECK(r.close(true));
-  CHECK(r.size() == 0);
+  CHECK_EQ(r.size(), 0);
   std::uint32_t slots[1], got;
-  CHECK(r.pop(1, slots, &got) == Status::kCancelled);
+  CHECK_EQ(r.pop(1, slots, &got), Status::kCancelled);
   CHECK(!r.fail("late", 4));  // cancelled is final
 
-  auto m2 = make(4);
+  auto m2 = private_ring(4);
   Ring& r2 = m2->ring();
-  put_int(r2, 1);
+  put_value(r2, 1);
   const std::string msg = "ValueError: boom\nTraceback ...";
   CHECK(r2.fail(msg.data(), msg.size()));
-  CHECK(r2.state() == State::kFailed);
-  CHECK(r2.fail_message() == msg);
-  CHECK(r2.pop(1, slots, &got) == Status::kFailed);
+  CHECK_EQ(r2.state(), State::kFailed);
+  CHECK_EQ(r2.fail_message(), msg);
+  CHECK_EQ(r2.pop(1, slots, &got), Status::kFailed);
   std::uint32_t s;
-  CHECK(r2.acquire(&s) == Status::kFailed);
-  CHECK(!r2.fail("second", 6) && r2.fail_message() == msg);  // first failure wins
+  CHECK_EQ(r2.acquire(&s), Status::kFailed);
+  CHECK(!r2.fail("second", 6));  // first failure wins
+  CHECK_EQ(r2.fail_message(), msg);
 }
 
 TEST(timeouts_leave_state_unchanged) {
-  auto m = make(1);
+  auto m = private_ring(1);
   Ring& r = m->ring();
-  put_int(r, 7);
+  put_value(r, 7);
   std::uint32_t s;
   const auto t0 = Clock::now();
-  CHECK(r.acquire(&s, in(50ms)) == Status::kTimeout);
-  CHECK(Clock::now() - t0 >= 50ms);
-  CHECK(r.size() == 1);
+  CHECK_EQ(r.acquire(&s, in(50ms)), Status::kTimeout);
+  CHECK_GE(Clock::now() - t0, 50ms);
+  CHECK_EQ(r.size(), 1);
   std::uint32_t slots[1], got;
-  CHECK(r.pop(1, slots, &got) == Status::kOk && read_int(r, slots[0]) == 7);
-  CHECK(r.pop(1, slots + 0, &got, false, in(30ms)) == Status::kTimeout && got == 0);
+  CHECK_EQ(r.pop(1, slots, &got), Status::kOk);
+  CHECK_EQ(read_value<int>(r, slots[0]), 7);
+  CHECK_EQ(r.pop(1, slots + 0, &got, false, in(30ms)), Status::kTimeout);
+  CHECK_EQ(got, 0);
 }
 
 TEST(attach_views_the_same_ring) {
-  auto m = make(4);
-  put_int(m->ring(), 5);
+  auto m = private_ring(4);
+  put_value(m->ring(), 5);
   Ring other = Ring::attach(m->ring().header(), m->bytes());
   std::uint32_t slots[1], got;
-  CHECK(other.pop(1, slots, &got) == Status::kOk && read_int(other, slots[0]) == 5);
+  CHECK_EQ(other.pop(1, slots, &got), Status::kOk);
+  CHECK_EQ(read_value<int>(other, slots[0]), 5);
   other.release(slots[0]);
   std::vector<std::uint64_t> garbage(1024, 0x1234);
   bool threw = false;
@@ -300,54 +294,51 @@ TEST(attach_views_the_same_ring) {
 TEST(registry_forgets_dead_rings) {
   std::uint64_t id;
   {
-    auto m = make(2);
+    auto m = private_ring(2);
     id = m->id();
-    CHECK(find_ring(id) == m);
+    CHECK_EQ(find_ring(id), m);
   }
-  CHECK(find_ring(id) == nullptr);
+  CHECK_EQ(find_ring(id), nullptr);
 }
 
 // Blocked callers wake on close, cancel, fail and the abandon flag.
-static void check_wakes(const char* what, std::function<void(Ring&)> end, Status want_consumer) {
-  auto m = make(2);
+static void check_wakes(const std::function<void(Ring&)>& end, Status want_consumer) {
+  auto m = private_ring(2);
   Ring& r = m->ring();
-  std::atomic<int> result{-1};
-  std::thread consumer([&] {
-    std::uint32_t slots[1], got;
-    result = static_cast<int>(r.pop(1, slots, &got));
-  });
-  std::this_thread::sleep_for(50ms);
-  const auto t0 = Clock::now();
-  end(r);
-  consumer.join();
-  const auto waited = Clock::now() - t0;
-  if (result != static_cast<int>(want_consumer) || waited > 1s) {
-    std::fprintf(stderr, "%s: consumer got %s\n", what, status_name(Status(result.load())));
-    CHECK(false);
-  }
+  Status result{};
+  const auto woke = wake_latency(
+      [&] {
+        std::uint32_t slots[1], got;
+        result = r.pop(1, slots, &got);
+      },
+      [&] { end(r); });
+  CHECK_EQ(result, want_consumer);
+  CHECK_LE(woke, 1s);
 }
 
 TEST(blocked_consumer_wakes) {
-  check_wakes("close", [](Ring& r) { r.close(); }, Status::kClosed);
-  check_wakes("cancel", [](Ring& r) { r.close(true); }, Status::kCancelled);
-  check_wakes("fail", [](Ring& r) { r.fail("x", 1); }, Status::kFailed);
+  check_wakes([](Ring& r) { r.close(); }, Status::kClosed);
+  check_wakes([](Ring& r) { r.close(true); }, Status::kCancelled);
+  check_wakes([](Ring& r) { r.fail("x", 1); }, Status::kFailed);
 }
 
 TEST(abandon_flag_wakes_a_waiter) {
-  auto m = make(1);
+  auto m = private_ring(1);
   Ring& r = m->ring();
   std::atomic<bool> abandon{false};
-  std::atomic<int> result{-1};
-  std::thread consumer([&] {
-    std::uint32_t slots[1], got;
-    result = static_cast<int>(r.pop(1, slots, &got, false, no_deadline(), &abandon));
-  });
-  std::this_thread::sleep_for(50ms);
-  abandon = true;
-  r.wake_all();
-  consumer.join();
-  CHECK(result == static_cast<int>(Status::kAbandoned));
-  CHECK(r.state() == State::kOpen);
+  Status result{};
+  const auto woke = wake_latency(
+      [&] {
+        std::uint32_t slots[1], got;
+        result = r.pop(1, slots, &got, false, no_deadline(), &abandon);
+      },
+      [&] {
+        abandon = true;
+        r.wake_all();
+      });
+  CHECK_EQ(result, Status::kAbandoned);
+  CHECK_LE(woke, 1s);
+  CHECK_EQ(r.state(), State::kOpen);
 }
 
 int main() { return run_tests(); }

@@ -30,11 +30,7 @@
 #include <cstdint>
 #include <string>
 
-#if defined(PYFASTQ_BUILDING_RING)
-#define PYFASTQ_API __attribute__((visibility("default")))
-#else
-#define PYFASTQ_API
-#endif
+#include "pyfastq/api.h"
 
 namespace pyfastq {
 
@@ -42,6 +38,10 @@ namespace pyfastq {
 // Rings of another version are refused (attach), and so are libraries
 // (ring_library_version) of another version than the modules' headers.
 inline constexpr std::uint32_t kRingVersion = 3;
+
+// any thread: kRingVersion as the loaded library was built with. The modules
+// that link it compare it with their own, so a stale library is refused, not misread.
+PYFASTQ_API std::uint32_t ring_library_version() noexcept;
 
 inline constexpr std::size_t kCacheLineSize = 64;
 inline constexpr std::size_t kSlotAlignment = 64;  // TF wants 64-byte aligned tensor data
@@ -67,6 +67,7 @@ enum class Status {
   kTooLarge,   // pop asked for more than capacity
 };
 
+// any thread.
 PYFASTQ_API const char* status_name(Status s);
 
 // What a wait reports on a ring in state `s`: kOk while open, else the end.
@@ -164,22 +165,24 @@ struct Counters {
 // pointers; the ring's state is all in the block.
 class PYFASTQ_API Ring {
  public:
-  // Bytes needed for a ring of `capacity` slots holding the given components
-  // (their offsets are computed by layout()).
+  // any thread: bytes needed for a ring of `capacity` slots of `slot_bytes`
+  // each (the stride layout() returns).
   static std::size_t bytes_needed(std::uint32_t capacity, std::uint64_t slot_bytes);
-  // Lays out components one after another, each kSlotAlignment aligned; fills
-  // their offsets and returns the slot stride (a multiple of kSlotAlignment,
-  // at least kSlotAlignment).
+  // any thread: lays out components one after another, each kSlotAlignment
+  // aligned; fills their offsets and returns the slot stride (a multiple of
+  // kSlotAlignment, at least kSlotAlignment).
   static std::uint64_t layout(Component* components, std::uint32_t n);
 
-  // Builds a new open ring in `memory` (bytes_needed() bytes, 64-byte
-  // aligned, zeroed or not). Throws std::invalid_argument on bad sizes.
+  // owner only, before anyone else views `memory`: builds a new open ring in
+  // it (bytes_needed() bytes, 64-byte aligned, zeroed or not). Throws
+  // std::invalid_argument on bad sizes.
   static Ring create(void* memory, std::size_t memory_bytes, std::uint32_t capacity,
                      const Component* components, std::uint32_t num_components);
-  // Views a ring another Ring::create built in `memory` (e.g. in another
-  // process). Throws std::runtime_error if the block does not hold one.
+  // any thread: views a ring another Ring::create built in `memory` (e.g. in
+  // another process). Throws std::runtime_error if the block does not hold one.
   static Ring attach(void* memory, std::size_t memory_bytes);
 
+  // any thread: a view of no ring (valid() is false) until one is assigned.
   Ring() = default;
 
   // Closing rule (TF's FIFOQueue's): a put that began while the ring was open
@@ -236,8 +239,9 @@ class PYFASTQ_API Ring {
   // any thread: wakes every parked waiter so it re-checks its abandon flag.
   void wake_all() noexcept;
 
-  // Ordered puts. Not for producers that are running: call before they start.
-  // Ticket k*workers + i is producer i's k-th element; 1 <= workers <= kMaxTurnWorkers.
+  // Ordered puts.
+  // owner only, before the producers start (never while one runs). Ticket
+  // k*workers + i is producer i's k-th element; 1 <= workers <= kMaxTurnWorkers.
   [[nodiscard]] bool begin_turns(std::uint32_t workers) noexcept;
   // producer side: waits until `ticket` may commit: kOk when it is its turn
   // (even on an ended ring: the acquire that follows reports the end), else
@@ -252,20 +256,33 @@ class PYFASTQ_API Ring {
   // producer side: producer `worker` made `count` elements and makes no more;
   // its later tickets are skipped.
   void finish_turns(std::uint32_t worker, std::uint64_t count) noexcept;
+  // any thread: the ticket that may commit now; kNoTurn once every ordered producer has finished.
   std::uint64_t turn() const noexcept { return header_->turns.turn.load(std::memory_order_acquire); }
 
+  // the slot's holder only: the producer between acquire and commit/abort,
+  // the consumer between pop and release.
   std::uint8_t* slot_data(std::uint32_t slot) const noexcept {
     return base_ + header_->slots_offset + std::uint64_t(slot) * header_->slot_bytes;
   }
+  // any thread.
   State state() const noexcept { return State(header_->state.load(std::memory_order_acquire)); }
+  // any thread: the message of the first fail(); empty unless the ring failed.
   std::string fail_message() const;
+  // any thread: the layout, fixed by create().
   std::uint32_t capacity() const noexcept { return header_->capacity; }
+  // any thread.
   std::uint64_t slot_bytes() const noexcept { return header_->slot_bytes; }
+  // any thread.
   std::uint32_t num_components() const noexcept { return header_->num_components; }
+  // any thread.
   const Component& component(std::uint32_t i) const noexcept { return header_->components[i]; }
-  std::uint64_t size() const noexcept;  // elements ready to pop now
+  // any thread: elements ready to pop now.
+  std::uint64_t size() const noexcept;
+  // any thread.
   Counters counters() const noexcept;
+  // any thread: the block itself, for tests and diagnostics; not part of the ring's API.
   RingHeader* header() const noexcept { return header_; }
+  // any thread.
   bool valid() const noexcept { return header_ != nullptr; }
 
  private:

@@ -13,7 +13,6 @@
 
 #include <cstdint>
 #include <memory>
-#include <string>
 #include <vector>
 
 #include "pyfastq/ring.h"
@@ -22,23 +21,28 @@ namespace pyfastq {
 
 class PYFASTQ_API RingMemory : public std::enable_shared_from_this<RingMemory> {
  public:
-  // A new ring, registered under a fresh id: in process-private memory, or
-  // with `shared` in shared memory that attach() can map in other processes.
+  // any thread: a new ring, registered under a fresh id: in process-private
+  // memory, or with `shared` in shared memory that attach() can map in other
+  // processes.
   static std::shared_ptr<RingMemory> create(std::uint32_t capacity, const std::vector<std::uint64_t>& component_bytes,
                                             bool shared = false);
-  // Maps the shared ring behind `fd` (a descriptor of another RingMemory's
-  // fd(), in any process); takes a duplicate, the caller keeps `fd`. Throws
-  // std::runtime_error if it holds no ring.
+  // any thread: maps the shared ring behind `fd` (a descriptor of another
+  // RingMemory's fd(), in any process); takes a duplicate, the caller keeps
+  // `fd`. Throws std::runtime_error if it holds no ring.
   static std::shared_ptr<RingMemory> attach(int fd);
 
+  // owner only: runs as the last shared_ptr goes; unregisters, unmaps, closes fd().
   ~RingMemory();
   RingMemory(const RingMemory&) = delete;
   RingMemory& operator=(const RingMemory&) = delete;
 
+  // any thread: the ring; each of its methods says who may call it.
   Ring& ring() noexcept { return ring_; }
+  // any thread: what find_ring() finds this ring by, in this process.
   std::uint64_t id() const noexcept { return id_; }
+  // any thread: the size of the mapping.
   std::size_t bytes() const noexcept { return bytes_; }
-  // The shared-memory descriptor (close-on-exec), or -1 for a private ring.
+  // any thread: the shared-memory descriptor (close-on-exec), or -1 for a private ring.
   int fd() const noexcept { return fd_; }
 
  private:
@@ -51,26 +55,7 @@ class PYFASTQ_API RingMemory : public std::enable_shared_from_this<RingMemory> {
   std::uint64_t id_ = 0;
 };
 
-// The ring registered under `id`, or nullptr once its owners have all let go.
+// any thread: the ring registered under `id`, or nullptr once its owners have all let go.
 PYFASTQ_API std::shared_ptr<RingMemory> find_ring(std::uint64_t id);
-
-// Ctrl-C for consumers. A signal only reaches Python code when the main
-// thread returns to it, which it does not while it waits in a dequeue op.
-// pyfastq._core raises this flag from a C signal handler chained in front of
-// Python's (async-signal-safe: one atomic store). A consumer op parked in a
-// wait re-checks it every few tens of milliseconds and, while it is raised,
-// takes it and ends with CancelledError, so the main thread gets back to
-// Python; Python's handler then sees it taken (the CancelledError carries the
-// interrupt) or not (it raises KeyboardInterrupt), and lowers it.
-enum class Interrupt : std::uint32_t { kNone = 0, kPending = 1, kTaken = 2 };
-PYFASTQ_API void raise_consumer_interrupt() noexcept;
-// consumer side: true while an interrupt is pending or taken; marks it taken.
-PYFASTQ_API bool take_consumer_interrupt() noexcept;
-PYFASTQ_API Interrupt consumer_interrupt() noexcept;
-PYFASTQ_API void clear_consumer_interrupt() noexcept;
-
-// kRingVersion as the loaded library was built with: the modules that link it
-// compare it with their own, so a stale library is refused, not misread.
-PYFASTQ_API std::uint32_t ring_library_version() noexcept;
 
 }  // namespace pyfastq

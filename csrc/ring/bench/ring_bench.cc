@@ -2,7 +2,7 @@
 // operations per ms (8-byte elements, 1 producer x 1 consumer and 4 x 4) and
 // round-trip latency in ns (ping-pong of one element between two rings).
 //
-//   cmake -S csrc/ring -B build/ring && cmake --build build/ring && build/ring/tests/ring_bench
+//   cmake -S csrc/ring -B build/ring && cmake --build build/ring && build/ring/bench/ring_bench
 #include <atomic>
 #include <chrono>
 #include <cstdio>

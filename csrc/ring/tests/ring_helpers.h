@@ -1,0 +1,261 @@
+// What the ring's tests share: elements that check themselves, rings to put
+// them through, deadlines, threads and forked children that start together,
+// and waiting for a caller to park or to be woken.
+#pragma once
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "check.h"
+#include "pyfastq/ring_memory.h"
+
+namespace ring_test {
+
+using pyfastq::Clock;
+using pyfastq::Deadline;
+using pyfastq::IndexQueueState;
+using pyfastq::Ring;
+using pyfastq::RingMemory;
+using pyfastq::Status;
+
+// ---- elements ----
+
+// Derived from producer and seq, so a torn or stale slot does not match them.
+inline std::uint64_t mix(std::uint32_t producer, std::uint32_t seq) {
+  return (std::uint64_t(producer) << 32 | seq) * 0x9E3779B97F4A7C15ull;
+}
+
+// Producer `producer`'s element number `seq`.
+struct Item {
+  std::uint32_t producer;
+  std::uint32_t seq;
+  std::uint64_t check;
+};
+
+inline Item item_of(std::uint32_t producer, std::uint32_t seq) { return {producer, seq, mix(producer, seq)}; }
+
+inline bool operator==(const Item& a, const Item& b) {
+  return a.producer == b.producer && a.seq == b.seq && a.check == b.check;
+}
+inline bool operator!=(const Item& a, const Item& b) { return !(a == b); }
+inline std::ostream& operator<<(std::ostream& os, const Item& item) {
+  os << "(producer " << item.producer << ", seq " << item.seq;
+  if (item.check != mix(item.producer, item.seq)) os << ", torn: check " << item.check;
+  return os << ")";
+}
+
+// ---- rings ----
+
+// Two components, an Item and an odd-sized tail: the second component's
+// offset is exercised, and a slot torn between the two is caught.
+inline const std::vector<std::uint64_t> kItemAndTail = {sizeof(Item), 3};
+
+inline std::shared_ptr<RingMemory> private_ring(std::uint32_t capacity, std::vector<std::uint64_t> bytes = {sizeof(Item)}) {
+  return RingMemory::create(capacity, bytes);
+}
+inline std::shared_ptr<RingMemory> shared_ring(std::uint32_t capacity, std::vector<std::uint64_t> bytes = {sizeof(Item)}) {
+  return RingMemory::create(capacity, bytes, /*shared=*/true);
+}
+
+inline Deadline in(std::chrono::milliseconds ms) { return Clock::now() + ms; }
+
+// CLOCK_MONOTONIC is one clock for the whole machine, so a time stamp taken in
+// one process can be compared with now() in another.
+inline std::int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+}
+
+// Puts `value` as one element, in the slot's first component. A ring that
+// stays full for 20 s fails the test instead of running into the ctest timeout.
+template <class T>
+void put_value(Ring& r, const T& value) {
+  std::uint32_t slot;
+  CHECK_EQ(r.acquire(&slot, in(std::chrono::milliseconds(20000))), Status::kOk);
+  std::memcpy(r.slot_data(slot), &value, sizeof value);
+  r.commit(slot);
+}
+
+template <class T>
+T read_value(const Ring& r, std::uint32_t slot) {
+  T value;
+  std::memcpy(&value, r.slot_data(slot), sizeof value);
+  return value;
+}
+
+inline void put_item(Ring& r, std::uint32_t producer, std::uint32_t seq) { put_value(r, item_of(producer, seq)); }
+inline Item read_item(const Ring& r, std::uint32_t slot) { return read_value<Item>(r, slot); }
+
+// Fills `slot` of a kItemAndTail ring: the Item, and its seq's low byte in every tail byte.
+inline void fill_element(Ring& r, std::uint32_t slot, std::uint32_t producer, std::uint32_t seq) {
+  const Item item = item_of(producer, seq);
+  std::memcpy(r.slot_data(slot), &item, sizeof item);
+  std::memset(r.slot_data(slot) + r.component(1).offset, static_cast<int>(seq & 0xff), r.component(1).nbytes);
+}
+
+// What is wrong with the element in `slot` of a kItemAndTail ring: empty when
+// its check and its tail match its producer and seq.
+inline std::string damage(const Ring& r, std::uint32_t slot) {
+  const Item item = read_item(r, slot);
+  if (item.check != mix(item.producer, item.seq)) return "torn item";
+  const std::uint8_t* tail = r.slot_data(slot) + r.component(1).offset;
+  for (std::uint64_t i = 0; i < r.component(1).nbytes; ++i) {
+    if (tail[i] != (item.seq & 0xff)) return "tail byte " + std::to_string(i) + " does not match the item";
+  }
+  return {};
+}
+
+// ---- threads ----
+
+// Starts every thread at once, so the threads really contend.
+class Barrier {
+ public:
+  explicit Barrier(int n) : left_(n) {}
+  // any of the n threads, once each.
+  void wait() {
+    left_.fetch_sub(1);
+    while (left_.load() > 0) std::this_thread::yield();
+  }
+
+ private:
+  std::atomic<int> left_;
+};
+
+// Runs `f` on a thread of its own, so that the test can wait for it with a
+// time limit: a call that hangs then fails the test where it hangs, not in
+// the ctest timeout.
+class Background {
+ public:
+  explicit Background(std::function<void()> f)
+      : thread_([this, f = std::move(f)] {
+          f();
+          done_.store(true);
+        }) {}
+  Background(const Background&) = delete;
+  Background& operator=(const Background&) = delete;
+  ~Background() {
+    if (thread_.joinable()) thread_.join();
+  }
+
+  // the test's thread: whether `f` has returned.
+  bool done() const { return done_.load(); }
+  // the test's thread: true once `f` has returned (what it wrote is then
+  // visible), waiting up to `limit`. False leaves `f` running: fail the test.
+  bool join_within(Clock::duration limit) {
+    const auto give_up = Clock::now() + limit;
+    while (!done() && Clock::now() < give_up) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    if (!done()) return false;
+    thread_.join();
+    return true;
+  }
+
+ private:
+  std::atomic<bool> done_{false};  // before thread_: set by the thread it starts
+  std::thread thread_;
+};
+
+// Whether `f`, run on a thread of its own, returns within `limit`.
+inline bool returns_within(Clock::duration limit, std::function<void()> f) {
+  Background call(std::move(f));
+  return call.join_within(limit);
+}
+
+// Polls `cond` (something another thread or process changes) for up to 5 s.
+inline void wait_for(const std::function<bool()>& cond) {
+  const auto give_up = in(std::chrono::milliseconds(5000));
+  while (!cond()) {
+    CHECK_LT(Clock::now(), give_up);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+// Waits (up to 5 s) until a caller is parked, or about to park, on the queue `q`.
+inline void wait_parked(const IndexQueueState& q) {
+  wait_for([&] { return q.waiters.load() > 0; });
+}
+
+// Runs `wait` on a thread of its own and gives it 50 ms to park; it must
+// still be waiting then. Then runs `end`, which must end the wait, and
+// returns how long after `end` began `wait` returned (what it wrote is then
+// visible). A wait still running 5 s after `end` fails the test.
+inline Clock::duration wake_latency(std::function<void()> wait, const std::function<void()>& end) {
+  Background waiter(std::move(wait));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  CHECK(!waiter.done());
+  const auto t0 = Clock::now();
+  end();
+  CHECK(waiter.join_within(std::chrono::seconds(5)));
+  return Clock::now() - t0;
+}
+
+// ---- processes ----
+
+// The Barrier of processes: each forked child blocks reading a pipe until the
+// parent, having forked them all, closes the write end.
+class Gate {
+ public:
+  Gate() { CHECK_EQ(pipe(fds_), 0); }
+  // each child, once.
+  void child_wait() {
+    close(fds_[1]);  // or the pipe never reads as closed
+    char c;
+    CHECK_EQ(read(fds_[0], &c, 1), 0);
+    close(fds_[0]);
+  }
+  // the parent, once every child is forked.
+  void open() {
+    close(fds_[0]);
+    close(fds_[1]);
+  }
+
+ private:
+  int fds_[2];
+};
+
+// Runs `child` in a forked process that leaves by _exit(0): no destructors, no
+// atexit, since the parent's rings and test harness are not the child's to
+// tear down. A failing CHECK aborts the child, which wait_ok reports.
+inline pid_t spawn(const std::function<void()>& child) {
+  std::fflush(stdout);  // else the child flushes the parent's buffered lines a second time
+  std::fflush(stderr);
+  const pid_t parent = getpid();
+  const pid_t pid = fork();
+  CHECK_GE(pid, 0);
+  if (pid == 0) {
+    // A parent that aborts on a failed CHECK takes its children with it
+    // instead of leaving them parked on a ring nobody will ever touch again.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1);
+    child();
+    _exit(0);
+  }
+  return pid;
+}
+
+// How a child ended, as a shell would say it.
+inline std::string exit_status(int status) {
+  if (WIFEXITED(status)) return "exit " + std::to_string(WEXITSTATUS(status));
+  return "signal " + std::to_string(WTERMSIG(status));
+}
+
+inline void wait_ok(pid_t pid) {
+  int status = 0;
+  CHECK_EQ(waitpid(pid, &status, 0), pid);
+  CHECK_EQ(exit_status(status), "exit 0");
+}
+
+}  // namespace ring_test
