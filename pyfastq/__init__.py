@@ -10,7 +10,7 @@ from ._worker import WorkerInfo, worker_info
 from .backends import native_unavailable
 from .producer import Producer
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the only place the version is written: the build reads it from here
 __all__ = ["Queue", "Producer", "QueueClosed", "WorkerInfo", "worker_info", "native_unavailable", "__version__"]
 
 
