@@ -27,6 +27,7 @@ Ratios compare methods measured in the same run; absolute figures drift between 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -40,16 +41,16 @@ from dataclasses import dataclass
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-import pyfastq  # noqa: E402
+import pyfastq
 
 # bench/ is not a package: gil_work is found on sys.path (process workers get this process's sys.path).
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in (os.path.abspath(p) for p in sys.path):
     sys.path.insert(0, _HERE)
-import gil_work  # noqa: E402
+import gil_work  # noqa: E402 - found through the sys.path entry made just above
 
 BASELINES = ("from_generator", "numpy_function", "fifo_queue")
 METHODS = ("native", "python", *BASELINES, "np_copyto")
@@ -170,7 +171,7 @@ def wait_for_workers(q, producer, workers: int, batch: int, timeout: float = 120
 
 
 def measure_producer(w: Workload, mode: str, workers: int, seconds: float) -> float:
-    """pyfastq.Producer(w.make, workers, mode) into a native queue (shared in process mode), dequeue_many in the graph."""
+    """pyfastq.Producer(w.make, workers, mode) into a native queue (shared for processes), dequeue_many in the graph."""
     q = pyfastq.Queue(w.spec(), capacity=w.capacity, backend="native", shared=mode == "process")
     with pyfastq.Producer(q, w.make, workers=workers, mode=mode) as producer:
         wait_for_workers(q, producer, workers, w.batch)
@@ -201,10 +202,8 @@ def measure_numpy_function(w: Workload, seconds: float) -> float:
     item = np.ones(w.element_shape, w.dtype)
 
     def put(x):
-        try:
+        with contextlib.suppress(pyqueue.Full):
             q.put(x.copy(), timeout=0.1)  # returns within 0.1 s so the feeder sees stop
-        except pyqueue.Full:
-            pass
 
     feeder = Feeder(put, item)
     shape = [w.batch, *w.element_shape] if w.batch > 1 else list(w.element_shape)
@@ -282,7 +281,10 @@ def runs(w: Workload, methods: list, worker_counts: list):
 
 
 def producer_summary(row: dict, batch: int, element_ms: float | None) -> list:
-    """The python workload's targets: process P >= 0.85 x P x process P=1 (P up to the cores); process P=cores >= 0.85 x cores x from_generator."""
+    """The python workload's targets.
+
+    process P >= 0.85 x P x process P=1 (P up to the cores); process P=cores >= 0.85 x cores x from_generator.
+    """
     cores = os.cpu_count() or 1
     lines = []
     if element_ms:
@@ -299,7 +301,10 @@ def producer_summary(row: dict, batch: int, element_ms: float | None) -> list:
                 verdict = f"target >= 0.85 x {p} = {target:.2f}x: {'met' if scale >= target else 'NOT met'}"
             else:
                 verdict = f"more workers than the {cores} cores: no target"
-            lines.append(f"python: process P={p} is {scale:.2f}x process P=1 ({rate * batch:,.0f} vs {one * batch:,.0f} elements/s; {verdict})")
+            lines.append(
+                f"python: process P={p} is {scale:.2f}x process P=1 "
+                f"({rate * batch:,.0f} vs {one * batch:,.0f} elements/s; {verdict})"
+            )
     gen = row.get("from_generator")
     within = [p for p in procs if p <= cores]
     if gen and within:
@@ -307,7 +312,10 @@ def producer_summary(row: dict, batch: int, element_ms: float | None) -> list:
         ratio, target = procs[p] / gen, 0.85 * p
         verdict = (f"target >= 0.85 x {p} = {target:.2f}x: {'met' if ratio >= target else 'NOT met'}" if p == cores
                    else f"the target is for P = the {cores} cores")
-        lines.append(f"python: process P={p} is {ratio:.2f}x from_generator ({procs[p] * batch:,.0f} vs {gen * batch:,.0f} elements/s; {verdict})")
+        lines.append(
+            f"python: process P={p} is {ratio:.2f}x from_generator "
+            f"({procs[p] * batch:,.0f} vs {gen * batch:,.0f} elements/s; {verdict})"
+        )
     if threads.get(1):
         more = ", ".join(f"thread P={p} is {rate / threads[1]:.2f}x" for p, rate in sorted(threads.items()) if p > 1)
         lines.append(f"python: threads share the GIL: {more or 'one worker only'} thread P=1"
@@ -322,15 +330,19 @@ def machine() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, TensorFlow {tf.__version__}, pyfastq {pyfastq.__version__}"
+    versions = f"Python {platform.python_version()}, TensorFlow {tf.__version__}, pyfastq {pyfastq.__version__}"
+    return f"{cpu}, {os.cpu_count()} cores, {versions}"
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma-separated, of {', '.join(WORKLOADS)}")
     all_methods = ("native", "python", "thread", "process", *BASELINES, "np_copyto")  # METHODS and PRODUCER_METHODS
-    parser.add_argument("--methods", default=",".join(all_methods),
-                        help=f"comma-separated, of {', '.join(all_methods)} (each workload runs those that apply to it)")
+    parser.add_argument(
+        "--methods",
+        default=",".join(all_methods),
+        help=f"comma-separated, of {', '.join(all_methods)} (each workload runs those that apply to it)",
+    )
     parser.add_argument("--workers", help="the python workload's worker counts, comma-separated "
                         "(default 1, 2, 4, ... up to the core count; --quick: 1,2)")
     parser.add_argument("--seconds", type=float, default=2.5, help="measuring time per figure (after warm-up)")
@@ -372,19 +384,29 @@ def main(argv=None) -> int:
         results[name] = {}
         if w.make is gil_work.make:
             element_ms = gil_work.ms_per_element(100, 3)
-            print(f"[{time.perf_counter() - begin:6.1f}s] {name:6s} one element takes {element_ms:.3f} ms of Python on one core "
-                  f"(ideal {1e3 / element_ms:,.0f} elements/s per core)", file=sys.stderr, flush=True)
+            print(
+                f"[{time.perf_counter() - begin:6.1f}s] {name:6s} one element takes {element_ms:.3f} ms of Python "
+                f"on one core (ideal {1e3 / element_ms:,.0f} elements/s per core)",
+                file=sys.stderr,
+                flush=True,
+            )
         for m, workers in runs(w, methods, worker_counts):
             label = f"{m} P={workers}" if workers else m
             try:
                 rate = measure(w, m, seconds, workers or 1)
             except Exception as e:  # noqa: BLE001 - one broken method must not hide the others
                 failures += 1
-                print(f"[{time.perf_counter() - begin:6.1f}s] {name:6s} {label:15s} FAILED: {type(e).__name__}: {e}", file=sys.stderr)
+                print(
+                    f"[{time.perf_counter() - begin:6.1f}s] {name:6s} {label:15s} FAILED: {type(e).__name__}: {e}",
+                    file=sys.stderr,
+                )
                 results[name][label] = None
                 continue
             results[name][label] = rate
-            line = f"[{time.perf_counter() - begin:6.1f}s] {name:6s} {label:15s} {rate:12,.1f} batches/s {rate * w.batch_bytes / 1e9:8.3f} GB/s"
+            line = (
+                f"[{time.perf_counter() - begin:6.1f}s] {name:6s} {label:15s} {rate:12,.1f} batches/s "
+                f"{rate * w.batch_bytes / 1e9:8.3f} GB/s"
+            )
             if w.methods is PRODUCER_METHODS:
                 line += f" {rate * w.batch:10,.0f} elements/s"
             print(line, file=sys.stderr, flush=True)
@@ -405,7 +427,8 @@ def main(argv=None) -> int:
                 continue
             vs_base = f"{rate / base:.2f}x" if base else ""
             vs_copy = f"{rate / copy:.2f}x" if copy and w.batch == 1 else ""
-            print(f"| {name} | {m} | {rate:,.1f} | {rate * w.batch:,.0f} | {rate * w.batch_bytes / 1e9:.3f} | {vs_base} | {vs_copy} |")
+            gbs = rate * w.batch_bytes / 1e9
+            print(f"| {name} | {m} | {rate:,.1f} | {rate * w.batch:,.0f} | {gbs:.3f} | {vs_base} | {vs_copy} |")
     print()
     for name, row in results.items():
         base = {b: row.get(b) for b in BASELINES if row.get(b)}

@@ -11,7 +11,7 @@ from .backends import native_unavailable
 from .producer import Producer
 
 __version__ = "0.1.0"  # the only place the version is written: the build reads it from here
-__all__ = ["Queue", "Producer", "QueueClosed", "WorkerInfo", "worker_info", "native_unavailable", "__version__"]
+__all__ = ["Producer", "Queue", "QueueClosed", "WorkerInfo", "__version__", "native_unavailable", "worker_info"]
 
 
 def __getattr__(name: str):
