@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -56,6 +56,7 @@ BASELINES = ("from_generator", "numpy_function", "fifo_queue")
 METHODS = ("native", "python", *BASELINES, "np_copyto")
 # The "python" workload's methods: Producer threads and processes, each with P workers, and from_generator.
 PRODUCER_METHODS = ("thread", "process", "from_generator")
+ALL_METHODS = ("native", "python", "thread", "process", *BASELINES, "np_copyto")  # what --methods takes
 
 
 @dataclass
@@ -334,29 +335,42 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {versions}"
 
 
-def main(argv=None) -> int:
+@dataclass
+class Options:
+    """The command line, checked."""
+
+    workloads: list  # names, in the order asked for
+    methods: list
+    worker_counts: list  # the python workload's
+    seconds: float  # measuring time per figure
+    json: str | None  # also write the figures to this file
+
+
+def parse_args(argv) -> Options:
+    """Options from argv (None: sys.argv); an unknown name or a bad worker count is a usage error."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma-separated, of {', '.join(WORKLOADS)}")
-    all_methods = ("native", "python", "thread", "process", *BASELINES, "np_copyto")  # METHODS and PRODUCER_METHODS
     parser.add_argument(
         "--methods",
-        default=",".join(all_methods),
-        help=f"comma-separated, of {', '.join(all_methods)} (each workload runs those that apply to it)",
+        default=",".join(ALL_METHODS),
+        help=f"comma-separated, of {', '.join(ALL_METHODS)} (each workload runs those that apply to it)",
     )
-    parser.add_argument("--workers", help="the python workload's worker counts, comma-separated "
-                        "(default 1, 2, 4, ... up to the core count; --quick: 1,2)")
+    parser.add_argument(
+        "--workers",
+        help="the python workload's worker counts, comma-separated "
+        "(default 1, 2, 4, ... up to the core count; --quick: 1,2)",
+    )
     parser.add_argument("--seconds", type=float, default=2.5, help="measuring time per figure (after warm-up)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 0.3 s per figure")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
-    seconds = 0.3 if args.quick else args.seconds
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for name in workloads:
         if name not in WORKLOADS:
             parser.error(f"unknown workload {name!r}")
     for m in methods:
-        if m not in all_methods:
+        if m not in ALL_METHODS:
             parser.error(f"unknown method {m!r}")
     if args.workers:
         try:
@@ -367,6 +381,12 @@ def main(argv=None) -> int:
             parser.error(f"--workers takes ints >= 1, got {args.workers!r}")
     else:
         worker_counts = default_worker_counts(args.quick)
+    return Options(workloads, methods, worker_counts, 0.3 if args.quick else args.seconds, args.json)
+
+
+def runnable(methods: list) -> list:
+    """methods less those that need the native backend when it cannot load here, each skip said on stderr."""
+    methods = list(methods)
     if "native" in methods and pyfastq.native_unavailable():
         print(f"native backend unavailable, skipped: {pyfastq.native_unavailable()}", file=sys.stderr)
         methods.remove("native")
@@ -374,50 +394,66 @@ def main(argv=None) -> int:
         if m in methods and pyfastq.native_unavailable():
             print(f"native backend unavailable, python workload's {m} skipped", file=sys.stderr)
             methods.remove(m)
+    return methods
 
-    results: dict = {}
-    failures = 0
-    element_ms = None  # the python workload's ms of work per element, measured here on one core
-    begin = time.perf_counter()
-    for name in workloads:
-        w = WORKLOADS[name]
-        results[name] = {}
-        if w.make is gil_work.make:
-            element_ms = gil_work.ms_per_element(100, 3)
-            print(
-                f"[{time.perf_counter() - begin:6.1f}s] {name:6s} one element takes {element_ms:.3f} ms of Python "
-                f"on one core (ideal {1e3 / element_ms:,.0f} elements/s per core)",
-                file=sys.stderr,
-                flush=True,
-            )
-        for m, workers in runs(w, methods, worker_counts):
-            label = f"{m} P={workers}" if workers else m
-            try:
-                rate = measure(w, m, seconds, workers or 1)
-            except Exception as e:  # noqa: BLE001 - one broken method must not hide the others
-                failures += 1
-                print(
-                    f"[{time.perf_counter() - begin:6.1f}s] {name:6s} {label:15s} FAILED: {type(e).__name__}: {e}",
-                    file=sys.stderr,
-                )
-                results[name][label] = None
-                continue
-            results[name][label] = rate
-            line = (
-                f"[{time.perf_counter() - begin:6.1f}s] {name:6s} {label:15s} {rate:12,.1f} batches/s "
-                f"{rate * w.batch_bytes / 1e9:8.3f} GB/s"
-            )
-            if w.methods is PRODUCER_METHODS:
-                line += f" {rate * w.batch:10,.0f} elements/s"
-            print(line, file=sys.stderr, flush=True)
-            gc.collect()
 
+class Progress:
+    """Progress lines on stderr, each stamped with the seconds since the run began."""
+
+    def __init__(self):
+        self._begin = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._begin
+
+    def log(self, text: str) -> None:
+        print(f"[{self.elapsed():6.1f}s] {text}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Results:
+    """What the runs measured."""
+
+    rows: dict = field(default_factory=dict)  # workload -> {label: batches/s, None if the method failed}
+    failures: int = 0
+    element_ms: float | None = None  # the python workload's ms of work per element, measured here on one core
+
+
+def run_workload(name: str, options: Options, results: Results, progress: Progress) -> None:
+    """Measures every method of options.methods that applies to one workload, into results."""
+    w = WORKLOADS[name]
+    row = results.rows[name] = {}
+    if w.make is gil_work.make:
+        results.element_ms = gil_work.ms_per_element(100, 3)
+        progress.log(
+            f"{name:6s} one element takes {results.element_ms:.3f} ms of Python "
+            f"on one core (ideal {1e3 / results.element_ms:,.0f} elements/s per core)"
+        )
+    for m, workers in runs(w, options.methods, options.worker_counts):
+        label = f"{m} P={workers}" if workers else m
+        try:
+            rate = measure(w, m, options.seconds, workers or 1)
+        except Exception as e:  # noqa: BLE001 - one broken method must not hide the others
+            results.failures += 1
+            progress.log(f"{name:6s} {label:15s} FAILED: {type(e).__name__}: {e}")
+            row[label] = None
+            continue
+        row[label] = rate
+        line = f"{name:6s} {label:15s} {rate:12,.1f} batches/s {rate * w.batch_bytes / 1e9:8.3f} GB/s"
+        if w.methods is PRODUCER_METHODS:
+            line += f" {rate * w.batch:10,.0f} elements/s"
+        progress.log(line)
+        gc.collect()
+
+
+def print_table(argv, rows: dict) -> None:
+    """The machine, the command and a markdown table of every figure, against the best baseline and np.copyto."""
     print(f"Machine: {machine()}")
     print(f"Command: python bench/run.py {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())
     print()
     print("| workload | method | batches/s | elements/s | GB/s | vs best baseline | vs np.copyto |")
     print("|---|---|---:|---:|---:|---:|---:|")
-    for name, row in results.items():
+    for name, row in rows.items():
         w = WORKLOADS[name]
         base = max((row.get(b) or 0 for b in BASELINES), default=0)
         copy = row.get("np_copyto")
@@ -429,8 +465,11 @@ def main(argv=None) -> int:
             vs_copy = f"{rate / copy:.2f}x" if copy and w.batch == 1 else ""
             gbs = rate * w.batch_bytes / 1e9
             print(f"| {name} | {m} | {rate:,.1f} | {rate * w.batch:,.0f} | {gbs:.3f} | {vs_base} | {vs_copy} |")
-    print()
-    for name, row in results.items():
+
+
+def print_summary(results: Results) -> None:
+    """One line per workload on native against its best baseline, then the python workload's targets."""
+    for name, row in results.rows.items():
         base = {b: row.get(b) for b in BASELINES if row.get(b)}
         if row.get("native") and base:
             best = max(base, key=base.get)
@@ -438,17 +477,34 @@ def main(argv=None) -> int:
             if row.get("np_copyto") and WORKLOADS[name].batch == 1:
                 line += f", {row['native'] / row['np_copyto']:.2f}x one np.copyto"
             print(line)
-    if "python" in results:
-        for line in producer_summary(results["python"], WORKLOADS["python"].batch, element_ms):
+    if "python" in results.rows:
+        for line in producer_summary(results.rows["python"], WORKLOADS["python"].batch, results.element_ms):
             print(line)
-    if args.json:
-        out = {"machine": machine(), "seconds": seconds, "results": results}
-        if element_ms is not None:
-            out["python_element_ms"] = element_ms
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
-    print(f"\n({time.perf_counter() - begin:.0f} s)", file=sys.stderr)
-    return 1 if failures else 0
+
+
+def write_json(path: str, results: Results, seconds: float) -> None:
+    """The figures, with the machine and the measuring time, as JSON."""
+    out = {"machine": machine(), "seconds": seconds, "results": results.rows}
+    if results.element_ms is not None:
+        out["python_element_ms"] = results.element_ms
+    with open(path, "w") as f:
+        json.dump(out, f, indent=2)
+
+
+def main(argv=None) -> int:
+    options = parse_args(argv)
+    options.methods = runnable(options.methods)
+    progress = Progress()
+    results = Results()
+    for name in options.workloads:
+        run_workload(name, options, results, progress)
+    print_table(argv, results.rows)
+    print()
+    print_summary(results)
+    if options.json:
+        write_json(options.json, results, options.seconds)
+    print(f"\n({progress.elapsed():.0f} s)", file=sys.stderr)
+    return 1 if results.failures else 0
 
 
 if __name__ == "__main__":
