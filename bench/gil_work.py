@@ -50,7 +50,7 @@ def element(worker: int, k: int) -> np.ndarray:
 
 
 def make(worker: int, workers: int):
-    """Producer fn (and from_generator's generator for worker 0 of 1): elements forever, worker, worker + workers, ..."""
+    """Producer fn (and from_generator's generator as worker 0 of 1): elements forever, worker, worker + workers, ..."""
     k = worker
     while True:
         yield element(worker, k)
@@ -60,7 +60,7 @@ def make(worker: int, workers: int):
 def ms_per_element(elements: int = 200, repeats: int = 5) -> float:
     """Best-of-repeats wall time of one element, in ms, on one core of this machine."""
     best = float("inf")
-    for r in range(repeats):
+    for _ in range(repeats):
         start = time.perf_counter()
         for k in range(elements):
             element(0, k)

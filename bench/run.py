@@ -27,6 +27,7 @@ Ratios compare methods measured in the same run; absolute figures drift between 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -36,25 +37,26 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-import pyfastq  # noqa: E402
+import pyfastq
 
 # bench/ is not a package: gil_work is found on sys.path (process workers get this process's sys.path).
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in (os.path.abspath(p) for p in sys.path):
     sys.path.insert(0, _HERE)
-import gil_work  # noqa: E402
+import gil_work  # noqa: E402 - found through the sys.path entry made just above
 
 BASELINES = ("from_generator", "numpy_function", "fifo_queue")
 METHODS = ("native", "python", *BASELINES, "np_copyto")
 # The "python" workload's methods: Producer threads and processes, each with P workers, and from_generator.
 PRODUCER_METHODS = ("thread", "process", "from_generator")
+ALL_METHODS = ("native", "python", "thread", "process", *BASELINES, "np_copyto")  # what --methods takes
 
 
 @dataclass
@@ -170,7 +172,7 @@ def wait_for_workers(q, producer, workers: int, batch: int, timeout: float = 120
 
 
 def measure_producer(w: Workload, mode: str, workers: int, seconds: float) -> float:
-    """pyfastq.Producer(w.make, workers, mode) into a native queue (shared in process mode), dequeue_many in the graph."""
+    """pyfastq.Producer(w.make, workers, mode) into a native queue (shared for processes), dequeue_many in the graph."""
     q = pyfastq.Queue(w.spec(), capacity=w.capacity, backend="native", shared=mode == "process")
     with pyfastq.Producer(q, w.make, workers=workers, mode=mode) as producer:
         wait_for_workers(q, producer, workers, w.batch)
@@ -201,10 +203,8 @@ def measure_numpy_function(w: Workload, seconds: float) -> float:
     item = np.ones(w.element_shape, w.dtype)
 
     def put(x):
-        try:
+        with contextlib.suppress(pyqueue.Full):
             q.put(x.copy(), timeout=0.1)  # returns within 0.1 s so the feeder sees stop
-        except pyqueue.Full:
-            pass
 
     feeder = Feeder(put, item)
     shape = [w.batch, *w.element_shape] if w.batch > 1 else list(w.element_shape)
@@ -282,7 +282,10 @@ def runs(w: Workload, methods: list, worker_counts: list):
 
 
 def producer_summary(row: dict, batch: int, element_ms: float | None) -> list:
-    """The python workload's targets: process P >= 0.85 x P x process P=1 (P up to the cores); process P=cores >= 0.85 x cores x from_generator."""
+    """The python workload's targets.
+
+    process P >= 0.85 x P x process P=1 (P up to the cores); process P=cores >= 0.85 x cores x from_generator.
+    """
     cores = os.cpu_count() or 1
     lines = []
     if element_ms:
@@ -299,7 +302,10 @@ def producer_summary(row: dict, batch: int, element_ms: float | None) -> list:
                 verdict = f"target >= 0.85 x {p} = {target:.2f}x: {'met' if scale >= target else 'NOT met'}"
             else:
                 verdict = f"more workers than the {cores} cores: no target"
-            lines.append(f"python: process P={p} is {scale:.2f}x process P=1 ({rate * batch:,.0f} vs {one * batch:,.0f} elements/s; {verdict})")
+            lines.append(
+                f"python: process P={p} is {scale:.2f}x process P=1 "
+                f"({rate * batch:,.0f} vs {one * batch:,.0f} elements/s; {verdict})"
+            )
     gen = row.get("from_generator")
     within = [p for p in procs if p <= cores]
     if gen and within:
@@ -307,7 +313,10 @@ def producer_summary(row: dict, batch: int, element_ms: float | None) -> list:
         ratio, target = procs[p] / gen, 0.85 * p
         verdict = (f"target >= 0.85 x {p} = {target:.2f}x: {'met' if ratio >= target else 'NOT met'}" if p == cores
                    else f"the target is for P = the {cores} cores")
-        lines.append(f"python: process P={p} is {ratio:.2f}x from_generator ({procs[p] * batch:,.0f} vs {gen * batch:,.0f} elements/s; {verdict})")
+        lines.append(
+            f"python: process P={p} is {ratio:.2f}x from_generator "
+            f"({procs[p] * batch:,.0f} vs {gen * batch:,.0f} elements/s; {verdict})"
+        )
     if threads.get(1):
         more = ", ".join(f"thread P={p} is {rate / threads[1]:.2f}x" for p, rate in sorted(threads.items()) if p > 1)
         lines.append(f"python: threads share the GIL: {more or 'one worker only'} thread P=1"
@@ -322,29 +331,46 @@ def machine() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, TensorFlow {tf.__version__}, pyfastq {pyfastq.__version__}"
+    versions = f"Python {platform.python_version()}, TensorFlow {tf.__version__}, pyfastq {pyfastq.__version__}"
+    return f"{cpu}, {os.cpu_count()} cores, {versions}"
 
 
-def main(argv=None) -> int:
+@dataclass
+class Options:
+    """The command line, checked."""
+
+    workloads: list  # names, in the order asked for
+    methods: list
+    worker_counts: list  # the python workload's
+    seconds: float  # measuring time per figure
+    json: str | None  # also write the figures to this file
+
+
+def parse_args(argv) -> Options:
+    """Options from argv (None: sys.argv); an unknown name or a bad worker count is a usage error."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma-separated, of {', '.join(WORKLOADS)}")
-    all_methods = ("native", "python", "thread", "process", *BASELINES, "np_copyto")  # METHODS and PRODUCER_METHODS
-    parser.add_argument("--methods", default=",".join(all_methods),
-                        help=f"comma-separated, of {', '.join(all_methods)} (each workload runs those that apply to it)")
-    parser.add_argument("--workers", help="the python workload's worker counts, comma-separated "
-                        "(default 1, 2, 4, ... up to the core count; --quick: 1,2)")
+    parser.add_argument(
+        "--methods",
+        default=",".join(ALL_METHODS),
+        help=f"comma-separated, of {', '.join(ALL_METHODS)} (each workload runs those that apply to it)",
+    )
+    parser.add_argument(
+        "--workers",
+        help="the python workload's worker counts, comma-separated "
+        "(default 1, 2, 4, ... up to the core count; --quick: 1,2)",
+    )
     parser.add_argument("--seconds", type=float, default=2.5, help="measuring time per figure (after warm-up)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 0.3 s per figure")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
-    seconds = 0.3 if args.quick else args.seconds
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for name in workloads:
         if name not in WORKLOADS:
             parser.error(f"unknown workload {name!r}")
     for m in methods:
-        if m not in all_methods:
+        if m not in ALL_METHODS:
             parser.error(f"unknown method {m!r}")
     if args.workers:
         try:
@@ -355,6 +381,12 @@ def main(argv=None) -> int:
             parser.error(f"--workers takes ints >= 1, got {args.workers!r}")
     else:
         worker_counts = default_worker_counts(args.quick)
+    return Options(workloads, methods, worker_counts, 0.3 if args.quick else args.seconds, args.json)
+
+
+def runnable(methods: list) -> list:
+    """methods less those that need the native backend when it cannot load here, each skip said on stderr."""
+    methods = list(methods)
     if "native" in methods and pyfastq.native_unavailable():
         print(f"native backend unavailable, skipped: {pyfastq.native_unavailable()}", file=sys.stderr)
         methods.remove("native")
@@ -362,40 +394,66 @@ def main(argv=None) -> int:
         if m in methods and pyfastq.native_unavailable():
             print(f"native backend unavailable, python workload's {m} skipped", file=sys.stderr)
             methods.remove(m)
+    return methods
 
-    results: dict = {}
-    failures = 0
-    element_ms = None  # the python workload's ms of work per element, measured here on one core
-    begin = time.perf_counter()
-    for name in workloads:
-        w = WORKLOADS[name]
-        results[name] = {}
-        if w.make is gil_work.make:
-            element_ms = gil_work.ms_per_element(100, 3)
-            print(f"[{time.perf_counter() - begin:6.1f}s] {name:6s} one element takes {element_ms:.3f} ms of Python on one core "
-                  f"(ideal {1e3 / element_ms:,.0f} elements/s per core)", file=sys.stderr, flush=True)
-        for m, workers in runs(w, methods, worker_counts):
-            label = f"{m} P={workers}" if workers else m
-            try:
-                rate = measure(w, m, seconds, workers or 1)
-            except Exception as e:  # noqa: BLE001 - one broken method must not hide the others
-                failures += 1
-                print(f"[{time.perf_counter() - begin:6.1f}s] {name:6s} {label:15s} FAILED: {type(e).__name__}: {e}", file=sys.stderr)
-                results[name][label] = None
-                continue
-            results[name][label] = rate
-            line = f"[{time.perf_counter() - begin:6.1f}s] {name:6s} {label:15s} {rate:12,.1f} batches/s {rate * w.batch_bytes / 1e9:8.3f} GB/s"
-            if w.methods is PRODUCER_METHODS:
-                line += f" {rate * w.batch:10,.0f} elements/s"
-            print(line, file=sys.stderr, flush=True)
-            gc.collect()
 
+class Progress:
+    """Progress lines on stderr, each stamped with the seconds since the run began."""
+
+    def __init__(self):
+        self._begin = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._begin
+
+    def log(self, text: str) -> None:
+        print(f"[{self.elapsed():6.1f}s] {text}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Results:
+    """What the runs measured."""
+
+    rows: dict = field(default_factory=dict)  # workload -> {label: batches/s, None if the method failed}
+    failures: int = 0
+    element_ms: float | None = None  # the python workload's ms of work per element, measured here on one core
+
+
+def run_workload(name: str, options: Options, results: Results, progress: Progress) -> None:
+    """Measures every method of options.methods that applies to one workload, into results."""
+    w = WORKLOADS[name]
+    row = results.rows[name] = {}
+    if w.make is gil_work.make:
+        results.element_ms = gil_work.ms_per_element(100, 3)
+        progress.log(
+            f"{name:6s} one element takes {results.element_ms:.3f} ms of Python "
+            f"on one core (ideal {1e3 / results.element_ms:,.0f} elements/s per core)"
+        )
+    for m, workers in runs(w, options.methods, options.worker_counts):
+        label = f"{m} P={workers}" if workers else m
+        try:
+            rate = measure(w, m, options.seconds, workers or 1)
+        except Exception as e:  # noqa: BLE001 - one broken method must not hide the others
+            results.failures += 1
+            progress.log(f"{name:6s} {label:15s} FAILED: {type(e).__name__}: {e}")
+            row[label] = None
+            continue
+        row[label] = rate
+        line = f"{name:6s} {label:15s} {rate:12,.1f} batches/s {rate * w.batch_bytes / 1e9:8.3f} GB/s"
+        if w.methods is PRODUCER_METHODS:
+            line += f" {rate * w.batch:10,.0f} elements/s"
+        progress.log(line)
+        gc.collect()
+
+
+def print_table(argv, rows: dict) -> None:
+    """The machine, the command and a markdown table of every figure, against the best baseline and np.copyto."""
     print(f"Machine: {machine()}")
     print(f"Command: python bench/run.py {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())
     print()
     print("| workload | method | batches/s | elements/s | GB/s | vs best baseline | vs np.copyto |")
     print("|---|---|---:|---:|---:|---:|---:|")
-    for name, row in results.items():
+    for name, row in rows.items():
         w = WORKLOADS[name]
         base = max((row.get(b) or 0 for b in BASELINES), default=0)
         copy = row.get("np_copyto")
@@ -405,9 +463,13 @@ def main(argv=None) -> int:
                 continue
             vs_base = f"{rate / base:.2f}x" if base else ""
             vs_copy = f"{rate / copy:.2f}x" if copy and w.batch == 1 else ""
-            print(f"| {name} | {m} | {rate:,.1f} | {rate * w.batch:,.0f} | {rate * w.batch_bytes / 1e9:.3f} | {vs_base} | {vs_copy} |")
-    print()
-    for name, row in results.items():
+            gbs = rate * w.batch_bytes / 1e9
+            print(f"| {name} | {m} | {rate:,.1f} | {rate * w.batch:,.0f} | {gbs:.3f} | {vs_base} | {vs_copy} |")
+
+
+def print_summary(results: Results) -> None:
+    """One line per workload on native against its best baseline, then the python workload's targets."""
+    for name, row in results.rows.items():
         base = {b: row.get(b) for b in BASELINES if row.get(b)}
         if row.get("native") and base:
             best = max(base, key=base.get)
@@ -415,17 +477,34 @@ def main(argv=None) -> int:
             if row.get("np_copyto") and WORKLOADS[name].batch == 1:
                 line += f", {row['native'] / row['np_copyto']:.2f}x one np.copyto"
             print(line)
-    if "python" in results:
-        for line in producer_summary(results["python"], WORKLOADS["python"].batch, element_ms):
+    if "python" in results.rows:
+        for line in producer_summary(results.rows["python"], WORKLOADS["python"].batch, results.element_ms):
             print(line)
-    if args.json:
-        out = {"machine": machine(), "seconds": seconds, "results": results}
-        if element_ms is not None:
-            out["python_element_ms"] = element_ms
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
-    print(f"\n({time.perf_counter() - begin:.0f} s)", file=sys.stderr)
-    return 1 if failures else 0
+
+
+def write_json(path: str, results: Results, seconds: float) -> None:
+    """The figures, with the machine and the measuring time, as JSON."""
+    out = {"machine": machine(), "seconds": seconds, "results": results.rows}
+    if results.element_ms is not None:
+        out["python_element_ms"] = results.element_ms
+    with open(path, "w") as f:
+        json.dump(out, f, indent=2)
+
+
+def main(argv=None) -> int:
+    options = parse_args(argv)
+    options.methods = runnable(options.methods)
+    progress = Progress()
+    results = Results()
+    for name in options.workloads:
+        run_workload(name, options, results, progress)
+    print_table(argv, results.rows)
+    print()
+    print_summary(results)
+    if options.json:
+        write_json(options.json, results, options.seconds)
+    print(f"\n({progress.elapsed():.0f} s)", file=sys.stderr)
+    return 1 if results.failures else 0
 
 
 if __name__ == "__main__":

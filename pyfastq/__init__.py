@@ -10,8 +10,8 @@ from ._worker import WorkerInfo, worker_info
 from .backends import native_unavailable
 from .producer import Producer
 
-__version__ = "0.1.0"
-__all__ = ["Queue", "Producer", "QueueClosed", "WorkerInfo", "worker_info", "native_unavailable", "__version__"]
+__version__ = "0.1.0"  # the only place the version is written: the build reads it from here
+__all__ = ["Producer", "Queue", "QueueClosed", "WorkerInfo", "__version__", "native_unavailable", "worker_info"]
 
 
 def __getattr__(name: str):

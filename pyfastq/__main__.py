@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
         import tensorflow as tf
 
         why = pyfastq.native_unavailable()
-        print(f"pyfastq {pyfastq.__version__}, TensorFlow {tf.__version__}, native backend: {'available' if why is None else why}")
+        native = "available" if why is None else why
+        print(f"pyfastq {pyfastq.__version__}, TensorFlow {tf.__version__}, native backend: {native}")
         return 0 if why is None else 1
     from .demo import main as demo_main
 

@@ -55,7 +55,10 @@ def epoch() -> int:
 
 
 def take(since: int) -> bool:
-    """For a consumer waiting in Python since epoch() was ``since``: True if a Ctrl-C came meanwhile (the caller then ends with CancelledError)."""
+    """For a consumer waiting in Python since epoch() was ``since``: True if a Ctrl-C came meanwhile.
+
+    The caller then ends with CancelledError.
+    """
     if not _installed:
         return False
     from . import _core

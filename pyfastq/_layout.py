@@ -19,7 +19,7 @@ import numpy as np
 class Leaf:
     """One component in a layout's skeleton: where the specs had a TensorSpec."""
 
-    __slots__ = ("name", "dtype", "shape")
+    __slots__ = ("dtype", "name", "shape")
 
     def __init__(self, name: str, dtype: np.dtype, shape: tuple[int, ...]):
         self.name, self.dtype, self.shape = name, dtype, shape
@@ -43,7 +43,9 @@ class Layout:
         self.names = [leaf.name for leaf in self.leaves]
         self.dtypes: list[np.dtype] = [leaf.dtype for leaf in self.leaves]
         self.shapes: list[tuple[int, ...]] = [leaf.shape for leaf in self.leaves]
-        self.nbytes: list[int] = [int(np.prod(sh, dtype=np.int64)) * dt.itemsize for sh, dt in zip(self.shapes, self.dtypes)]
+        self.nbytes: list[int] = [
+            int(np.prod(sh, dtype=np.int64)) * dt.itemsize for sh, dt in zip(self.shapes, self.dtypes, strict=True)
+        ]
         self.single = isinstance(skeleton, Leaf)
 
     def __getstate__(self):
@@ -85,17 +87,21 @@ class Layout:
         out = []
         rows = None  # put_many's, from the first component
         tf = sys.modules.get("tensorflow")
-        for i, (value, dtype, shape) in enumerate(zip(flat, self.dtypes, self.shapes)):
+        for i, (value, dtype, shape) in enumerate(zip(flat, self.dtypes, self.shapes, strict=True)):
             name = self.names[i]
             if tf is not None and isinstance(value, (tf.Tensor, tf.Variable)):
                 try:
                     value = value.numpy()
                 except (AttributeError, NotImplementedError):  # a graph tensor (TF1 style, or inside tf.function)
-                    raise TypeError(f"component {name}: a symbolic tensor has no value to put; put arrays or eager tensors") from None
+                    raise TypeError(
+                        f"component {name}: a symbolic tensor has no value to put; put arrays or eager tensors"
+                    ) from None
             if isinstance(value, (np.ndarray, np.generic)):
                 arr = np.asarray(value)
                 if arr.dtype != dtype:
-                    raise TypeError(f"component {name}: expected dtype {dtype.name}, got {arr.dtype.name} (arrays are not cast)")
+                    raise TypeError(
+                        f"component {name}: expected dtype {dtype.name}, got {arr.dtype.name} (arrays are not cast)"
+                    )
             else:
                 import tensorflow as tf  # the reference for converting Python values; loaded once, when first needed
 
@@ -103,7 +109,9 @@ class Layout:
                     # convert_to_tensor's own conversion, which also works with eager execution disabled (TF1 sessions)
                     arr = tf.make_ndarray(tf.make_tensor_proto(value, dtype=tf.as_dtype(dtype)))
                 except (TypeError, ValueError) as e:
-                    raise TypeError(f"component {name}: cannot convert {type(value).__name__} to {dtype.name}: {e}") from None
+                    raise TypeError(
+                        f"component {name}: cannot convert {type(value).__name__} to {dtype.name}: {e}"
+                    ) from None
             want = shape
             if many:
                 if rows is None:
@@ -119,7 +127,9 @@ class Layout:
 
 def _structure_error(spec: Any, value: Any, path: str) -> TypeError:
     where = f" at {path}" if path else ""
-    return TypeError(f"element structure differs from specs{where}: expected {spec!r}, got {type(value).__name__} {value!r:.200}")
+    return TypeError(
+        f"element structure differs from specs{where}: expected {spec!r}, got {type(value).__name__} {value!r:.200}"
+    )
 
 
 def _check_leaf(spec: Any, value: Any, path: str) -> None:
@@ -139,7 +149,7 @@ def _flatten_like(spec: Any, value: Any, path: str, out: list) -> None:
     else:
         if not isinstance(value, (tuple, list)) or len(value) != len(spec):
             raise _structure_error(spec, value, path)
-        for i, (s, v) in enumerate(zip(spec, value)):
+        for i, (s, v) in enumerate(zip(spec, value, strict=True)):
             _flatten_like(s, v, f"{path}[{i}]", out)
 
 

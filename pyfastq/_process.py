@@ -6,6 +6,7 @@ side (``worker_main``). No TensorFlow here: worker processes import this.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import pickle
@@ -106,7 +107,8 @@ class WorkerProcesses:
         by_sentinel = {p.sentinel: i for i, p in enumerate(self.procs)}
         while len(finished) < self._workers:
             ready = wait_for(
-                [c for c, i in by_conn.items() if i not in finished] + [s for s, i in by_sentinel.items() if i not in finished]
+                [c for c, i in by_conn.items() if i not in finished]
+                + [s for s, i in by_sentinel.items() if i not in finished]
             )
             for obj in ready:
                 if obj in by_conn:
@@ -150,26 +152,24 @@ class WorkerProcesses:
         code = p.exitcode
         how = f"exit code {code}"
         if code is not None and code < 0:
-            try:
+            with contextlib.suppress(ValueError):  # a signal number Python has no name for
                 how += f" (killed by {signal.Signals(-code).name})"
-            except ValueError:
-                pass
         message = (
             f"pyfastq producer worker {i} of {self._workers} (process {p.pid}) died with {how} before it finished; "
             "an element it was putting may be lost"
         )
         if code == 1:
-            message += " (a worker that cannot import fn's module, or the main module, exits so: its traceback is on stderr)"
+            message += (
+                " (a worker that cannot import fn's module, or the main module, exits so: its traceback is on stderr)"
+            )
         self._errors.append(RuntimeError(message))
         self._queue.fail(message)
 
     def stop(self) -> None:
-        """Asks every worker to stop; SIGTERM after STOP_GRACE_S, SIGKILL (and a failed queue) after TERM_GRACE_S more."""
+        """Asks every worker to stop; SIGTERM after STOP_GRACE_S, SIGKILL (and a failed queue) TERM_GRACE_S later."""
         for c in self._conns:
-            try:
+            with contextlib.suppress(OSError, ValueError):  # that worker has gone already
                 c.send(("stop", None))
-            except (OSError, ValueError):
-                pass  # that worker has gone already
         killed = []
         deadline = time.monotonic() + STOP_GRACE_S
         for p in self.procs:
@@ -245,10 +245,8 @@ def worker_main(conn, queue, fn, index: int, workers: int, base_seed: int, order
 
 
 def _report(conn, message) -> None:
-    try:
+    with contextlib.suppress(OSError, ValueError):  # the trainer has gone; the watchdog ends us
         conn.send(message)
-    except (OSError, ValueError):
-        pass  # the trainer has gone; the watchdog ends us
 
 
 def _watch_trainer(conn, stop: threading.Event) -> None:

@@ -38,5 +38,7 @@ def _leaf(path: str, s: Any) -> Leaf:
     if not s.shape.is_fully_defined():
         raise ValueError(f"component {path or '0'} has shape {s.shape}: ring slots need fully defined shapes")
     if s.dtype in _UNSUPPORTED:
-        raise TypeError(f"component {path or '0'} has dtype {s.dtype.name}: only fixed-size numeric and bool dtypes fit in a slot")
+        raise TypeError(
+            f"component {path or '0'} has dtype {s.dtype.name}: only fixed-size numeric and bool dtypes fit in a slot"
+        )
     return Leaf(path or "0", np.dtype(s.dtype.as_numpy_dtype), tuple(s.shape.as_list()))

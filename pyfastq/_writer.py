@@ -115,7 +115,9 @@ class RingWriter:
         """With a ticket (an ordered producer's), waits for its turn first."""
         # The fast path takes exact-match arrays; anything else is converted
         # (or rejected with the precise error) first.
-        if not self._ring.put(flat, timeout, ticket) and not self._ring.put(self._layout.convert(flat), timeout, ticket):
+        if self._ring.put(flat, timeout, ticket):
+            return
+        if not self._ring.put(self._layout.convert(flat), timeout, ticket):
             raise AssertionError(f"pyfastq internal error: converted element rejected by the ring of '{self._name}'")
 
     @property
@@ -126,7 +128,9 @@ class RingWriter:
         if not self._ring.put_many(flat, timeout):
             arrays = self._layout.convert(flat, many=True)
             if arrays[0].shape[0] and not self._ring.put_many(arrays, timeout):
-                raise AssertionError(f"pyfastq internal error: converted elements rejected by the ring of '{self._name}'")
+                raise AssertionError(
+                    f"pyfastq internal error: converted elements rejected by the ring of '{self._name}'"
+                )
 
     def reserve(self, timeout: float | None):
         return self._ring.reserve(timeout)

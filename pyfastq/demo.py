@@ -29,7 +29,9 @@ def make_examples(worker: int, workers: int, count: int, rng_seed: int = 0):
         yield image, label
 
 
-def main(examples: int = 20_000, batch_size: int = 64, workers: int = 2, backend: str = "auto", mode: str = "thread") -> dict:
+def main(
+    examples: int = 20_000, batch_size: int = 64, workers: int = 2, backend: str = "auto", mode: str = "thread"
+) -> dict:
     import tensorflow as tf
 
     from .queue import Queue

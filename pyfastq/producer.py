@@ -121,7 +121,9 @@ class Producer:
         self._turns = _ThreadTurns(workers) if ordered and mode == "thread" else None
         # process mode
         self._processes = (
-            _process.WorkerProcesses(queue, fn, workers, self.seed, ordered, start_method, self.errors, self._stop, self._all_done)
+            _process.WorkerProcesses(
+                queue, fn, workers, self.seed, ordered, start_method, self.errors, self._stop, self._all_done
+            )
             if mode == "process"
             else None
         )
@@ -142,7 +144,7 @@ class Producer:
         return self
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stops the workers and joins them; with ``close_on_exit`` the queue is closed too, so no consumer waits forever.
+        """Stops the workers and joins them; with ``close_on_exit`` the queue is closed too: no consumer waits forever.
 
         A worker blocked in put wakes within 50 ms. A worker process still busy
         in ``fn`` after 0.5 s is sent SIGTERM (it unwinds: nothing is
@@ -212,7 +214,9 @@ class Producer:
             self._all_done()
 
 
-def _checked_arguments(queue: Any, fn: Any, workers: Any, mode: Any, ordered: bool, seed: Any, start_method: Any) -> str | None:
+def _checked_arguments(
+    queue: Any, fn: Any, workers: Any, mode: Any, ordered: bool, seed: Any, start_method: Any
+) -> str | None:
     """Producer's arguments checked, before anything starts; returns the start method (process mode)."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")

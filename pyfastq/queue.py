@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import weakref
@@ -48,7 +49,10 @@ class Queue(Producing):
             raise ValueError(f"capacity must be below 2**31, got {capacity}")
         if shuffle or min_after_dequeue or seed is not None:
             # Refused rather than ignored: a seed that does nothing would promise a reproducible order.
-            raise NotImplementedError("shuffle=True (and its min_after_dequeue and seed) is not implemented yet; shuffle in the producer for now")
+            raise NotImplementedError(
+                "shuffle=True (and its min_after_dequeue and seed) is not implemented yet; "
+                "shuffle in the producer for now"
+            )
         self._spec = self._layout = Spec(specs)
         self.name = name if name is not None else f"pyfastq_queue_{next(_names)}"
         self._impl = backends.create(backend, self._spec, capacity, self.name, shared=bool(shared))
@@ -100,7 +104,7 @@ class Queue(Producing):
         lead = [] if batch_size is None else [batch_size if drop_remainder else None]
 
         def unpack(done, flat):
-            return spec.pack([tf.ensure_shape(t, lead + list(s)) for t, s in zip(flat, spec.shapes)])
+            return spec.pack([tf.ensure_shape(t, lead + list(s)) for t, s in zip(flat, spec.shapes, strict=True)])
 
         ds = tf.data.Dataset.from_tensors(0).repeat().map(take).take_while(lambda done, flat: tf.logical_not(done))
         return ds.map(unpack)
@@ -128,7 +132,10 @@ class Queue(Producing):
         return self._impl.stats()
 
     def __repr__(self) -> str:
-        return f"pyfastq.Queue({self.name!r}, capacity={self._capacity}, backend={self.backend!r}, state={self._impl.state!r})"
+        return (
+            f"pyfastq.Queue({self.name!r}, capacity={self._capacity}, backend={self.backend!r}, "
+            f"state={self._impl.state!r})"
+        )
 
     def _check_batch(self, n: int) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -140,10 +147,8 @@ class Queue(Producing):
 def _cancel_all_at_exit() -> None:
     # Wakes every put and dequeue still blocked, so the interpreter can exit.
     for q in list(_live):
-        try:
+        with contextlib.suppress(Exception):  # best effort at interpreter exit
             q.close(cancel=True)
-        except Exception:  # noqa: BLE001 - best effort at interpreter exit
-            pass
 
 
 # threading's own hook runs before non-daemon threads are joined: a producer

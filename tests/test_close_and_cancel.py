@@ -198,13 +198,18 @@ def test_session_close_ends_a_waiting_dequeue(backend, graph_session):
 def test_a_session_dequeue_sees_close_cancel_and_fail(backend, graph_session):
     cancelled_error = tf.errors.CancelledError if backend == "native" else tf.errors.UnknownError
     aborted_error = tf.errors.AbortedError if backend == "native" else tf.errors.UnknownError
-    for end, error in [("close", tf.errors.OutOfRangeError), ("cancel", cancelled_error), ("fail", aborted_error)]:
+
+    def error_of_a_waiting_dequeue(end):
         q = pyfastq.Queue(tf.TensorSpec([3], tf.float32), capacity=2, backend=backend)
         x = q.dequeue()
         step = Background(lambda: graph_session.run(x))
         wait_until(lambda: q.stats()["get_waiters"] > 0, "the dequeue to wait")
         {"close": q.close, "cancel": lambda: q.close(cancel=True), "fail": lambda: q.fail(ValueError("boom"))}[end]()
-        assert isinstance(step.join().error, error), (end, step.error)
+        return step.join().error
+
+    for end, error in [("close", tf.errors.OutOfRangeError), ("cancel", cancelled_error), ("fail", aborted_error)]:
+        got = error_of_a_waiting_dequeue(end)
+        assert isinstance(got, error), (end, got)
     q = pyfastq.Queue(tf.TensorSpec([3], tf.float32), capacity=2, backend=backend)
     q.put(f32(3, value=7))
     assert graph_session.run(q.dequeue()).tolist() == [7, 7, 7]

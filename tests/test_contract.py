@@ -53,7 +53,10 @@ def test_static_shapes_inside_tf_function(backend):
 
 
 def test_tuple_dict_and_nested_specs(backend):
-    specs = {"image": tf.TensorSpec([2, 2], tf.uint8), "meta": (tf.TensorSpec([], tf.int64), tf.TensorSpec([2], tf.bool))}
+    specs = {
+        "image": tf.TensorSpec([2, 2], tf.uint8),
+        "meta": (tf.TensorSpec([], tf.int64), tf.TensorSpec([2], tf.bool)),
+    }
     q = pyfastq.Queue(specs, capacity=4, backend=backend)
     q.put({"image": np.arange(4, dtype=np.uint8).reshape(2, 2), "meta": (7, [True, False])})
     out = q.dequeue()

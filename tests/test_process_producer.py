@@ -225,7 +225,7 @@ def test_a_worker_that_cannot_import_fn_is_reported(native, monkeypatch):
     monkeypatch.setitem(sys.modules, ghost.__name__, ghost)
     q = shared_queue()
     with pyfastq.Producer(q, fn, workers=1, mode="process"):
-        with pytest.raises(tf.errors.AbortedError, match="died with exit code 1 .*traceback is on stderr"):
+        with pytest.raises(tf.errors.AbortedError, match=r"died with exit code 1 .*traceback is on stderr"):
             q.dequeue()
 
 
@@ -264,7 +264,9 @@ def test_sigkill_of_a_worker_blocked_in_put_fails_the_queue_within_a_second(nati
         killed = time.monotonic()
         wait_until(lambda: q.closed, "the death to close the queue", timeout=1.0)
         assert time.monotonic() - killed < 1.0
-        with pytest.raises(tf.errors.AbortedError, match=r"worker 0 of 2 \(process \d+\) died with exit code -9 \(killed by SIGKILL\)"):
+        with pytest.raises(
+            tf.errors.AbortedError, match=r"worker 0 of 2 \(process \d+\) died with exit code -9 \(killed by SIGKILL\)"
+        ):
             q.dequeue()
     assert not p.running
 

@@ -43,16 +43,23 @@ def case(draw):
         if i == target and perturb == "dtype":
             dtype = draw(st.sampled_from([d for d in DTYPES if np.dtype(d) != np.dtype(dtype)]))
         if i == target and perturb == "shape":
-            shape = shape + (2,) if draw(st.booleans()) or not shape else shape[:-1] + (shape[-1] + 1,)
+            shape = (*shape, 2) if draw(st.booleans()) or not shape else (*shape[:-1], shape[-1] + 1)
         flat.append(draw(hnp.arrays(dtype, shape)))
     element = tf.nest.pack_sequence_as(specs, flat)
-    if perturb == "structure":
-        element = (element, flat[0]) if not isinstance(element, tuple) else element[:-1] if len(element) > 1 else element + element
+    if perturb == "structure":  # one component more, or one fewer
+        if not isinstance(element, tuple):
+            element = (element, flat[0])
+        elif len(element) > 1:
+            element = element[:-1]
+        else:
+            element = element + element
     return specs, element, perturb
 
 
 @pytest.mark.parametrize("backend_name", ["native", "python"])
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(case())
 def test_accepted_bit_identical_or_rejected_unchanged(backend_name, case):
     if backend_name == "native" and pyfastq.native_unavailable():
@@ -64,7 +71,7 @@ def test_accepted_bit_identical_or_rejected_unchanged(backend_name, case):
         q.put(element)
         assert q.size() == 1
         out = q.dequeue()
-        for want, got in zip(tf.nest.flatten(element), tf.nest.flatten(out)):
+        for want, got in zip(tf.nest.flatten(element), tf.nest.flatten(out), strict=True):
             got = got.numpy()
             assert got.dtype == want.dtype and got.shape == want.shape
             assert got.tobytes() == np.ascontiguousarray(want).tobytes()

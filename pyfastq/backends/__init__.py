@@ -6,6 +6,7 @@ back flat lists of tensors; the Queue packs and unpacks the nest.
 
 from __future__ import annotations
 
+import importlib
 import time
 import warnings
 
@@ -25,7 +26,7 @@ def native_unavailable() -> str | None:
     global _native_error
     if _native_error is None:
         try:
-            from . import native  # noqa: F401
+            importlib.import_module(".native", __name__)
         except ImportError as e:
             _native_error = str(e)
         else:
@@ -45,7 +46,8 @@ def create(backend: str, spec, capacity: int, name: str, shared: bool = False):
 
             return NativeBackend(spec, capacity, name, shared)
         if backend == "native" or shared:
-            raise ImportError(f"pyfastq's native backend is unavailable{' (shared=True needs it)' if shared else ''}: {why}")
+            needed = " (shared=True needs it)" if shared else ""
+            raise ImportError(f"pyfastq's native backend is unavailable{needed}: {why}")
         _warn_fallback(why)
     from .python import PythonBackend
 
@@ -59,4 +61,8 @@ def _warn_fallback(why: str) -> None:
     global _warned
     if not _warned:
         _warned = True
-        warnings.warn(f"pyfastq: using the slower python backend because the native one is unavailable: {why}", RuntimeWarning, stacklevel=4)
+        warnings.warn(
+            f"pyfastq: using the slower python backend because the native one is unavailable: {why}",
+            RuntimeWarning,
+            stacklevel=4,
+        )

@@ -14,15 +14,20 @@ import tensorflow as tf
 from .._spec import Spec
 from .._writer import RingWriter
 
-_REBUILD = "rebuild pyfastq against it: pip install --force-reinstall --no-deps --no-build-isolation pyfastq (or . in a checkout)"
+_REBUILD = (
+    "rebuild pyfastq against it: "
+    "pip install --force-reinstall --no-deps --no-build-isolation pyfastq (or . in a checkout)"
+)
 
 try:
     from .. import _build_info, _core
 except ImportError as e:  # pragma: no cover - depends on how pyfastq was installed
     raise ImportError(f"pyfastq's compiled modules are missing ({e}); {_REBUILD}") from None
 
-if _build_info.TF_VERSION != tf.__version__:
-    raise ImportError(f"pyfastq was built against TensorFlow {_build_info.TF_VERSION} but {tf.__version__} is imported; {_REBUILD}")
+if tf.__version__ != _build_info.TF_VERSION:
+    raise ImportError(
+        f"pyfastq was built against TensorFlow {_build_info.TF_VERSION} but {tf.__version__} is imported; {_REBUILD}"
+    )
 
 try:
     _ops = tf.load_op_library(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_ops.so"))

@@ -159,7 +159,7 @@ class PythonBackend:
                 self._claim(1, deadline)  # the slot held counts in _reserved until commit or abort
             finally:
                 self._end_put()
-        return _Reservation(self, [np.zeros(s, d) for s, d in zip(self._spec.shapes, self._spec.dtypes)])
+        return _Reservation(self, [np.zeros(s, d) for s, d in zip(self._spec.shapes, self._spec.dtypes, strict=True)])
 
     def _end_reservation(self, views: list[np.ndarray] | None) -> None:
         with self._cond:
@@ -269,12 +269,14 @@ class PythonBackend:
 
     def _empty(self, n: int | None) -> list[np.ndarray]:
         lead = () if n is None else (0,)
-        return [np.zeros(lead + s, d) for s, d in zip(self._spec.shapes, self._spec.dtypes)]
+        return [np.zeros(lead + s, d) for s, d in zip(self._spec.shapes, self._spec.dtypes, strict=True)]
 
     def _op(self, n: int | None, allow_smaller: bool, end_as_flag: bool):
         """The dequeue: (done, components), done True only at the end with end_as_flag."""
         if n is not None and n > self._capacity:
-            raise ValueError(f"dequeue_many({n}) from '{self._name}' of capacity {self._capacity} can never be satisfied")
+            raise ValueError(
+                f"dequeue_many({n}) from '{self._name}' of capacity {self._capacity} can never be satisfied"
+            )
         if tf.executing_eagerly():
             return self._eager(n, allow_smaller, end_as_flag)
         lead = [] if n is None else [None if (allow_smaller or end_as_flag) else n]
@@ -286,21 +288,28 @@ class PythonBackend:
             return (np.int8(status), *comps)
 
         def body(status, *comps):
-            out = tf.numpy_function(poll, [since], [tf.int8, *self._spec.tf_dtypes], stateful=True, name="pyfastq_python_dequeue")
+            out = tf.numpy_function(
+                poll, [since], [tf.int8, *self._spec.tf_dtypes], stateful=True, name="pyfastq_python_dequeue"
+            )
             out[0].set_shape([])
-            for t, shape in zip(out[1:], shapes):
+            for t, shape in zip(out[1:], shapes, strict=True):
                 t.set_shape(shape)
             return out
 
-        start = [tf.constant(self._NOTHING_YET, tf.int8)] + [tf.zeros([0] * len(lead) + list(s), d) for s, d in zip(self._spec.shapes, self._spec.tf_dtypes)]
+        start = [tf.constant(self._NOTHING_YET, tf.int8)] + [
+            tf.zeros([0] * len(lead) + list(s), d) for s, d in zip(self._spec.shapes, self._spec.tf_dtypes, strict=True)
+        ]
         out = tf.while_loop(
             lambda status, *comps: tf.equal(status, self._NOTHING_YET),
             body,
             start,
-            shape_invariants=[tf.TensorShape([])] + [tf.TensorShape([None] * len(lead) + list(s)) for s in self._spec.shapes],
+            shape_invariants=[
+                tf.TensorShape([]),
+                *(tf.TensorShape([None] * len(lead) + list(s)) for s in self._spec.shapes),
+            ],
         )
         comps = list(out[1:])
-        for t, shape in zip(comps, shapes):
+        for t, shape in zip(comps, shapes, strict=True):
             t.set_shape(shape)
         return tf.equal(out[0], self._END), comps
 
@@ -313,7 +322,9 @@ class PythonBackend:
                 if status != self._NOTHING_YET:
                     break
         except StopIteration:
-            raise tf.errors.OutOfRangeError(None, None, f"pyfastq queue '{self._name}' is closed and has too few elements left") from None
+            raise tf.errors.OutOfRangeError(
+                None, None, f"pyfastq queue '{self._name}' is closed and has too few elements left"
+            ) from None
         except RuntimeError as e:
             raise tf.errors.UnknownError(None, None, str(e)) from None
         return tf.constant(status == self._END), [tf.constant(c) for c in comps]
