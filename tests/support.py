@@ -60,9 +60,8 @@ def read_line(proc: subprocess.Popen, timeout: float = START_BUDGET_S) -> str:
 
 def start_child(script_path, *args, cwd, **popen) -> subprocess.Popen:
     """Starts `python script_path args...` with its stdout piped, importing the pyfastq under test."""
-    return subprocess.Popen(
-        [sys.executable, str(script_path), *map(str, args)], stdout=subprocess.PIPE, text=True, env=CHILD_ENV, cwd=cwd, **popen
-    )
+    command = [sys.executable, str(script_path), *map(str, args)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=CHILD_ENV, cwd=cwd, **popen)
 
 
 def gone(pid: int) -> bool:

@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 import pyfastq
+
 from support import f32, wait_until
 
 SCALAR = tf.TensorSpec([], tf.float32)

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 import pyfastq
+
 from support import error_class, f32
 
 SPEC = tf.TensorSpec([3], tf.float32)

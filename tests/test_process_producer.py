@@ -12,9 +12,11 @@ import tempfile
 import time
 
 import numpy as np
-import psutil
 import pytest
 import tensorflow as tf
+
+import pyfastq
+
 from _workers import (
     count,
     exits_after,
@@ -30,8 +32,6 @@ from _workers import (
     worker_0_stalls,
     writes_directly,
 )
-
-import pyfastq
 from support import CHILD_ENV, START_BUDGET_S, cpu_seconds_in_one_second, shm_segments, wait_until
 
 SPEC = tf.TensorSpec([], tf.int64)

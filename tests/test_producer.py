@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 import pyfastq
+
 from support import error_class
 
 SPEC = tf.TensorSpec([], tf.int64)
