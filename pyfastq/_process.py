@@ -1,21 +1,35 @@
 """Producer(mode="process"): worker processes that write straight into a shared ring.
 
 The trainer's side (``WorkerProcesses``: start, watch, stop) and the worker's
-side (``worker_main``). No TensorFlow here: worker processes import this.
+side (``bootstrap``, ``worker_main``). No TensorFlow here: worker processes
+import this.
+
+A worker is a fresh interpreter started with ``subprocess`` (not
+multiprocessing's spawn or forkserver, which replay the trainer's main module,
+TensorFlow import and all, in every worker, and cannot unpickle a function
+defined in ``__main__``). It runs ``bootstrap()``, which imports numpy,
+cloudpickle and ``pyfastq._core`` and nothing of the trainer's: fn and its
+arguments arrive over a socket, pickled by cloudpickle, so a function from
+``__main__`` (a script, ``python -c``, a notebook cell) travels by value and
+one from an importable module by reference. The ring's descriptor (and any
+other a pickled shared queue needs) is inherited through ``pass_fds``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 import pickle
 import random
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from multiprocessing import context as mp_context
+from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_for
 from typing import Any
 
@@ -27,20 +41,96 @@ from ._worker import WorkerInfo, failure_message, put_until_stopped, set_process
 # stop(): how long workers get to finish the element in hand before SIGTERM, then before SIGKILL.
 STOP_GRACE_S = 0.5
 TERM_GRACE_S = 0.5
+# Exit codes of a worker that ends itself.
+EXIT_TRAINER_GONE = 3
 
 
-def default_start_method() -> str:
-    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+class _FdsForChild:
+    """Stands in for multiprocessing's spawning Popen while a payload is pickled.
+
+    A shared queue pickles its ring's descriptor as ``multiprocessing.reduction.DupFd``,
+    which asks the spawning Popen to hand the descriptor to the child: here it is
+    recorded for ``pass_fds``, and the child finds it under the same number.
+    """
+
+    def __init__(self):
+        self.fds: list[int] = []
+
+    def duplicate_for_child(self, fd: int) -> int:
+        self.fds.append(fd)
+        return fd
+
+    def DupFd(self, fd: int):
+        from multiprocessing.popen_spawn_posix import _DupFd
+
+        return _DupFd(fd)
 
 
-def check_picklable(fn: Callable) -> None:
+def pickle_for_workers(obj: Any) -> tuple[bytes, list[int]]:
+    """obj pickled as workers receive it (cloudpickle: __main__'s functions by value), and the descriptors it needs.
+
+    Raises TypeError, naming the object, if it cannot be pickled.
+    """
+    import cloudpickle
+
+    fds = _FdsForChild()
+    mp_context.set_spawning_popen(fds)
     try:
-        pickle.dumps(fn)
+        data = cloudpickle.dumps(obj)
     except Exception as e:  # noqa: BLE001 - any pickling failure means the same to the user
         raise TypeError(
-            f'mode="process" sends fn to each worker by pickle, and {fn!r} does not pickle ({e}); '
-            "use a module-level function (or a functools.partial of one)"
+            f'mode="process" sends fn to each worker by pickle, and {obj!r:.200} does not pickle '
+            f"({type(e).__name__}: {e}); pass what a worker needs as arguments it can pickle, or "
+            "make it in fn (a lock, an open file, a TensorFlow object do not pickle)"
         ) from None
+    finally:
+        mp_context.set_spawning_popen(None)
+    return data, sorted(set(fds.fds))
+
+
+def _worker_command() -> list[str]:
+    """A lean interpreter running bootstrap(), finding pyfastq where this process did; SIGINT ignored from the start."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = (
+        "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+        f"import sys; sys.path.insert(0, {root!r}); "
+        "from pyfastq._process import bootstrap; bootstrap()"
+    )
+    return [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", code]
+
+
+class _Worker:
+    """The trainer's handle on one worker process."""
+
+    def __init__(self, proc: subprocess.Popen, conn: Connection):
+        self.proc = proc
+        self.conn = conn
+        self.pid = proc.pid
+        try:
+            self.sentinel: int | None = os.pidfd_open(proc.pid)  # readable once the process has exited
+        except (AttributeError, OSError):
+            self.sentinel = None  # the conn's EOF tells the death instead
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def join(self, timeout: float) -> bool:
+        """True once the process has exited; waits at most timeout seconds."""
+        try:
+            self.proc.wait(max(0.0, timeout))
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.proc.poll()
+
+    def close(self) -> None:
+        self.conn.close()
+        if self.sentinel is not None:
+            os.close(self.sentinel)
+            self.sentinel = None
 
 
 class WorkerProcesses:
@@ -57,42 +147,36 @@ class WorkerProcesses:
         workers: int,
         seed: int,
         ordered: bool,
-        start_method: str,
         errors: list[BaseException],
         stopping: threading.Event,
         on_all_done: Callable[[], None],
     ):
         self._queue = queue
-        self._fn = fn
         self._workers = workers
         self._seed = seed
         self._ordered = ordered
-        self._start_method = start_method
         self._errors = errors
         self._stopping = stopping
         self._on_all_done = on_all_done
-        self.procs: list[Any] = []
-        self._conns: list[Any] = []
+        # Pickled once, here, so that what does not pickle is a TypeError before anything starts.
+        self._payload, self._fds = pickle_for_workers((fn, queue))
+        self.procs: list[_Worker] = []
         self._monitor: threading.Thread | None = None
 
     def start(self) -> None:
-        check_picklable(self._fn)
-        ctx = multiprocessing.get_context(self._start_method)
         if self._ordered:
             self._queue._impl.begin_turns(self._workers)
         try:
-            for i in range(self._workers):
-                parent_end, child_end = ctx.Pipe(duplex=True)
-                p = ctx.Process(
-                    target=worker_main,
-                    args=(child_end, self._queue, self._fn, i, self._workers, self._seed, self._ordered),
-                    name=f"pyfastq-{self._queue.name}-{i}",
-                    daemon=True,  # at interpreter exit multiprocessing terminates them (they unwind cleanly)
-                )
-                self._conns.append(parent_end)
-                p.start()
-                child_end.close()  # so that the worker's death reads as EOF here
-                self.procs.append(p)
+            # All started first, then all fed: the interpreters start up in parallel.
+            for _ in range(self._workers):
+                ours, theirs = socket.socketpair()
+                with theirs:
+                    proc = subprocess.Popen([*_worker_command(), str(theirs.fileno())],
+                                            pass_fds=[theirs.fileno(), *self._fds], stdin=subprocess.DEVNULL)
+                self.procs.append(_Worker(proc, Connection(ours.detach())))
+            for i, w in enumerate(self.procs):
+                w.conn.send((sys.path, i, self._workers, self._seed, self._ordered))
+                w.conn.send_bytes(self._payload)
         except BaseException:
             self._stopping.set()  # nothing half-started: the workers already running are stopped
             self.stop()
@@ -101,24 +185,24 @@ class WorkerProcesses:
         self._monitor.start()
 
     def _watch(self) -> None:
-        """Reads the workers' reports and watches their sentinels: a death is reported at once."""
+        """Reads the workers' reports and watches their deaths: a death is reported at once."""
         finished: dict[int, str] = {}  # index -> "done" | "error" | "died"
-        by_conn = {c: i for i, c in enumerate(self._conns)}
-        by_sentinel = {p.sentinel: i for i, p in enumerate(self.procs)}
+        by_conn = {w.conn: i for i, w in enumerate(self.procs)}
+        by_sentinel = {w.sentinel: i for i, w in enumerate(self.procs) if w.sentinel is not None}
         while len(finished) < self._workers:
             ready = wait_for(
                 [c for c, i in by_conn.items() if i not in finished]
                 + [s for s, i in by_sentinel.items() if i not in finished]
             )
             for obj in ready:
+                i = by_conn[obj] if obj in by_conn else by_sentinel[obj]
+                if i in finished:
+                    continue
                 if obj in by_conn:
-                    i = by_conn[obj]
-                    if i not in finished:
-                        self._read_report(i, finished)
-                elif by_sentinel[obj] not in finished:
-                    i = by_sentinel[obj]
+                    self._read_report(i, finished)
+                else:
                     # Its last report was sent before it exited: read that first.
-                    while i not in finished and self._conns[i].poll(0):
+                    while i not in finished and self.procs[i].conn.poll(0):
                         self._read_report(i, finished)
                     if i not in finished:
                         self._died(i)
@@ -128,9 +212,8 @@ class WorkerProcesses:
 
     def _read_report(self, i: int, finished: dict) -> None:
         try:
-            kind, payload = self._conns[i].recv()
-        except (EOFError, OSError):
-            self.procs[i].join(1.0)  # the pipe closes as the process exits
+            kind, payload = self.procs[i].conn.recv()
+        except (EOFError, OSError):  # the socket closes as the process exits
             self._died(i)
             finished[i] = "died"
             return
@@ -142,52 +225,48 @@ class WorkerProcesses:
                 exc = RuntimeError(text)
             self._errors.append(exc)
             self._stopping.set()
+            self._queue.fail(text)  # the worker failed the queue itself, unless it could not even load fn
         finished[i] = kind
 
     def _died(self, i: int) -> None:
-        p = self.procs[i]
-        p.join(1.0)
+        w = self.procs[i]
+        w.join(1.0)
         if self._stopping.is_set():
             return  # stopped on purpose; stop() decides what that means for the queue
-        code = p.exitcode
+        code = w.exitcode
         how = f"exit code {code}"
         if code is not None and code < 0:
             with contextlib.suppress(ValueError):  # a signal number Python has no name for
                 how += f" (killed by {signal.Signals(-code).name})"
         message = (
-            f"pyfastq producer worker {i} of {self._workers} (process {p.pid}) died with {how} before it finished; "
+            f"pyfastq producer worker {i} of {self._workers} (process {w.pid}) died with {how} before it finished; "
             "an element it was putting may be lost"
         )
-        if code == 1:
-            message += (
-                " (a worker that cannot import fn's module, or the main module, exits so: its traceback is on stderr)"
-            )
         self._errors.append(RuntimeError(message))
         self._queue.fail(message)
 
     def stop(self) -> None:
-        """Asks every worker to stop; SIGTERM after STOP_GRACE_S, SIGKILL (and a failed queue) TERM_GRACE_S later."""
-        for c in self._conns:
+        """Asks the workers to stop; SIGTERM after STOP_GRACE_S, then SIGKILL (failing the queue) TERM_GRACE_S later."""
+        for w in self.procs:
             with contextlib.suppress(OSError, ValueError):  # that worker has gone already
-                c.send(("stop", None))
+                w.conn.send(("stop", None))
         killed = []
         deadline = time.monotonic() + STOP_GRACE_S
-        for p in self.procs:
-            p.join(max(0.0, deadline - time.monotonic()))
-        for p in self.procs:
-            if p.is_alive():
-                p.terminate()  # SIGTERM: the worker raises inside fn or put and unwinds
+        for w in self.procs:
+            w.join(deadline - time.monotonic())
+        for w in self.procs:
+            if w.alive():
+                w.proc.terminate()  # SIGTERM: the worker raises inside fn or put and unwinds
         deadline = time.monotonic() + TERM_GRACE_S
-        for i, p in enumerate(self.procs):
-            p.join(max(0.0, deadline - time.monotonic()))
-            if p.is_alive():
-                p.kill()
-                p.join()
+        for i, w in enumerate(self.procs):
+            if not w.join(deadline - time.monotonic()):
+                w.proc.kill()
+                w.proc.wait()
                 killed.append(i)
         if self._monitor is not None:
             self._monitor.join(2.0)
-        for c in self._conns:
-            c.close()
+        for w in self.procs:
+            w.close()
         if killed:
             self._queue.fail(
                 f"pyfastq producer workers {killed} of {self._workers} did not stop within "
@@ -206,11 +285,31 @@ def _raise_stopped(signum, frame):
     raise _Stopped()
 
 
+def bootstrap() -> None:
+    """A worker process's entry (see _worker_command): receives fn and the queue from the trainer, then runs them."""
+    # SIGINT is ignored already: Ctrl-C goes to the whole process group; the trainer decides, and stops us.
+    signal.signal(signal.SIGTERM, _raise_stopped)
+    fd = int(sys.argv[1])
+    os.set_inheritable(fd, False)  # a process fn starts must not keep the trainer's line open
+    conn = Connection(fd)
+    try:
+        sys_path, index, workers, base_seed, ordered = conn.recv()
+        payload = conn.recv_bytes()
+    except (EOFError, OSError, _Stopped):
+        os._exit(EXIT_TRAINER_GONE)
+    sys.path[:] = sys_path  # fn's module, if it travels by reference, imports as in the trainer
+    try:
+        fn, queue = pickle.loads(payload)
+    except _Stopped:
+        os._exit(0)
+    except BaseException as e:  # noqa: BLE001 - every error must reach the consumer
+        _report_failure(conn, e, failure_message(index, workers, e, f" (process {os.getpid()}), loading fn,"))
+        return
+    worker_main(conn, queue, fn, index, workers, base_seed, ordered)
+
+
 def worker_main(conn, queue, fn, index: int, workers: int, base_seed: int, ordered: bool) -> None:
     """A worker process: puts what fn yields into the shared ring; reports ("done"|"error", ...) on conn."""
-    # Ctrl-C goes to the whole process group: the trainer decides, and stops us.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _raise_stopped)
     seed = worker_seed(base_seed, index)
     random.seed(seed)
     np.random.seed(np.frombuffer(seed.to_bytes(16, "little"), np.uint32))
@@ -232,16 +331,20 @@ def worker_main(conn, queue, fn, index: int, workers: int, base_seed: int, order
     except BaseException as e:  # noqa: BLE001 - every error must reach the consumer
         message = failure_message(index, workers, e, f" (process {os.getpid()})")
         queue.fail(message)  # straight into the ring: consumers see it now
-        try:
-            exc_bytes = pickle.dumps(e)
-        except Exception:  # noqa: BLE001 - an exception that does not pickle still gets reported, as text
-            exc_bytes = None
-        _report(conn, ("error", (message, exc_bytes)))
+        _report_failure(conn, e, message)
         return
     finally:
         if ordered:
             impl.finish_turns(index, made)
     _report(conn, ("done", made))
+
+
+def _report_failure(conn, e: BaseException, message: str) -> None:
+    try:
+        exc_bytes = pickle.dumps(e)
+    except Exception:  # noqa: BLE001 - an exception that does not pickle still gets reported, as text
+        exc_bytes = None
+    _report(conn, ("error", (message, exc_bytes)))
 
 
 def _report(conn, message) -> None:
@@ -250,18 +353,12 @@ def _report(conn, message) -> None:
 
 
 def _watch_trainer(conn, stop: threading.Event) -> None:
-    """Worker process: sets stop on the trainer's word; exits at once if the trainer dies."""
-    parent = multiprocessing.parent_process()
-    watched = [conn] + ([parent.sentinel] if parent is not None else [])
+    """Worker process: sets stop on the trainer's word; exits at once if the trainer dies (its end of conn closes)."""
     while True:
-        for obj in wait_for(watched):
-            if obj is conn:
-                try:
-                    conn.recv()  # the only message the trainer sends is "stop"
-                    stop.set()
-                    continue
-                except (EOFError, OSError):
-                    pass
+        try:
+            conn.recv()  # the only message the trainer sends is "stop"
+            stop.set()
+        except (EOFError, OSError):
             # The trainer is gone: nobody will consume what we make.
             sys.stderr.flush()
-            os._exit(3)
+            os._exit(EXIT_TRAINER_GONE)

@@ -79,11 +79,14 @@ class Producer:
     put, and joins them.
 
     ``mode="process"`` runs the workers in processes (GIL-bound Python scales
-    with cores) that write into the ring of a ``Queue(shared=True)``; ``fn``
-    must pickle (a module-level function or a ``functools.partial`` of one).
-    Each worker process seeds ``random`` and ``numpy.random`` from ``seed`` and
-    its index; a worker that dies (a signal, ``os._exit``) fails the queue
-    within a second; if this process dies, the workers exit by themselves.
+    with cores) that write into the ring of a ``Queue(shared=True)``. Each is a
+    lean interpreter: it never runs this program's main module nor imports
+    TensorFlow (unless ``fn`` does); ``fn`` travels by cloudpickle, by value if
+    it comes from ``__main__`` (a script, ``python -c``, a notebook), so a
+    lambda or a local function works. Each worker process seeds ``random`` and
+    ``numpy.random`` from ``seed`` and its index; a worker that dies (a signal,
+    ``os._exit``) fails the queue within a second; if this process dies, the
+    workers exit by themselves.
 
     ``ordered=True`` delivers in a fixed round-robin of workers (worker 0's
     first element, worker 1's first, ..., worker 0's second, ...; a worker
@@ -101,9 +104,8 @@ class Producer:
         *,
         ordered: bool = False,
         seed: int | None = None,
-        start_method: str | None = None,
     ):
-        start_method = _checked_arguments(queue, fn, workers, mode, ordered, seed, start_method)
+        _check_arguments(queue, fn, workers, mode, ordered, seed)
         self.queue = queue
         self.mode = mode
         self.seed = seed if seed is not None else int.from_bytes(os.urandom(8), "little")
@@ -121,9 +123,7 @@ class Producer:
         self._turns = _ThreadTurns(workers) if ordered and mode == "thread" else None
         # process mode
         self._processes = (
-            _process.WorkerProcesses(
-                queue, fn, workers, self.seed, ordered, start_method, self.errors, self._stop, self._all_done
-            )
+            _process.WorkerProcesses(queue, fn, workers, self.seed, ordered, self.errors, self._stop, self._all_done)
             if mode == "process"
             else None
         )
@@ -163,12 +163,12 @@ class Producer:
     @property
     def running(self) -> bool:
         procs = self._processes.procs if self._processes is not None else []
-        return any(t.is_alive() for t in self._threads) or any(p.is_alive() for p in procs)
+        return any(t.is_alive() for t in self._threads) or any(w.alive() for w in procs)
 
     @property
     def pids(self) -> list[int]:
         """The worker processes' ids (mode="process"), in worker order."""
-        return [p.pid for p in self._processes.procs] if self._processes is not None else []
+        return [w.pid for w in self._processes.procs] if self._processes is not None else []
 
     def _all_done(self) -> None:
         """Every worker finished normally."""
@@ -214,10 +214,8 @@ class Producer:
             self._all_done()
 
 
-def _checked_arguments(
-    queue: Any, fn: Any, workers: Any, mode: Any, ordered: bool, seed: Any, start_method: Any
-) -> str | None:
-    """Producer's arguments checked, before anything starts; returns the start method (process mode)."""
+def _check_arguments(queue: Any, fn: Any, workers: Any, mode: Any, ordered: bool, seed: Any) -> None:
+    """Producer's arguments checked, before anything starts (fn's pickling is checked by WorkerProcesses)."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     if mode not in MODES:
@@ -227,9 +225,7 @@ def _checked_arguments(
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise ValueError(f"seed must be None or an int >= 0, got {seed!r}")
     if mode != "process":
-        if start_method is not None:
-            raise ValueError('start_method is for mode="process"')
-        return None
+        return
     if not getattr(queue, "shared", False):
         raise ValueError(
             'mode="process" needs Queue(..., shared=True): worker processes write into a ring in shared '
@@ -239,10 +235,3 @@ def _checked_arguments(
 
     if ordered and workers > MAX_ORDERED_WORKERS:
         raise ValueError(f"ordered=True takes at most {MAX_ORDERED_WORKERS} worker processes, got {workers}")
-    start_method = start_method or _process.default_start_method()
-    if start_method not in ("forkserver", "spawn"):
-        raise ValueError(
-            f'start_method must be "forkserver" or "spawn", got {start_method!r}: a fork of a process '
-            "that has TensorFlow loaded copies its threads' locks mid-use and can hang"
-        )
-    return start_method

@@ -121,3 +121,9 @@ def reports_tensorflow(worker, workers):
     import sys
 
     yield np.int64("tensorflow" in sys.modules)
+
+
+def uses_tensorflow(worker, workers):
+    import tensorflow as tf
+
+    yield tf.constant(7, tf.int64).numpy()

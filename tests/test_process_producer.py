@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -29,6 +30,7 @@ from _workers import (
     seeds,
     sleeps_in_fn,
     tagged,
+    uses_tensorflow,
     worker_0_stalls,
     writes_directly,
 )
@@ -204,40 +206,61 @@ def test_worker_info(native):
 # -- arguments --------------------------------------------------------------------------
 
 
-def test_fn_must_pickle(native):
-    q = shared_queue()
-    p = pyfastq.Producer(q, lambda i, n: iter(()), mode="process")
-    with pytest.raises(TypeError, match="pickle"):
-        p.start()
-
-
-def test_a_worker_that_cannot_import_fn_is_reported(native, monkeypatch):
-    import sys
-    import types
-
-    ghost = types.ModuleType("pyfastq_test_ghost")  # importable here only: it lives in sys.modules, not on disk
+def test_what_does_not_pickle_is_a_type_error_at_producer_naming_it(native):
+    lock = threading.Lock()
 
     def fn(i, n):
-        yield np.int64(i)
+        with lock:
+            yield np.int64(i)
 
-    fn.__module__, fn.__qualname__ = ghost.__name__, "fn"
-    ghost.fn = fn
-    monkeypatch.setitem(sys.modules, ghost.__name__, ghost)
+    with pytest.raises(TypeError, match=r"does not pickle.*lock"):
+        pyfastq.Producer(shared_queue(), fn, mode="process")
+
+
+def _local_functions():
+    offset = 10
+
+    def local(i, n):
+        yield np.int64(i + offset)
+
+    def scaled(i, n, scale):
+        yield np.int64(i * scale + offset)
+
+    return {
+        "lambda": lambda i, n: iter([np.int64(i + offset)]),
+        "local function": local,
+        "partial of a local function": functools.partial(scaled, scale=1),
+    }
+
+
+@pytest.mark.parametrize("kind", list(_local_functions()))
+def test_lambdas_closures_and_partials_travel_by_value(native, kind):
     q = shared_queue()
-    with pyfastq.Producer(q, fn, workers=1, mode="process"):
-        with pytest.raises(tf.errors.AbortedError, match=r"died with exit code 1 .*traceback is on stderr"):
-            q.dequeue()
+    with pyfastq.Producer(q, _local_functions()[kind], workers=2, mode="process"):
+        assert sorted(int(x) for x in q.dataset()) == [10, 11]
 
 
-def test_fork_is_refused(native):
-    with pytest.raises(ValueError, match="forkserver"):
-        pyfastq.Producer(shared_queue(), forever, mode="process", start_method="fork")
+def test_a_worker_that_cannot_load_fn_is_reported_with_the_reason(native, tmp_path, monkeypatch):
+    (tmp_path / "pyfastq_vanishing.py").write_text("import numpy as np\ndef fn(i, n):\n    yield np.int64(i)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import pyfastq_vanishing
 
-
-def test_spawn_works_too(native):
+    (tmp_path / "pyfastq_vanishing.py").unlink()  # imported here (so fn goes by reference), gone for the workers
     q = shared_queue()
-    with pyfastq.Producer(q, functools.partial(count, total=50), workers=2, mode="process", start_method="spawn"):
-        assert sorted(int(x) for x in q.dataset()) == list(range(50))
+    try:
+        with pyfastq.Producer(q, pyfastq_vanishing.fn, workers=1, mode="process") as p:
+            loading = r"worker 0 of 1 \(process \d+\), loading fn, raised ModuleNotFoundError"
+            with pytest.raises(tf.errors.AbortedError, match=loading):
+                q.dequeue()
+    finally:
+        del sys.modules["pyfastq_vanishing"]
+    assert isinstance(p.errors[0], ModuleNotFoundError)
+
+
+def test_a_worker_fn_may_import_tensorflow_itself(native):
+    q = shared_queue()
+    with pyfastq.Producer(q, uses_tensorflow, workers=1, mode="process"):
+        assert [int(x) for x in q.dataset()] == [7]
 
 
 # -- failures -----------------------------------------------------------------------------
