@@ -1,4 +1,4 @@
-"""The pyfastq command: `pyfastq demo` runs the end-to-end demo; `pyfastq info` tells what loaded."""
+"""The pyfastq command: `pyfastq demo` (the end-to-end demo), `pyfastq bench` (the benchmark), `pyfastq info`."""
 
 from __future__ import annotations
 
@@ -18,8 +18,16 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--mode", choices=["thread", "process"], default="thread",
                       help="producer threads, or worker processes writing into shared memory (native backend)")
     sub.add_parser("info", help="print versions and whether the native backend loads")
-    args = parser.parse_args(argv)
+    # Its options are its own (pyfastq bench --help lists them): everything after "bench" goes to it.
+    sub.add_parser("bench", help="measure pyfastq against from_generator, numpy_function and FIFOQueue", add_help=False)
+    args, rest = parser.parse_known_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.command == "bench":
+        from .bench.run import main as bench_main
+
+        return bench_main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
 
     import pyfastq
 

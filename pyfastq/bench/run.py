@@ -1,9 +1,9 @@
 """pyfastq's benchmark: Python producer -> TF graph, against the tools people use today.
 
-    python bench/run.py                 # every workload, about 3 minutes on 2 cores
-    python bench/run.py --quick         # a smoke run
-    python bench/run.py --workloads seed,large --methods native,from_generator --json out.json
-    python bench/run.py --workloads python --workers 1,2 --seconds 3
+    pyfastq bench                 # every workload, about 3 minutes on 2 cores
+    pyfastq bench --quick         # a smoke run
+    pyfastq bench --workloads seed,large --methods native,from_generator --json out.json
+    pyfastq bench --workloads python --workers 1,2 --seconds 3
 
 Consumer: one tf.function running N steps in a graph loop (`for _ in tf.range(n)`);
 each step takes one batch and reads from it. Producer: a Python thread putting one
@@ -16,12 +16,12 @@ producer of new data can do). Each figure is batches consumed over a fixed wall-
 budget after a warm-up.
 
 "python" is the GIL-bound producer: each element costs about 1 ms of pure-Python work
-(bench/gil_work.py), put by pyfastq.Producer with P workers in threads (which share the
+(pyfastq/bench/gil_work.py), put by pyfastq.Producer with P workers in threads (which share the
 GIL) or in processes (Queue(shared=True): each worker writes into the shared ring), or
 made by tf.data's from_generator; the graph takes dequeue_many(32) (.batch(32)). Worker
 start-up is left out (the startup workload measures it): the warm-up waits until every
 worker's elements arrive.
-"startup" runs bench/startup_trainer.py, a script that imports TensorFlow at its top, with
+"startup" runs pyfastq/bench/startup_trainer.py, a script that imports TensorFlow at its top, with
 1, 2 and 8 process workers: seconds from entering the producer to the first element in the
 trainer, and each worker's USS; beside it, the same fn in multiprocessing's forkserver
 processes, which re-run the script (what Producer did before its workers were lean).
@@ -51,11 +51,7 @@ import tensorflow as tf
 
 import pyfastq
 
-# bench/ is not a package: gil_work is found on sys.path (process workers get this process's sys.path).
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in (os.path.abspath(p) for p in sys.path):
-    sys.path.insert(0, _HERE)
-import gil_work  # noqa: E402 - found through the sys.path entry made just above
+from . import gil_work
 
 BASELINES = ("from_generator", "numpy_function", "fifo_queue")
 METHODS = ("native", "python", *BASELINES, "np_copyto")
@@ -92,7 +88,7 @@ WORKLOADS = {
 }
 
 
-# Not a Workload: each figure is a fresh trainer process (bench/startup_trainer.py).
+# Not a Workload: each figure is a fresh trainer process (pyfastq/bench/startup_trainer.py).
 STARTUP = "startup"
 STARTUP_WORKERS = (1, 2, 8)
 STARTUP_TARGETS_S = {2: 1.0, 8: 2.0}  # workers -> seconds to the first element
@@ -362,7 +358,9 @@ class Options:
 
 def parse_args(argv) -> Options:
     """Options from argv (None: sys.argv); an unknown name or a bad worker count is a usage error."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="pyfastq bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
         "--workloads", default=",".join(WORKLOAD_NAMES), help=f"comma-separated, of {', '.join(WORKLOAD_NAMES)}"
     )
@@ -471,10 +469,10 @@ def run_startup(options: Options, results: Results, progress: Progress) -> None:
     plan = [("pyfastq", p) for p in STARTUP_WORKERS] + [("forkserver", p) for p in STARTUP_WORKERS]
     if options.quick:
         plan = [("pyfastq", 1), ("pyfastq", 2)]
-    script = os.path.join(_HERE, "startup_trainer.py")
     for how, workers in plan:
         label = f"{how} P={workers}"
-        proc = subprocess.run([sys.executable, script, str(workers), how], capture_output=True, text=True, timeout=600,
+        trainer = [sys.executable, "-m", "pyfastq.bench.startup_trainer", str(workers), how]
+        proc = subprocess.run(trainer, capture_output=True, text=True, timeout=600,
                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
         if proc.returncode != 0:
             results.failures += 1
@@ -519,7 +517,7 @@ def print_startup(figures: list) -> None:
 def print_table(argv, rows: dict) -> None:
     """The machine, the command and a markdown table of every figure, against the best baseline and np.copyto."""
     print(f"Machine: {machine()}")
-    print(f"Command: python bench/run.py {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())
+    print(f"Command: pyfastq bench {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())
     if not rows:
         return
     print()

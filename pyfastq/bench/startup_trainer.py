@@ -1,6 +1,6 @@
 """The startup workload's trainer, a script as users write them: TensorFlow imported at its top, fn defined in it.
 
-    python bench/startup_trainer.py WORKERS [pyfastq|forkserver]   # prints one JSON line
+    python -m pyfastq.bench.startup_trainer WORKERS [pyfastq|forkserver]   # prints one JSON line
 
 From entering the producer to the first element in this process, to every worker's first
 element, and each worker's USS (the memory only it holds) once all have produced.

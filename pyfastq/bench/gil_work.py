@@ -1,23 +1,22 @@
-"""The producer of bench/run.py's "python" workload: about 1 ms of GIL-bound pure-Python work per element.
+"""The producer of the benchmark's "python" workload: about 1 ms of GIL-bound pure-Python work per element.
 
-    python bench/gil_work.py        # ms of work per element on this machine, and the LOOPS that would make 1 ms
+    python -m pyfastq.bench.gil_work   # ms of work per element on this machine, and the LOOPS that would make 1 ms
 
 Only numpy and the standard library here: worker processes of Producer(mode="process")
-unpickle `make` by importing this module (bench/ is sys.path[0] when bench/run.py runs,
-and multiprocessing hands sys.path to its children).
+unpickle `make` by importing this module (by reference: it is part of the package).
 
 The work is a loop of Python integer arithmetic (a linear congruential generator): every
 iteration is a few bytecodes the interpreter runs holding the GIL, with no allocation worth
 counting and nothing numpy or C could run without it, the way parsing, decoding or
 augmenting an example in Python does. The element is a [100] float32 array made from the
-result; element[0] is the index of the worker that made it (bench/run.py's warm-up waits
+result; element[0] is the index of the worker that made it (the benchmark's warm-up waits
 until it has seen every worker's).
 
-LOOPS calibration: `python bench/gil_work.py` (best of 5 runs of 200 elements) on the
+LOOPS calibration: `python -m pyfastq.bench.gil_work` (best of 5 runs of 200 elements) on the
 bench machine (AMD EPYC, 2 cores, Python 3.11.7, numpy's part negligible) measured
 0.112-0.127 us per iteration over six runs, so LOOPS = 8,500 gives 0.95-1.07 ms per element.
 The time scales linearly with LOOPS: on another machine or Python, LOOPS / (the ms it
-prints) makes 1 ms there. bench/run.py measures and prints the run's own figure (the ideal
+prints) makes 1 ms there. The benchmark measures and prints the run's own figure (the ideal
 one-core rate is 1000 / that), since absolute rates depend on it; the targets are ratios.
 """
 
