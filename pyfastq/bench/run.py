@@ -4,6 +4,7 @@
     pyfastq bench --quick         # a smoke run
     pyfastq bench --workloads seed,large --methods native,from_generator --json out.json
     pyfastq bench --workloads python --workers 1,2 --seconds 3
+    pyfastq bench --repeat 3 --out results   # results/bench.json and results/bench.png (pyfastq[bench])
 
 Consumer: one tf.function running N steps in a graph loop (`for _ in tf.range(n)`);
 each step takes one batch and reads from it. Producer: a Python thread putting one
@@ -37,6 +38,7 @@ import json
 import os
 import platform
 import queue as pyqueue
+import statistics
 import subprocess
 import sys
 import threading
@@ -354,6 +356,8 @@ class Options:
     seconds: float  # measuring time per figure
     json: str | None  # also write the figures to this file
     quick: bool = False
+    repeat: int = 1  # measurements per figure: the median is reported, with the spread
+    out: str | None = None  # a directory for bench.json and bench.png
 
 
 def parse_args(argv) -> Options:
@@ -376,8 +380,12 @@ def parse_args(argv) -> Options:
     )
     parser.add_argument("--seconds", type=float, default=2.5, help="measuring time per figure (after warm-up)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 0.3 s per figure")
+    parser.add_argument("--repeat", type=int, default=1, help="measure each figure N times: the median, and the spread")
+    parser.add_argument("--out", metavar="DIR", help="write DIR/bench.json (every figure, the machine), DIR/bench.png")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error(f"--repeat takes an int >= 1, got {args.repeat}")
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for name in workloads:
@@ -395,7 +403,8 @@ def parse_args(argv) -> Options:
             parser.error(f"--workers takes ints >= 1, got {args.workers!r}")
     else:
         worker_counts = default_worker_counts(args.quick)
-    return Options(workloads, methods, worker_counts, 0.3 if args.quick else args.seconds, args.json, args.quick)
+    seconds = 0.3 if args.quick else args.seconds
+    return Options(workloads, methods, worker_counts, seconds, args.json, args.quick, args.repeat, args.out)
 
 
 def runnable(methods: list) -> list:
@@ -412,23 +421,52 @@ def runnable(methods: list) -> list:
 
 
 class Progress:
-    """Progress lines on stderr, each stamped with the seconds since the run began."""
+    """Progress on stderr: a line per figure, stamped with the seconds since the run began, and on a
+    terminal a bar (rich, which Keras brings) counting the measurements done of `total`."""
 
-    def __init__(self):
+    def __init__(self, total: int = 0):
         self._begin = time.perf_counter()
+        self._bar = None
+        if total and sys.stderr.isatty():
+            try:
+                from rich.console import Console
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            except ImportError:
+                return
+            self._bar = Progress(TextColumn("{task.description:32s}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+            self._task = self._bar.add_task("pyfastq bench", total=total)
+            self._bar.start()
 
     def elapsed(self) -> float:
         return time.perf_counter() - self._begin
 
     def log(self, text: str) -> None:
-        print(f"[{self.elapsed():6.1f}s] {text}", file=sys.stderr, flush=True)
+        line = f"[{self.elapsed():6.1f}s] {text}"
+        if self._bar is not None:
+            self._bar.console.print(line, markup=False, highlight=False)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def working_on(self, what: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, description=what)
+
+    def advance(self) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
 
 
 @dataclass
 class Results:
     """What the runs measured."""
 
-    rows: dict = field(default_factory=dict)  # workload -> {label: batches/s, None if the method failed}
+    rows: dict = field(default_factory=dict)  # workload -> {label: batches/s (the median), None if it failed}
+    samples: dict = field(default_factory=dict)  # workload -> {label: [batches/s of each repeat]}
     failures: int = 0
     element_ms: float | None = None  # the python workload's ms of work per element, measured here on one core
     startup: list = field(default_factory=list)  # startup_trainer.py's figures, one dict per run
@@ -444,21 +482,45 @@ def run_workload(name: str, options: Options, results: Results, progress: Progre
             f"{name:6s} one element takes {results.element_ms:.3f} ms of Python "
             f"on one core (ideal {1e3 / results.element_ms:,.0f} elements/s per core)"
         )
+    samples = results.samples[name] = {}
     for m, workers in runs(w, options.methods, options.worker_counts):
         label = f"{m} P={workers}" if workers else m
-        try:
-            rate = measure(w, m, options.seconds, workers or 1)
-        except Exception as e:  # noqa: BLE001 - one broken method must not hide the others
-            results.failures += 1
-            progress.log(f"{name:6s} {label:15s} FAILED: {type(e).__name__}: {e}")
-            row[label] = None
-            continue
-        row[label] = rate
-        line = f"{name:6s} {label:15s} {rate:12,.1f} batches/s {rate * w.batch_bytes / 1e9:8.3f} GB/s"
-        if w.methods is PRODUCER_METHODS:
-            line += f" {rate * w.batch:10,.0f} elements/s"
-        progress.log(line)
-        gc.collect()
+        rates = samples[label] = []
+        for _ in range(options.repeat):
+            progress.working_on(f"{name} {label}")
+            try:
+                rates.append(measure(w, m, options.seconds, workers or 1))
+            except Exception as e:  # noqa: BLE001 - one broken method must not hide the others
+                results.failures += 1
+                progress.log(f"{name:6s} {label:15s} FAILED: {type(e).__name__}: {e}")
+                break
+            finally:
+                progress.advance()
+                gc.collect()
+            rate = rates[-1]
+            line = f"{name:6s} {label:15s} {rate:12,.1f} batches/s {rate * w.batch_bytes / 1e9:8.3f} GB/s"
+            if w.methods is PRODUCER_METHODS:
+                line += f" {rate * w.batch:10,.0f} elements/s"
+            progress.log(line)
+        row[label] = statistics.median(rates) if len(rates) == options.repeat else None
+
+
+def startup_plan(options: Options) -> list:
+    """(how, workers) of each startup figure."""
+    if options.quick:
+        return [("pyfastq", 1), ("pyfastq", 2)]
+    return [("pyfastq", p) for p in STARTUP_WORKERS] + [("forkserver", p) for p in STARTUP_WORKERS]
+
+
+def measurements(options: Options) -> int:
+    """How many measurements the run will make: the progress bar's total."""
+    count = 0
+    for name in options.workloads:
+        if name == STARTUP:
+            count += len(startup_plan(options))
+        else:
+            count += len(list(runs(WORKLOADS[name], options.methods, options.worker_counts)))
+    return count * options.repeat
 
 
 def run_startup(options: Options, results: Results, progress: Progress) -> None:
@@ -466,14 +528,13 @@ def run_startup(options: Options, results: Results, progress: Progress) -> None:
     if pyfastq.native_unavailable():
         progress.log("startup skipped: process workers need the native backend")
         return
-    plan = [("pyfastq", p) for p in STARTUP_WORKERS] + [("forkserver", p) for p in STARTUP_WORKERS]
-    if options.quick:
-        plan = [("pyfastq", 1), ("pyfastq", 2)]
-    for how, workers in plan:
+    for how, workers in [run for run in startup_plan(options) for _ in range(options.repeat)]:
         label = f"{how} P={workers}"
+        progress.working_on(f"startup {label}")
         trainer = [sys.executable, "-m", "pyfastq.bench.startup_trainer", str(workers), how]
         proc = subprocess.run(trainer, capture_output=True, text=True, timeout=600,
                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        progress.advance()
         if proc.returncode != 0:
             results.failures += 1
             progress.log(f"startup {label:15s} FAILED (exit code {proc.returncode}): {proc.stderr.strip()[-2000:]}")
@@ -484,10 +545,25 @@ def run_startup(options: Options, results: Results, progress: Progress) -> None:
                      f"{figure['to_all_s']:6.2f} s, worker USS up to {max(figure['uss_bytes']) / 2**20:6.1f} MB")
 
 
-def print_startup(figures: list) -> None:
-    """The startup workload's table and its targets."""
-    if not figures:
+def startup_medians(runs_: list) -> list:
+    """One figure per (how, workers): the median of its runs' times, the largest USS any of them saw."""
+    groups: dict = {}
+    for f in runs_:
+        groups.setdefault((f["how"], f["workers"]), []).append(f)
+    return [
+        {"how": how, "workers": workers, "runs": len(fs),
+         "to_first_s": statistics.median(f["to_first_s"] for f in fs),
+         "to_all_s": statistics.median(f["to_all_s"] for f in fs),
+         "uss_bytes": [max(u for f in fs for u in f["uss_bytes"])]}
+        for (how, workers), fs in groups.items()
+    ]
+
+
+def print_startup(runs_: list) -> None:
+    """The startup workload's table (medians over --repeat) and its targets."""
+    if not runs_:
         return
+    figures = startup_medians(runs_)
     print()
     print("| startup | workers | to the first element (s) | to every worker's first (s) | worker USS, max (MB) |")
     print("|---|---:|---:|---:|---:|")
@@ -514,27 +590,33 @@ def print_startup(figures: list) -> None:
         print(line)
 
 
-def print_table(argv, rows: dict) -> None:
+def print_table(argv, rows: dict, samples: dict) -> None:
     """The machine, the command and a markdown table of every figure, against the best baseline and np.copyto."""
     print(f"Machine: {machine()}")
     print(f"Command: pyfastq bench {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())
     if not rows:
         return
     print()
-    print("| workload | method | batches/s | elements/s | GB/s | vs best baseline | vs np.copyto |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    spread = any(len(v) > 1 for row in samples.values() for v in row.values())
+    print("| workload | method | batches/s | elements/s | GB/s | vs best baseline | vs np.copyto |"
+          + (" spread (min-max) |" if spread else ""))
+    print("|---|---|---:|---:|---:|---:|---:|" + ("---:|" if spread else ""))
     for name, row in rows.items():
         w = WORKLOADS[name]
         base = max((row.get(b) or 0 for b in BASELINES), default=0)
         copy = row.get("np_copyto")
         for m, rate in row.items():
             if rate is None:
-                print(f"| {name} | {m} | failed | | | | |")
+                print(f"| {name} | {m} | failed | | | | |" + (" |" if spread else ""))
                 continue
             vs_base = f"{rate / base:.2f}x" if base else ""
             vs_copy = f"{rate / copy:.2f}x" if copy and w.batch == 1 else ""
             gbs = rate * w.batch_bytes / 1e9
-            print(f"| {name} | {m} | {rate:,.1f} | {rate * w.batch:,.0f} | {gbs:.3f} | {vs_base} | {vs_copy} |")
+            line = f"| {name} | {m} | {rate:,.1f} | {rate * w.batch:,.0f} | {gbs:.3f} | {vs_base} | {vs_copy} |"
+            if spread:
+                got = samples[name][m]
+                line += f" {min(got):,.1f}-{max(got):,.1f} |"
+            print(line)
 
 
 def print_summary(results: Results) -> None:
@@ -552,33 +634,60 @@ def print_summary(results: Results) -> None:
             print(line)
 
 
-def write_json(path: str, results: Results, seconds: float) -> None:
-    """The figures, with the machine and the measuring time, as JSON."""
-    out = {"machine": machine(), "seconds": seconds, "results": results.rows}
+def write_json(path: str, results: Results, options: Options) -> None:
+    """The figures, with the machine, the command's options and every repeat, as JSON."""
+    out = {"machine": machine(), "seconds": options.seconds, "repeat": options.repeat, "results": results.rows,
+           "samples": results.samples,
+           "batch_bytes": {name: WORKLOADS[name].batch_bytes for name in results.rows},
+           "batch_elements": {name: WORKLOADS[name].batch for name in results.rows}}
     if results.element_ms is not None:
         out["python_element_ms"] = results.element_ms
     if results.startup:
-        out["startup"] = results.startup
+        out["startup"] = startup_medians(results.startup)
+        out["startup_runs"] = results.startup
     with open(path, "w") as f:
         json.dump(out, f, indent=2)
+
+
+def write_outputs(options: Options, results: Results) -> None:
+    """--json FILE; --out DIR: DIR/bench.json and, with matplotlib, DIR/bench.png."""
+    if options.json:
+        write_json(options.json, results, options)
+    if not options.out:
+        return
+    os.makedirs(options.out, exist_ok=True)
+    path = os.path.join(options.out, "bench.json")
+    write_json(path, results, options)
+    print(f"wrote {path}", file=sys.stderr)
+    try:
+        from .plot import plot
+    except ImportError as e:
+        print(f"no plot: {e.name or e} is not installed here; pip install \"pyfastq[bench]\" to get "
+              f"{os.path.join(options.out, 'bench.png')}", file=sys.stderr)
+        return
+    png = os.path.join(options.out, "bench.png")
+    plot(path, png)
+    print(f"wrote {png}", file=sys.stderr)
 
 
 def main(argv=None) -> int:
     options = parse_args(argv)
     options.methods = runnable(options.methods)
-    progress = Progress()
+    progress = Progress(measurements(options))
     results = Results()
-    for name in options.workloads:
-        if name == STARTUP:
-            run_startup(options, results, progress)
-        else:
-            run_workload(name, options, results, progress)
-    print_table(argv, results.rows)
+    try:
+        for name in options.workloads:
+            if name == STARTUP:
+                run_startup(options, results, progress)
+            else:
+                run_workload(name, options, results, progress)
+    finally:
+        progress.close()
+    print_table(argv, results.rows, results.samples)
     print()
     print_summary(results)
     print_startup(results.startup)
-    if options.json:
-        write_json(options.json, results, options.seconds)
+    write_outputs(options, results)
     print(f"\n({progress.elapsed():.0f} s)", file=sys.stderr)
     return 1 if results.failures else 0
 

@@ -1,0 +1,48 @@
+"""pyfastq bench, as a user runs it: the table, --out's bench.json and bench.png, and usage errors."""
+
+import json
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from support import CHILD_ENV, START_BUDGET_S
+
+QUICK = ["--workloads", "seed", "--methods", "native,from_generator,np_copyto", "--quick", "--repeat", "2"]
+
+
+def bench(*args, prelude=""):
+    code = f"{prelude}import sys; from pyfastq.__main__ import main; sys.exit(main(['bench', *sys.argv[1:]]))"
+    # Outside the checkout, so that its source tree (no compiled parts) cannot shadow the installed pyfastq.
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=CHILD_ENV,
+                          cwd=tempfile.gettempdir(), timeout=START_BUDGET_S * 2)
+
+
+def test_out_writes_every_figure_and_the_plot(native, tmp_path):
+    pytest.importorskip("matplotlib")
+    proc = bench(*QUICK, "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "| seed | native |" in proc.stdout and "spread (min-max)" in proc.stdout
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert set(data["results"]["seed"]) == {"native", "from_generator", "np_copyto"}
+    assert all(len(v) == 2 and min(v) > 0 for v in data["samples"]["seed"].values())
+    assert data["repeat"] == 2 and "cores" in data["machine"]
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_without_matplotlib_the_table_and_json_are_still_written(native, tmp_path):
+    no_matplotlib = "import sys; sys.modules['matplotlib'] = None; "  # its import fails
+    proc = bench(*QUICK, "--out", str(tmp_path), prelude=no_matplotlib)
+    assert proc.returncode == 0, proc.stderr
+    assert "| seed | native |" in proc.stdout
+    assert json.loads((tmp_path / "bench.json").read_text())["results"]["seed"]["native"] > 0
+    assert not (tmp_path / "bench.png").exists()
+    assert 'pip install "pyfastq[bench]"' in proc.stderr
+
+
+@pytest.mark.parametrize("args, says", [(["--workloads", "nope"], "unknown workload 'nope'"),
+                                        (["--repeat", "0"], "--repeat takes an int >= 1")])
+def test_bad_arguments_are_usage_errors(args, says):
+    proc = bench(*args)
+    assert proc.returncode == 2 and says in proc.stderr
