@@ -218,7 +218,8 @@ def _check_shuffle(shuffle: Any, min_after_dequeue: Any, seed: Any, capacity: in
         raise TypeError(f"min_after_dequeue must be an int, got {min_after_dequeue!r}")
     if not 0 <= min_after_dequeue < capacity:
         raise ValueError(f"min_after_dequeue must be in [0, capacity) = [0, {capacity}), got {min_after_dequeue}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64):
+    bad_seed = isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64
+    if seed is not None and bad_seed:
         raise ValueError(f"seed must be None or an int in [0, 2**64), got {seed!r}")
     if not shuffle and (min_after_dequeue or seed is not None):
         # Refused rather than ignored: a seed that does nothing would promise a reproducible order.

@@ -51,6 +51,32 @@ class _Reservation:
             self._backend._end_reservation(None)
 
 
+class _Waiting:
+    """Threads of one side waiting now, and the time at least one of them was (the ring's blocked_ns).
+
+    Its owner's lock is held around every call.
+    """
+
+    def __init__(self):
+        self.count = 0
+        self._since = 0.0  # when the stretch under way began
+        self._blocked = 0.0  # stretches that have ended
+
+    def enter(self) -> None:
+        self.count += 1
+        if self.count == 1:
+            self._since = time.monotonic()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._blocked += time.monotonic() - self._since
+
+    def blocked(self) -> float:
+        """Seconds at least one waited, the stretch under way included."""
+        return self._blocked + (time.monotonic() - self._since if self.count else 0.0)
+
+
 class PythonBackend:
     name = "python"
 
@@ -72,10 +98,7 @@ class PythonBackend:
         self._fail_message = ""
         self._puts = self._gets = 0
         self._put_wait = self._get_wait = 0.0
-        self._put_waiters = self._get_waiters = 0  # threads waiting now
-        # Time at least one producer (consumer) waited, and when the current stretch began.
-        self._put_blocked = self._get_blocked = 0.0
-        self._put_blocked_since = self._get_blocked_since = 0.0
+        self._put_waiting, self._get_waiting = _Waiting(), _Waiting()  # producers / consumers waiting
         self._fill_hist = [0] * FILL_BINS
 
     # -- producers -------------------------------------------------------------
@@ -106,11 +129,11 @@ class PythonBackend:
             if deadline is not None and now >= deadline:
                 self._put_wait += now - start
                 raise TimeoutError(f"no free slot in queue '{self._name}' before the timeout")
-            self._waiting("put", +1)
+            self._put_waiting.enter()
             try:
                 self._cond.wait(_SLICE if deadline is None else min(_SLICE, deadline - now))
             finally:
-                self._waiting("put", -1)
+                self._put_waiting.leave()
         if start is not None:
             self._put_wait += time.monotonic() - start
         if self._state not in ("open", "closed"):
@@ -119,23 +142,6 @@ class PythonBackend:
         got = min(count, self._capacity - len(self._items) - self._reserved)
         self._reserved += got
         return got
-
-    def _waiting(self, side: str, change: int) -> None:
-        """A producer ("put") or consumer ("get") starts (+1) or stops (-1) waiting. Caller holds the lock."""
-        waiters = getattr(self, f"_{side}_waiters") + change
-        setattr(self, f"_{side}_waiters", waiters)
-        now = time.monotonic()
-        if change > 0 and waiters == 1:
-            setattr(self, f"_{side}_blocked_since", now)
-        elif change < 0 and waiters == 0:
-            setattr(self, f"_{side}_blocked", getattr(self, f"_{side}_blocked") + now - getattr(self, f"_{side}_blocked_since"))
-
-    def _blocked(self, side: str) -> float:
-        """Seconds at least one of the side waited, the stretch under way included. Caller holds the lock."""
-        total = getattr(self, f"_{side}_blocked")
-        if getattr(self, f"_{side}_waiters"):
-            total += time.monotonic() - getattr(self, f"_{side}_blocked_since")
-        return total
 
     def put(self, flat: list, timeout: float | None) -> None:
         arrays = [a.copy() for a in self._spec.convert(flat)]
@@ -231,10 +237,10 @@ class PythonBackend:
                 "size": len(self._items),
                 "put_wait_s": self._put_wait,
                 "get_wait_s": self._get_wait,
-                "put_blocked_s": self._blocked("put"),
-                "get_blocked_s": self._blocked("get"),
-                "put_waiters": self._put_waiters,
-                "get_waiters": self._get_waiters,
+                "put_blocked_s": self._put_waiting.blocked(),
+                "get_blocked_s": self._get_waiting.blocked(),
+                "put_waiters": self._put_waiting.count,
+                "get_waiters": self._get_waiting.count,
                 "fill_histogram": list(self._fill_hist),
                 "capacity": self._capacity,
                 "shuffle": self._shuffle,
@@ -274,11 +280,11 @@ class PythonBackend:
                         "while waiting for data"
                     )
                 start = time.monotonic()
-                self._waiting("get", +1)
+                self._get_waiting.enter()
                 try:
                     self._cond.wait(_SLICE)
                 finally:
-                    self._waiting("get", -1)
+                    self._get_waiting.leave()
                     self._get_wait += time.monotonic() - start
                 return self._NOTHING_YET, self._empty(n)
             if status == self._END:
