@@ -639,7 +639,8 @@ std::uint32_t Ring::pick(std::uint32_t n, std::uint32_t* slots) noexcept {
     cells[r] = cells[--size];
   }
   pool.size.store(size, std::memory_order_relaxed);
-  pool.gets.fetch_add(n, std::memory_order_relaxed);
+  // Only the lock holder writes it: a plain store, no read-modify-write.
+  pool.gets.store(pool.gets.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   return n;
 }
 
