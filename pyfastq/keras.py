@@ -65,7 +65,8 @@ class QueueMonitor(tf.keras.callbacks.Callback):
 
     # -- Keras hooks ---------------------------------------------------------------
     def on_train_begin(self, logs=None):
-        self.verdict, self.summary, self._step = None, {}, 0
+        # Steps count on across fit calls, so a second fit's scalars follow the first's in TensorBoard.
+        self.verdict, self.summary, self._first_step = None, {}, self._step
         self._begin = self._last = self._snapshot()
         self._fills: list[float] = []
         if self.log_dir is not None and self._writer is None:
@@ -88,7 +89,7 @@ class QueueMonitor(tf.keras.callbacks.Callback):
             "seconds": end[0] - self._begin[0],
             "model_waited": model,
             "producers_waited": producers,
-            "steps": self._step,
+            "steps": self._step - self._first_step,
         }
         self.verdict = verdict(model, producers)
         if self.print_fn is not None:
