@@ -11,15 +11,28 @@ from .backends import native_unavailable
 from .producer import Producer
 
 __version__ = "0.1.0"  # the only place the version is written: the build reads it from here
-__all__ = ["Producer", "Queue", "QueueClosed", "WorkerInfo", "__version__", "native_unavailable", "worker_info"]
+__all__ = [
+    "Producer",
+    "Queue",
+    "QueueClosed",
+    "WorkerInfo",
+    "__version__",
+    "keras",
+    "native_unavailable",
+    "worker_info",
+]
 
 
 def __getattr__(name: str):
-    # Queue brings TensorFlow in; worker processes import pyfastq without it.
+    # Queue and keras bring TensorFlow in; worker processes import pyfastq without it.
     if name == "Queue":
         from .queue import Queue
 
         return Queue
+    if name == "keras":
+        import importlib
+
+        return importlib.import_module(".keras", __name__)
     raise AttributeError(f"module 'pyfastq' has no attribute {name!r}")
 
 

@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--backend", choices=["auto", "native", "python"], default="auto")
     demo.add_argument("--mode", choices=["thread", "process"], default="thread",
                       help="producer threads, or worker processes writing into shared memory (native backend)")
+    demo.add_argument("--log-dir", help="also write the queue monitor's TensorBoard scalars here")
     sub.add_parser("info", help="print versions and whether the native backend loads")
     # Its options are its own (pyfastq bench --help lists them): everything after "bench" goes to it.
     sub.add_parser("bench", help="measure pyfastq against from_generator, numpy_function and FIFOQueue", add_help=False)
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if why is None else 1
     from .demo import main as demo_main
 
-    demo_main(args.examples, args.batch_size, args.workers, args.backend, args.mode)
+    demo_main(args.examples, args.batch_size, args.workers, args.backend, args.mode, args.log_dir)
     return 0
 
 

@@ -17,21 +17,30 @@ import numpy as np
 
 
 class Leaf:
-    """One component in a layout's skeleton: where the specs had a TensorSpec."""
+    """One component in a layout's skeleton: where the specs had a TensorSpec.
 
-    __slots__ = ("dtype", "name", "shape")
+    ``shape`` has None where the spec has a variable dim; ``bound`` is the
+    shape with each None replaced by its bound (max_shapes), which sizes the slot.
+    """
 
-    def __init__(self, name: str, dtype: np.dtype, shape: tuple[int, ...]):
+    __slots__ = ("bound", "dtype", "name", "shape")
+
+    def __init__(self, name: str, dtype: np.dtype, shape: tuple, bound: tuple[int, ...] | None = None):
         self.name, self.dtype, self.shape = name, dtype, shape
+        self.bound = tuple(shape) if bound is None else tuple(bound)
+
+    @property
+    def variable(self) -> bool:
+        return None in self.shape
 
     def __getstate__(self):
-        return self.name, self.dtype, self.shape
+        return self.name, self.dtype, self.shape, self.bound
 
     def __setstate__(self, state):
-        self.name, self.dtype, self.shape = state
+        self.name, self.dtype, self.shape, self.bound = state
 
     def __repr__(self) -> str:
-        return f"TensorSpec(shape={list(self.shape)}, dtype={self.dtype.name})"
+        return f"TensorSpec(shape={_shape_str(self.shape)}, dtype={self.dtype.name})"
 
 
 class Layout:
@@ -42,9 +51,11 @@ class Layout:
         self.leaves: list[Leaf] = [leaf for _, leaf in _paths(skeleton)]
         self.names = [leaf.name for leaf in self.leaves]
         self.dtypes: list[np.dtype] = [leaf.dtype for leaf in self.leaves]
-        self.shapes: list[tuple[int, ...]] = [leaf.shape for leaf in self.leaves]
+        self.shapes: list[tuple] = [leaf.shape for leaf in self.leaves]  # None where a dim is variable
+        self.bounds: list[tuple[int, ...]] = [leaf.bound for leaf in self.leaves]
+        self.variable = any(leaf.variable for leaf in self.leaves)
         self.nbytes: list[int] = [
-            int(np.prod(sh, dtype=np.int64)) * dt.itemsize for sh, dt in zip(self.shapes, self.dtypes, strict=True)
+            int(np.prod(sh, dtype=np.int64)) * dt.itemsize for sh, dt in zip(self.bounds, self.dtypes, strict=True)
         ]
         self.single = isinstance(skeleton, Leaf)
 
@@ -75,7 +86,34 @@ class Layout:
         it = iter(flat)
         return _pack_like(self.skeleton, it)
 
+    def flatten_shapes(self, shapes: Any) -> list[tuple[int, ...]]:
+        """reserve(shapes=...): one shape per component, walked along the specs (a list there is a shape)."""
+        out: list = []
+        leaves_along(self.skeleton, shapes, "", out, "shapes")
+        try:
+            return [tuple(int(d) for d in shape) for shape in out]
+        except (TypeError, ValueError):
+            raise TypeError(f"shapes must hold a list of ints per component, got {shapes!r:.200}") from None
+
+    def ring_shapes(self) -> tuple[list[list[int]], list[list[int]] | None]:
+        """The specs' shapes (-1 where variable) and, if any dim is variable, the bounds: what _core.Ring takes."""
+        shapes = [[-1 if d is None else d for d in sh] for sh in self.shapes]
+        return shapes, ([list(b) for b in self.bounds] if self.variable else None)
+
     # -- components ----------------------------------------------------------
+    def check_shape(self, i: int, shape: tuple, rows: int | None = None) -> None:
+        """ValueError unless ``shape`` is one component i may have (after a leading ``rows`` dim for put_many)."""
+        leaf = self.leaves[i]
+        spec = leaf.shape if rows is None else (rows, *leaf.shape)
+        bound = leaf.bound if rows is None else (rows, *leaf.bound)
+        if len(shape) != len(spec) or any(s is not None and s != d for s, d in zip(spec, shape, strict=True)):
+            raise ValueError(f"component {leaf.name}: expected shape {_shape_str(spec)}, got {list(shape)}")
+        if any(d > b for d, b in zip(shape, bound, strict=True)):
+            raise ValueError(
+                f"component {leaf.name}: shape {list(shape)} is over its bound {list(bound)} (max_shapes); "
+                "nothing was enqueued"
+            )
+
     def convert(self, flat: Sequence, many: bool = False) -> list[np.ndarray]:
         """Checked, C-contiguous arrays of the specs' dtypes and shapes.
 
@@ -112,17 +150,18 @@ class Layout:
                     raise TypeError(
                         f"component {name}: cannot convert {type(value).__name__} to {dtype.name}: {e}"
                     ) from None
-            want = shape
-            if many:
-                if rows is None:
-                    if arr.ndim == 0:
-                        raise ValueError(f"component {name}: put_many needs a leading dimension, got a scalar")
-                    rows = arr.shape[0]
-                want = (rows, *shape)
-            if arr.shape != want:
-                raise ValueError(f"component {name}: expected shape {list(want)}, got {list(arr.shape)}")
+            if many and rows is None:
+                if arr.ndim == 0:
+                    raise ValueError(f"component {name}: put_many needs a leading dimension, got a scalar")
+                rows = arr.shape[0]
+            if arr.shape != ((rows, *shape) if many else shape):
+                self.check_shape(i, arr.shape, rows if many else None)
             out.append(arr if arr.flags.c_contiguous else arr.copy(order="C"))
         return out
+
+
+def _shape_str(shape) -> str:
+    return "[" + ", ".join("None" if d is None else str(d) for d in shape) + "]"
 
 
 def _structure_error(spec: Any, value: Any, path: str) -> TypeError:
@@ -163,6 +202,25 @@ def _pack_like(spec: Any, flat) -> Any:
     if isinstance(spec, tuple) and hasattr(spec, "_fields"):  # a namedtuple
         return type(spec)(*items)
     return type(spec)(items)
+
+
+def leaves_along(specs: Any, value: Any, path: str, out: list, what: str) -> None:
+    """value walked along the specs' nest: appends what value holds where specs has a leaf.
+
+    There any value is taken whole (a list is a shape or a scalar's data, not more nest).
+    """
+    if isinstance(specs, Mapping):
+        if not isinstance(value, Mapping) or set(value) != set(specs):
+            raise TypeError(f"{what} must be a nest like specs; at {path or 'the top'} it is {value!r:.200}")
+        for k in sorted(specs):
+            leaves_along(specs[k], value[k], f"{path}[{k!r}]", out, what)
+    elif isinstance(specs, (tuple, list)):
+        if not isinstance(value, (tuple, list)) or len(value) != len(specs):
+            raise TypeError(f"{what} must be a nest like specs; at {path or 'the top'} it is {value!r:.200}")
+        for i, (s, v) in enumerate(zip(specs, value, strict=True)):
+            leaves_along(s, v, f"{path}[{i}]", out, what)
+    else:
+        out.append(value)
 
 
 def _paths(specs: Any, prefix: str = ""):

@@ -2,6 +2,8 @@
 
 The layout (``_layout.Layout``) does the per-element work, flattening, checking
 and converting, without TensorFlow; this adds what the consumers' side needs.
+A spec may have None dims when ``max_shapes`` bounds them: slots are sized
+for the bounds, and each element keeps its own shape.
 """
 
 from __future__ import annotations
@@ -11,19 +13,24 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from ._layout import Layout, Leaf, skeleton_of
+from ._layout import Layout, Leaf, _paths, leaves_along, skeleton_of
 
 _UNSUPPORTED = (tf.string, tf.resource, tf.variant)
 
 
 class Spec(Layout):
-    """The flat view of a nest of ``tf.TensorSpec``: names, dtypes, shapes, TF dtypes."""
+    """The flat view of a nest of ``tf.TensorSpec``: names, dtypes, shapes, bounds, TF dtypes."""
 
-    def __init__(self, specs: Any):
+    def __init__(self, specs: Any, max_shapes: Any = None):
         self.flat: list[tf.TensorSpec] = tf.nest.flatten(specs)
         if not self.flat:
             raise TypeError("specs must hold at least one tf.TensorSpec")
-        super().__init__(skeleton_of(specs, _leaf))
+        bounds: dict[str, Any] = {}
+        if max_shapes is not None:
+            given: list = []
+            leaves_along(specs, max_shapes, "", given, "max_shapes")
+            bounds = {path: b for (path, _), b in zip(_paths(specs), given, strict=True)}
+        super().__init__(skeleton_of(specs, lambda path, s: _leaf(path, s, bounds.get(path))))
         self.structure = specs
         self.tf_dtypes = [s.dtype for s in self.flat]
 
@@ -32,13 +39,46 @@ class Spec(Layout):
         return Layout(self.skeleton)
 
 
-def _leaf(path: str, s: Any) -> Leaf:
+def _leaf(path: str, s: Any, max_shape: Any) -> Leaf:
+    name = path or "0"
     if not isinstance(s, tf.TensorSpec):
         raise TypeError(f"specs must be tf.TensorSpec or a tuple/list/dict nest of them; {path or 'specs'} is {s!r}")
-    if not s.shape.is_fully_defined():
-        raise ValueError(f"component {path or '0'} has shape {s.shape}: ring slots need fully defined shapes")
     if s.dtype in _UNSUPPORTED:
         raise TypeError(
-            f"component {path or '0'} has dtype {s.dtype.name}: only fixed-size numeric and bool dtypes fit in a slot"
+            f"component {name} has dtype {s.dtype.name}: only fixed-size numeric and bool dtypes fit in a slot"
         )
-    return Leaf(path or "0", np.dtype(s.dtype.as_numpy_dtype), tuple(s.shape.as_list()))
+    if s.shape.rank is None:
+        raise ValueError(f"component {name} has shape {s.shape} of unknown rank: a slot needs the rank")
+    shape = tuple(s.shape.as_list())
+    bound = _bound(name, shape, max_shape)
+    return Leaf(name, np.dtype(s.dtype.as_numpy_dtype), shape, bound)
+
+
+def _bound(name: str, shape: tuple, max_shape: Any) -> tuple[int, ...]:
+    """The component's bound: its shape with each None replaced by max_shape's dim there."""
+    where = f"component {name} has shape {list(shape)}"
+    if max_shape is None:
+        if None in shape:
+            raise ValueError(
+                f"{where}: a None dim needs its bound in max_shapes= (a nest like specs, each None replaced by its "
+                "largest size), which sizes the ring's slots"
+            )
+        return shape
+    try:
+        given = tf.TensorShape(max_shape)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"max_shapes for component {name} must be a TensorShape or a list of ints, got "
+                        f"{max_shape!r:.100} ({e})") from None
+    if given.rank != len(shape):
+        raise ValueError(f"{where}, but its max_shapes entry {given} has another rank")
+    bound = []
+    for d, (want, b) in enumerate(zip(shape, given.as_list(), strict=True)):
+        if want is None:
+            if b is None or b < 0:
+                raise ValueError(f"{where}: dim {d} is None and max_shapes gives it no bound ({given})")
+            bound.append(b)
+        elif b is not None and b != want:
+            raise ValueError(f"{where}: max_shapes {given} differs in dim {d}, which the spec defines as {want}")
+        else:
+            bound.append(want)
+    return tuple(bound)

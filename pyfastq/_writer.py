@@ -50,13 +50,16 @@ class Producing:
         """
         self._impl.put_many(self._layout.flatten(elements), timeout)
 
-    def reserve(self, timeout: float | None = None) -> Reserved:
+    def reserve(self, timeout: float | None = None, *, shapes: Any = None) -> Reserved:
         """Zero-copy put: writable numpy views of one slot, in the specs' nest.
+
+        For specs with None dims, ``shapes`` (a nest like specs) gives the element's shapes,
+        each within its bound; the views have those shapes.
 
         >>> with q.reserve() as (image, label):
         ...     image[:] = decode(...); label[...] = 3
         """
-        return Reserved(self, timeout)
+        return Reserved(self, timeout, shapes)
 
     def close(self, cancel: bool = False) -> None:
         """No more puts; consumers drain what is left, then end. cancel=True drops what is left."""
@@ -83,13 +86,24 @@ class Producing:
 class Reserved:
     """The context manager reserve() returns: commit on normal exit, abort on an exception."""
 
-    def __init__(self, queue: Producing, timeout: float | None):
+    def __init__(self, queue: Producing, timeout: float | None, shapes: Any = None):
+        layout = queue._layout
+        if shapes is None and layout.variable:
+            raise ValueError(
+                f"queue '{queue.name}' has components of variable shape: reserve(shapes=...) needs the element's "
+                "shapes, a nest like specs"
+            )
+        self._shapes = None
+        if shapes is not None:
+            self._shapes = layout.flatten_shapes(shapes)
+            for i, shape in enumerate(self._shapes):
+                layout.check_shape(i, shape)
         self._queue = queue
         self._timeout = timeout
         self._res = None
 
     def __enter__(self):
-        self._res = self._queue._impl.reserve(self._timeout)
+        self._res = self._queue._impl.reserve(self._timeout, self._shapes)
         return self._queue._layout.pack(list(self._res.views))
 
     def __exit__(self, exc_type, exc, tb):
@@ -132,8 +146,8 @@ class RingWriter:
                     f"pyfastq internal error: converted elements rejected by the ring of '{self._name}'"
                 )
 
-    def reserve(self, timeout: float | None):
-        return self._ring.reserve(timeout)
+    def reserve(self, timeout: float | None, shapes: list | None = None):
+        return self._ring.reserve(timeout, None if shapes is None else [list(s) for s in shapes])
 
     def close(self, cancel: bool) -> None:
         self._ring.close(cancel)
@@ -177,7 +191,8 @@ class QueueWriter(Producing):
         self.capacity = capacity
         from . import _core
 
-        ring = _core.Ring.attach(fd, layout.dtypes, [list(s) for s in layout.shapes], name)
+        shapes, bounds = layout.ring_shapes()
+        ring = _core.Ring.attach(fd, layout.dtypes, shapes, name, bounds=bounds)
         self._impl = RingWriter(ring, layout, name)
         self._init_fast_put()
 

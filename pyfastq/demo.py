@@ -3,7 +3,8 @@
 Run it with ``pyfastq demo`` (producer threads) or ``pyfastq demo --mode process``
 (worker processes writing into a ring in shared memory). It trains a small
 classifier on synthetic data that only Python code can make, then prints what
-went through the queue.
+went through the queue; a ``pyfastq.keras.QueueMonitor`` says at the end of ``fit``
+whether the model or the producers waited (``--log-dir`` also writes its TensorBoard scalars).
 """
 
 from __future__ import annotations
@@ -30,10 +31,16 @@ def make_examples(worker: int, workers: int, count: int, rng_seed: int = 0):
 
 
 def main(
-    examples: int = 20_000, batch_size: int = 64, workers: int = 2, backend: str = "auto", mode: str = "thread"
+    examples: int = 20_000,
+    batch_size: int = 64,
+    workers: int = 2,
+    backend: str = "auto",
+    mode: str = "thread",
+    log_dir: str | None = None,
 ) -> dict:
     import tensorflow as tf
 
+    from .keras import QueueMonitor
     from .queue import Queue
 
     specs = (tf.TensorSpec([32, 32, 3], tf.float32), tf.TensorSpec([], tf.int32))
@@ -50,10 +57,12 @@ def main(
           f"{examples} examples in batches of {batch_size}", flush=True)
     start = time.perf_counter()
     fn = functools.partial(make_examples, count=examples)
+    monitor = QueueMonitor(q, log_dir=log_dir)  # prints who waited, the model or the producers, when fit ends
     with Producer(q, fn, workers=workers, mode=mode), warnings.catch_warnings():
         # Keras says this of every dataset whose length it cannot know ahead: a queue's ends when it is closed.
         warnings.filterwarnings("ignore", message="Your input ran out of data")
-        history = model.fit(q.dataset(batch_size=batch_size), epochs=1, verbose=2, shuffle=False)
+        history = model.fit(q.dataset(batch_size=batch_size), epochs=1, verbose=2, shuffle=False,
+                            callbacks=[monitor])
     seconds = time.perf_counter() - start
     stats = q.stats()
     accuracy = float(history.history["accuracy"][-1])
@@ -62,7 +71,8 @@ def main(
           f"the model waited {stats['get_wait_s']:.1f} s for data", flush=True)
     if stats["gets"] != examples:
         raise SystemExit(f"demo failed: {examples} examples made, {stats['gets']} trained on")
-    return {"examples": stats["gets"], "seconds": seconds, "accuracy": accuracy, "backend": q.backend, "mode": mode}
+    return {"examples": stats["gets"], "seconds": seconds, "accuracy": accuracy, "backend": q.backend, "mode": mode,
+            "verdict": monitor.verdict}
 
 
 if __name__ == "__main__":

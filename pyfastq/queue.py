@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import threading
 import weakref
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from . import _interrupt, backends
@@ -29,6 +31,12 @@ class Queue(Producing):
     handed to other processes (``Producer(mode="process")``, or any
     ``multiprocessing`` process): there it is a ``QueueWriter`` whose put,
     put_many and reserve write straight into the ring's slots.
+
+    ``shuffle=True`` gives TF's RandomShuffleQueue order: each dequeue takes a
+    uniformly random element among those ready, keeping ``min_after_dequeue``
+    back while the queue is open. Specs with None dims take ``max_shapes``
+    (their bounds, which size the slots): dequeue gives each element its own
+    shape, dequeue_many and dataset pad a batch to its largest element.
     """
 
     def __init__(
@@ -39,6 +47,7 @@ class Queue(Producing):
         shuffle: bool = False,
         min_after_dequeue: int = 0,
         seed: int | None = None,
+        max_shapes: Any = None,
         shared: bool = False,
         backend: str = "auto",
         name: str | None = None,
@@ -47,16 +56,16 @@ class Queue(Producing):
             raise ValueError(f"capacity must be an int >= 1, got {capacity!r}")
         if capacity >= 2**31:
             raise ValueError(f"capacity must be below 2**31, got {capacity}")
-        if shuffle or min_after_dequeue or seed is not None:
-            # Refused rather than ignored: a seed that does nothing would promise a reproducible order.
-            raise NotImplementedError(
-                "shuffle=True (and its min_after_dequeue and seed) is not implemented yet; "
-                "shuffle in the producer for now"
-            )
-        self._spec = self._layout = Spec(specs)
+        shuffle, min_after_dequeue, seed = _check_shuffle(shuffle, min_after_dequeue, seed, capacity)
+        self._spec = self._layout = Spec(specs, max_shapes)
         self.name = name if name is not None else f"pyfastq_queue_{next(_names)}"
-        self._impl = backends.create(backend, self._spec, capacity, self.name, shared=bool(shared))
+        self._impl = backends.create(
+            backend, self._spec, capacity, self.name, shared=bool(shared),
+            shuffle=shuffle, min_after_dequeue=min_after_dequeue, seed=seed,
+        )
         self._capacity = capacity
+        self._shuffle = shuffle
+        self._min_after_dequeue = min_after_dequeue
         self._shared = bool(shared)
         self._init_fast_put()
         _interrupt.install()
@@ -75,30 +84,39 @@ class Queue(Producing):
 
     # -- consumers (TF ops) --------------------------------------------------------
     def dequeue(self) -> Any:
-        """TF op: one element, a nest of tensors with the specs' static shapes."""
+        """TF op: one element, a nest of tensors with the specs' static shapes (each None: the element's own)."""
         _, flat = self._impl.dequeue()
         return self._spec.pack(flat)
 
-    def dequeue_many(self, n: int, allow_smaller_final_batch: bool = False) -> Any:
-        """TF op: n elements stacked along a new dim 0."""
+    def dequeue_many(self, n: int, allow_smaller_final_batch: bool = False, *, padding_values: Any = None) -> Any:
+        """TF op: n elements stacked along a new dim 0.
+
+        With variable shapes every component is padded to the largest shape in
+        the batch, with zeros or ``padding_values`` (a nest like specs of scalars; None: zeros).
+        """
         self._check_batch(n)
-        _, flat = self._impl.dequeue_many(n, allow_smaller_final_batch)
+        _, flat = self._impl.dequeue_many(n, allow_smaller_final_batch, padding=self._padding(padding_values))
         return self._spec.pack(flat)
 
-    def dataset(self, batch_size: int | None = None, drop_remainder: bool = False) -> tf.data.Dataset:
+    def dataset(
+        self, batch_size: int | None = None, drop_remainder: bool = False, *, padding_values: Any = None
+    ) -> tf.data.Dataset:
         """A tf.data.Dataset of the queue's elements (or batches) that ends when the queue is closed and drained.
+
+        Batches of variable-shape elements are padded as dequeue_many pads them (padded_batch's rule).
 
         >>> model.fit(q.dataset(batch_size=32), epochs=1)
         """
         if batch_size is not None:
             self._check_batch(batch_size)
         impl, spec = self._impl, self._spec
+        padding = self._padding(padding_values)
 
         def take(_):
             if batch_size is None:
                 done, flat = impl.dequeue(end_as_flag=True)
             else:
-                done, flat = impl.dequeue_many(batch_size, not drop_remainder, end_as_flag=True)
+                done, flat = impl.dequeue_many(batch_size, not drop_remainder, end_as_flag=True, padding=padding)
             return done, tuple(flat)
 
         lead = [] if batch_size is None else [batch_size if drop_remainder else None]
@@ -127,8 +145,31 @@ class Queue(Producing):
         """True if the ring is in shared memory, for producers in other processes."""
         return self._shared
 
+    @property
+    def shuffle(self) -> bool:
+        return self._shuffle
+
+    @property
+    def min_after_dequeue(self) -> int:
+        return self._min_after_dequeue
+
+    @property
+    def max_shapes(self) -> Any:
+        """The bounds, a nest like specs of TensorShapes (each the spec's shape when it has no None dim)."""
+        return self._spec.pack([tf.TensorShape(b) for b in self._spec.bounds])
+
     def stats(self) -> dict:
-        """Counters: puts, gets, put_wait_s, get_wait_s, size, capacity (and, native, memory)."""
+        """A snapshot of the queue's counters (both backends give the same keys).
+
+        puts, gets: elements committed and taken, all time. size: ready now.
+        put_wait_s, get_wait_s: seconds producers (consumers) spent waiting, summed over them.
+        put_blocked_s, get_blocked_s: seconds during which at least one producer (consumer) waited.
+        put_waiters, get_waiters: waiting now. fill_histogram: FILL_BINS counts of how full each
+        dequeue found the queue (bin i: size/capacity in [i/10, (i+1)/10); the last bin holds full).
+        capacity, shuffle, min_after_dequeue; native also slot_bytes, memory_bytes, shared.
+
+        >>> s = q.stats(); s["get_blocked_s"], s["fill_histogram"]
+        """
         return self._impl.stats()
 
     def __repr__(self) -> str:
@@ -142,6 +183,50 @@ class Queue(Producing):
             raise ValueError(f"batch size must be an int >= 1, got {n!r}")
         if n > self._capacity:
             raise ValueError(f"a batch of {n} from '{self.name}' of capacity {self._capacity} could never be formed")
+        if n + self._min_after_dequeue > self._capacity:
+            raise ValueError(
+                f"a batch of {n} from '{self.name}' (capacity {self._capacity}, min_after_dequeue "
+                f"{self._min_after_dequeue}) could never be taken while the queue is open: a batch is taken whole, "
+                "so n + min_after_dequeue must be at most the capacity"
+            )
+
+    def _padding(self, padding_values: Any) -> list | None:
+        """padding_values as one numpy scalar (or None: zeros) per component; None if all are zeros."""
+        if padding_values is None:
+            return None
+        flat = self._spec.flatten(padding_values)
+        out = []
+        for value, dtype, name in zip(flat, self._spec.dtypes, self._spec.names, strict=True):
+            if value is None:
+                out.append(None)
+                continue
+            try:
+                arr = tf.make_ndarray(tf.make_tensor_proto(value, dtype=tf.as_dtype(dtype)))
+            except (TypeError, ValueError) as e:
+                raise TypeError(f"padding value for component {name}: cannot be {dtype.name}: {e}") from None
+            if arr.shape != ():
+                raise ValueError(f"padding value for component {name} must be a scalar, got shape {list(arr.shape)}")
+            out.append(arr)
+        return out if any(v is not None for v in out) else None
+
+
+def _check_shuffle(shuffle: Any, min_after_dequeue: Any, seed: Any, capacity: int) -> tuple[bool, int, int]:
+    """Queue's shuffle arguments checked; the seed drawn from the OS when not given."""
+    if not isinstance(shuffle, (bool, np.bool_)):
+        raise TypeError(f"shuffle must be a bool, got {shuffle!r}")
+    if isinstance(min_after_dequeue, bool) or not isinstance(min_after_dequeue, (int, np.integer)):
+        raise TypeError(f"min_after_dequeue must be an int, got {min_after_dequeue!r}")
+    if not 0 <= min_after_dequeue < capacity:
+        raise ValueError(f"min_after_dequeue must be in [0, capacity) = [0, {capacity}), got {min_after_dequeue}")
+    bad_seed = isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64
+    if seed is not None and bad_seed:
+        raise ValueError(f"seed must be None or an int in [0, 2**64), got {seed!r}")
+    if not shuffle and (min_after_dequeue or seed is not None):
+        # Refused rather than ignored: a seed that does nothing would promise a reproducible order.
+        raise ValueError("min_after_dequeue and seed shape a shuffled order: they need shuffle=True")
+    if seed is None:
+        seed = int.from_bytes(os.urandom(8), "little")
+    return bool(shuffle), int(min_after_dequeue), int(seed)
 
 
 def _cancel_all_at_exit() -> None:

@@ -214,9 +214,3 @@ def test_a_session_dequeue_sees_close_cancel_and_fail(backend, graph_session):
     q = pyfastq.Queue(tf.TensorSpec([3], tf.float32), capacity=2, backend=backend)
     q.put(f32(3, value=7))
     assert graph_session.run(q.dequeue()).tolist() == [7, 7, 7]
-
-
-@pytest.mark.parametrize("kwargs", [{"shuffle": True}, {"min_after_dequeue": 2}, {"seed": 7}])
-def test_shuffle_arguments_are_refused_until_shuffle_exists(backend, kwargs):
-    with pytest.raises(NotImplementedError, match="shuffle"):
-        pyfastq.Queue(SCALAR, capacity=4, backend=backend, **kwargs)

@@ -5,6 +5,12 @@
 // exactly and returns False for anything else, so that Python can convert the
 // element (or raise the precise error) and call again. A rejected element
 // leaves the ring unchanged: slots are only acquired after validation.
+//
+// Variable shapes: a spec dim of -1 (None) has a bound, and the slot is sized
+// for the bounds. An element's data sits compact at the start of its
+// component, so the op can alias it at its true shape; the true dims of every
+// variable component go in one more ring component after the specs' (int64s,
+// in component order), which the op reads.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -80,42 +86,87 @@ class Reservation {
   bool active_ = true;
 };
 
-std::vector<std::uint64_t> component_bytes(const std::vector<py::dtype>& dtypes,
-                                           const std::vector<std::vector<py::ssize_t>>& shapes) {
-  if (dtypes.size() != shapes.size()) throw py::value_error("dtypes and shapes differ in length");
+// Where each component's dims go, and the bytes of every ring component: the
+// specs' (sized by their bounds), then the dims component if any is variable.
+struct Shapes {
+  std::vector<std::vector<py::ssize_t>> spec;    // -1 where the spec has None
+  std::vector<std::vector<py::ssize_t>> bounds;  // spec with each -1 replaced by its bound
+  std::vector<bool> variable;
+  std::vector<std::size_t> dims_at;  // a variable component's first dim in the dims component
+  std::size_t num_dims = 0;
+
+  Shapes(std::vector<std::vector<py::ssize_t>> spec_shapes, const std::optional<std::vector<std::vector<py::ssize_t>>>& max)
+      : spec(std::move(spec_shapes)), bounds(max ? *max : spec) {
+    if (bounds.size() != spec.size()) throw py::value_error("shapes and bounds differ in length");
+    for (std::size_t i = 0; i < spec.size(); ++i) {
+      if (bounds[i].size() != spec[i].size()) throw py::value_error("a bound differs in rank from its shape");
+      bool var = false;
+      for (std::size_t d = 0; d < spec[i].size(); ++d) {
+        if (bounds[i][d] < 0) throw py::value_error("component shapes must be fully defined or bounded");
+        if (spec[i][d] < 0) {
+          var = true;
+        } else if (spec[i][d] != bounds[i][d]) {
+          throw py::value_error("a bound differs from its shape in a defined dim");
+        }
+      }
+      variable.push_back(var);
+      dims_at.push_back(num_dims);
+      if (var) num_dims += spec[i].size();
+    }
+  }
+  bool any_variable() const { return num_dims != 0; }
+};
+
+std::vector<std::uint64_t> component_bytes(const std::vector<py::dtype>& dtypes, const Shapes& shapes) {
+  if (dtypes.size() != shapes.spec.size()) throw py::value_error("dtypes and shapes differ in length");
   std::vector<std::uint64_t> nbytes;
   for (std::size_t i = 0; i < dtypes.size(); ++i) {
     std::uint64_t n = static_cast<std::uint64_t>(dtypes[i].itemsize());
-    for (auto d : shapes[i]) {
-      if (d < 0) throw py::value_error("component shapes must be fully defined");
-      n *= static_cast<std::uint64_t>(d);
-    }
+    for (auto d : shapes.bounds[i]) n *= static_cast<std::uint64_t>(d);
     nbytes.push_back(n);
   }
+  if (shapes.any_variable()) nbytes.push_back(shapes.num_dims * sizeof(std::int64_t));
   return nbytes;
 }
 
+RingOptions ring_options(bool shuffle, std::uint32_t min_after_dequeue, std::uint64_t seed) {
+  RingOptions options;
+  options.shuffle = shuffle;
+  options.min_after_dequeue = min_after_dequeue;
+  options.seed = seed;
+  return options;
+}
+
+using MaybeShapes = std::optional<std::vector<std::vector<py::ssize_t>>>;
+
 class PyRing {
  public:
-  // A new ring; with `shared`, in shared memory that attach() maps in other processes.
+  // A new ring; with `shared`, in shared memory that attach() maps in other
+  // processes. `bounds`: the shapes with each -1 replaced by its bound.
   PyRing(std::uint32_t capacity, const std::vector<py::dtype>& dtypes, const std::vector<std::vector<py::ssize_t>>& shapes,
-         std::string name, bool shared)
-      : PyRing(create_memory(capacity, component_bytes(dtypes, shapes), shared), dtypes, shapes, std::move(name)) {}
+         std::string name, bool shared, const MaybeShapes& bounds, bool shuffle, std::uint32_t min_after_dequeue,
+         std::uint64_t seed)
+      : PyRing(capacity, dtypes, Shapes(shapes, bounds), std::move(name), shared,
+               ring_options(shuffle, min_after_dequeue, seed)) {}
 
   // RingMemory::create, its system errors (no room in /dev/shm) as OSError with their errno.
   static std::shared_ptr<RingMemory> create_memory(std::uint32_t capacity, const std::vector<std::uint64_t>& nbytes,
-                                                   bool shared) {
+                                                   bool shared, const RingOptions& options) {
     try {
-      return RingMemory::create(capacity, nbytes, shared);
+      return RingMemory::create(capacity, nbytes, shared, options);
     } catch (const std::system_error& e) {
       PyErr_SetObject(PyExc_OSError, py::make_tuple(e.code().value(), e.what()).ptr());
       throw py::error_already_set();
+    } catch (const std::invalid_argument& e) {
+      throw py::value_error(e.what());
     }
   }
 
   // The shared ring behind `fd` (made by another process's PyRing(shared=true)), checked against the specs.
   static std::unique_ptr<PyRing> attach(int fd, const std::vector<py::dtype>& dtypes,
-                                        const std::vector<std::vector<py::ssize_t>>& shapes, std::string name) {
+                                        const std::vector<std::vector<py::ssize_t>>& spec_shapes, std::string name,
+                                        const MaybeShapes& bounds) {
+    Shapes shapes(spec_shapes, bounds);
     const auto nbytes = component_bytes(dtypes, shapes);
     std::shared_ptr<RingMemory> mem;
     try {
@@ -196,7 +247,24 @@ class PyRing {
     return true;
   }
 
-  std::unique_ptr<Reservation> reserve(const py::object& timeout) {
+  // One slot as writable views: of the specs' shapes, or for a queue with
+  // variable dims, of `shapes` (one per component, each within its bound).
+  std::unique_ptr<Reservation> reserve(const py::object& timeout, const MaybeShapes& shapes) {
+    std::vector<std::vector<py::ssize_t>> view_shapes = shapes_.spec;
+    if (shapes_.any_variable()) {
+      if (!shapes) {
+        throw py::value_error("queue '" + name_ + "' has components of variable shape: reserve(shapes=...) needs the element's shapes");
+      }
+      if (shapes->size() != dtypes_.size()) throw py::value_error("reserve(shapes=...) needs one shape per component");
+      for (std::size_t i = 0; i < dtypes_.size(); ++i) {
+        if (!fits(i, (*shapes)[i].data(), (*shapes)[i].size())) {
+          throw py::value_error("reserve: component " + std::to_string(i) + " cannot have shape " +
+                                shape_string((*shapes)[i]) + " (spec " + shape_string(shapes_.spec[i]) + ", bound " +
+                                shape_string(shapes_.bounds[i]) + ")");
+        }
+      }
+      view_shapes = *shapes;
+    }
     const Deadline deadline = deadline_from(timeout);
     std::uint32_t slot;
     acquire(&slot, 1, false, deadline);
@@ -206,7 +274,8 @@ class PyRing {
     py::capsule owner(keep, [](void* p) { delete static_cast<std::shared_ptr<RingMemory>*>(p); });
     for (std::size_t i = 0; i < dtypes_.size(); ++i) {
       void* data = ring_->slot_data(slot) + ring_->component(static_cast<std::uint32_t>(i)).offset;
-      views.append(py::array(dtypes_[i], shapes_[i], data, owner));
+      views.append(py::array(dtypes_[i], view_shapes[i], data, owner));
+      if (shapes_.variable[i]) write_dims(slot, i, view_shapes[i].data());
     }
     return std::make_unique<Reservation>(mem_, slot, std::move(views));
   }
@@ -235,19 +304,57 @@ class PyRing {
     d["size"] = c.size;
     d["put_wait_s"] = c.put_wait_ns * 1e-9;
     d["get_wait_s"] = c.get_wait_ns * 1e-9;
+    d["put_blocked_s"] = c.put_blocked_ns * 1e-9;
+    d["get_blocked_s"] = c.get_blocked_ns * 1e-9;
     d["put_waiters"] = c.put_waiters;
     d["get_waiters"] = c.get_waiters;
+    py::list hist;
+    for (std::uint64_t bin : c.fill_hist) hist.append(bin);
+    d["fill_histogram"] = hist;
     d["capacity"] = ring_->capacity();
     d["slot_bytes"] = ring_->slot_bytes();
     d["memory_bytes"] = mem_->bytes();
     d["shared"] = mem_->fd() >= 0;
+    d["shuffle"] = ring_->shuffled();
+    d["min_after_dequeue"] = ring_->min_after_dequeue();
     return d;
   }
 
  private:
-  PyRing(std::shared_ptr<RingMemory> mem, const std::vector<py::dtype>& dtypes,
-         const std::vector<std::vector<py::ssize_t>>& shapes, std::string name)
+  PyRing(std::uint32_t capacity, const std::vector<py::dtype>& dtypes, const Shapes& shapes, std::string name,
+         bool shared, const RingOptions& options)
+      : PyRing(create_memory(capacity, component_bytes(dtypes, shapes), shared, options), dtypes, shapes,
+               std::move(name)) {}
+  PyRing(std::shared_ptr<RingMemory> mem, const std::vector<py::dtype>& dtypes, const Shapes& shapes, std::string name)
       : mem_(std::move(mem)), ring_(&mem_->ring()), dtypes_(dtypes), shapes_(shapes), name_(std::move(name)) {}
+
+  static std::string shape_string(const std::vector<py::ssize_t>& shape) {
+    std::string out = "[";
+    for (std::size_t d = 0; d < shape.size(); ++d) {
+      if (d) out += ", ";
+      out += shape[d] < 0 ? "None" : std::to_string(shape[d]);
+    }
+    return out + "]";
+  }
+
+  // Whether `dims` (rank `rank`) is a shape component i may have: its spec's
+  // rank, the spec's defined dims, and within the bound where the spec has None.
+  bool fits(std::size_t i, const py::ssize_t* dims, std::size_t rank) const {
+    const auto& spec = shapes_.spec[i];
+    if (rank != spec.size()) return false;
+    for (std::size_t d = 0; d < rank; ++d) {
+      if (spec[d] >= 0 ? dims[d] != spec[d] : dims[d] < 0 || dims[d] > shapes_.bounds[i][d]) return false;
+    }
+    return true;
+  }
+
+  // A variable component's true dims, into the slot's dims component.
+  void write_dims(std::uint32_t slot, std::size_t i, const py::ssize_t* dims) {
+    const std::uint32_t dims_component = static_cast<std::uint32_t>(dtypes_.size());
+    auto* out = reinterpret_cast<std::int64_t*>(ring_->slot_data(slot) + ring_->component(dims_component).offset) +
+                shapes_.dims_at[i];
+    for (std::size_t d = 0; d < shapes_.spec[i].size(); ++d) out[d] = static_cast<std::int64_t>(dims[d]);
+  }
 
   // True if every component is a C-contiguous array of exactly the spec's
   // dtype and shape (for put_many, with a leading dim of `rows` rows).
@@ -264,13 +371,9 @@ class PyRing {
     if (!py::isinstance<py::array>(obj)) return false;
     auto a = py::reinterpret_borrow<py::array>(obj);
     if (!(a.flags() & py::array::c_style) || !a.dtype().equal(dtypes_[i])) return false;
-    const auto& shape = shapes_[i];
     const py::ssize_t lead = rows ? 1 : 0;
-    if (a.ndim() != static_cast<py::ssize_t>(shape.size()) + lead) return false;
-    if (rows && a.shape(0) != *rows) return false;
-    for (std::size_t d = 0; d < shape.size(); ++d) {
-      if (a.shape(static_cast<py::ssize_t>(d) + lead) != shape[d]) return false;
-    }
+    if (a.ndim() < lead || (rows && a.shape(0) != *rows)) return false;
+    if (!fits(i, a.shape() + lead, static_cast<std::size_t>(a.ndim() - lead))) return false;
     out->push_back(std::move(a));
     return true;
   }
@@ -352,13 +455,21 @@ class PyRing {
     throw py::error_already_set();
   }
 
+  // Copies rows first_row.. of `arrays` (one row per slot), each compact at
+  // the start of its component, and writes the dims of variable components.
   void copy_rows(const std::uint32_t* slots, std::uint32_t n, const std::vector<py::array>& arrays,
                  py::ssize_t first_row) {
+    const py::ssize_t lead = arrays.empty() ? 0 : arrays[0].ndim() - static_cast<py::ssize_t>(shapes_.spec[0].size());
+    std::vector<std::uint64_t> row_bytes(arrays.size());
     std::size_t total = 0;
-    for (std::uint32_t c = 0; c < arrays.size(); ++c) total += ring_->component(c).nbytes * n;
+    for (std::uint32_t c = 0; c < arrays.size(); ++c) {
+      row_bytes[c] = static_cast<std::uint64_t>(arrays[c].nbytes()) /
+                     static_cast<std::uint64_t>(lead ? std::max<py::ssize_t>(arrays[c].shape(0), 1) : 1);
+      total += row_bytes[c] * n;
+    }
     auto copy = [&] {
       for (std::uint32_t c = 0; c < arrays.size(); ++c) {
-        const std::uint64_t nbytes = ring_->component(c).nbytes;
+        const std::uint64_t nbytes = row_bytes[c];
         const auto* src = static_cast<const std::uint8_t*>(arrays[c].data()) + first_row * nbytes;
         for (std::uint32_t r = 0; r < n; ++r) {
           std::memcpy(ring_->slot_data(slots[r]) + ring_->component(c).offset, src + r * nbytes, nbytes);
@@ -371,12 +482,16 @@ class PyRing {
     } else {
       copy();
     }
+    for (std::uint32_t c = 0; c < arrays.size(); ++c) {
+      if (!shapes_.variable[c]) continue;
+      for (std::uint32_t r = 0; r < n; ++r) write_dims(slots[r], c, arrays[c].shape() + lead);
+    }
   }
 
   std::shared_ptr<RingMemory> mem_;
   Ring* ring_ = nullptr;
   std::vector<py::dtype> dtypes_;
-  std::vector<std::vector<py::ssize_t>> shapes_;
+  Shapes shapes_;
   std::string name_;
 };
 
@@ -416,6 +531,7 @@ PYBIND11_MODULE(_core, m) {
                            ": a stale libpyfastq_ring.so; reinstall pyfastq");
   }
   m.attr("MAX_ORDERED_WORKERS") = kMaxTurnWorkers;
+  m.attr("FILL_BINS") = kFillBins;
   m.def("chain_sigint", &chain_sigint,
         "Puts a C handler in front of the current SIGINT handler that raises the consumer-interrupt flag first");
   m.def("take_consumer_interrupt", &take_consumer_interrupt,
@@ -435,13 +551,16 @@ PYBIND11_MODULE(_core, m) {
 
   py::class_<PyRing>(m, "Ring")
       .def(py::init<std::uint32_t, const std::vector<py::dtype>&, const std::vector<std::vector<py::ssize_t>>&,
-                    std::string, bool>(),
-           py::arg("capacity"), py::arg("dtypes"), py::arg("shapes"), py::arg("name"), py::arg("shared") = false)
-      .def_static("attach", &PyRing::attach, py::arg("fd"), py::arg("dtypes"), py::arg("shapes"), py::arg("name"))
+                    std::string, bool, const MaybeShapes&, bool, std::uint32_t, std::uint64_t>(),
+           py::arg("capacity"), py::arg("dtypes"), py::arg("shapes"), py::arg("name"), py::arg("shared") = false,
+           py::kw_only(), py::arg("bounds") = py::none(), py::arg("shuffle") = false,
+           py::arg("min_after_dequeue") = 0, py::arg("seed") = 0)
+      .def_static("attach", &PyRing::attach, py::arg("fd"), py::arg("dtypes"), py::arg("shapes"), py::arg("name"),
+                  py::kw_only(), py::arg("bounds") = py::none())
       .def("put", &PyRing::put, py::arg("components"), py::arg("timeout") = py::none(), py::arg("ticket") = py::none())
       .def("put_one", &PyRing::put_one, py::arg("component"), py::arg("timeout") = py::none(), py::arg("ticket") = py::none())
       .def("put_many", &PyRing::put_many, py::arg("components"), py::arg("timeout") = py::none())
-      .def("reserve", &PyRing::reserve, py::arg("timeout") = py::none())
+      .def("reserve", &PyRing::reserve, py::arg("timeout") = py::none(), py::arg("shapes") = py::none())
       .def("begin_turns", &PyRing::begin_turns, py::arg("workers"))
       .def("finish_turns", &PyRing::finish_turns, py::arg("worker"), py::arg("count"))
       .def("close", &PyRing::close, py::arg("cancel") = false)

@@ -1,10 +1,17 @@
 // CPU kernels of PyfastqDequeue and PyfastqDequeueMany.
 //
+// Variable shapes: with max_shapes, the ring has one component more than the
+// op's outputs, holding the true dims of every variable component (int64s,
+// in component order); each element's data sits compact at the start of its
+// component. dequeue aliases it at its true shape; dequeue_many pads every
+// component to the largest shape in the batch.
+//
 // Both are AsyncOpKernels: they try the ring once without blocking, and only
 // when it is empty hand the wait to a thread of their own, so a starved
 // consumer never holds one of TF's inter-op threads. A wait ends on data,
 // close, cancel, fail, or the op's CancellationManager (session timeouts,
 // step cancellation), which raises the wait's abandon flag and wakes the ring.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -81,6 +88,7 @@ class DequeueOp : public AsyncOpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("queue_name", &queue_name_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("component_types", &types_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("shapes", &shapes_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("max_shapes", &max_shapes_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("end_as_flag", &end_as_flag_));
     // Every error names the op and the queue.
     where_ = absl::StrCat(type_string(), " on pyfastq queue '", queue_name_, "'");
@@ -88,20 +96,39 @@ class DequeueOp : public AsyncOpKernel {
       int64_t n;
       OP_REQUIRES_OK(ctx, ctx->GetAttr("n", &n));
       OP_REQUIRES_OK(ctx, ctx->GetAttr("allow_smaller_final_batch", &allow_smaller_));
+      OP_REQUIRES_OK(ctx, ctx->GetAttr("padding", &padding_));
       n_ = static_cast<std::uint32_t>(n);
     }
     OP_REQUIRES(ctx, shapes_.size() == types_.size(),
                 absl::InvalidArgumentError(
                     absl::StrCat(where_, ": ", shapes_.size(), " shapes for ", types_.size(), " component types")));
+    variable_ = !max_shapes_.empty();
+    OP_REQUIRES(ctx, !variable_ || max_shapes_.size() == types_.size(),
+                absl::InvalidArgumentError(absl::StrCat(where_, ": ", max_shapes_.size(), " max_shapes for ",
+                                                        types_.size(), " component types")));
+    OP_REQUIRES(ctx, padding_.empty() || padding_.size() == types_.size(),
+                absl::InvalidArgumentError(
+                    absl::StrCat(where_, ": ", padding_.size(), " padding values for ", types_.size(), " components")));
+    std::uint64_t dims = 0;
     for (size_t i = 0; i < shapes_.size(); ++i) {
-      OP_REQUIRES(ctx, shapes_[i].IsFullyDefined(),
+      const PartialTensorShape& bound = variable_ ? max_shapes_[i] : shapes_[i];
+      OP_REQUIRES(ctx, bound.IsFullyDefined() && bound.IsCompatibleWith(shapes_[i]),
                   absl::InvalidArgumentError(absl::StrCat(where_, ": component ", i, " has shape ",
-                                                          shapes_[i].DebugString(), ", not fully defined")));
+                                                          shapes_[i].DebugString(), " and bound ", bound.DebugString(),
+                                                          ": the bound must be fully defined and fit the shape")));
+      OP_REQUIRES(ctx, padding_.empty() || padding_[i].size() == static_cast<size_t>(DataTypeSize(types_[i])),
+                  absl::InvalidArgumentError(absl::StrCat(where_, ": component ", i, "'s padding has ",
+                                                          padding_[i].size(), " bytes, not one ",
+                                                          DataTypeString(types_[i]))));
       TensorShape s;
-      shapes_[i].AsTensorShape(&s);
+      bound.AsTensorShape(&s);
       full_shapes_.push_back(s);
       nbytes_.push_back(static_cast<std::uint64_t>(s.num_elements()) * DataTypeSize(types_[i]));
+      is_variable_.push_back(!shapes_[i].IsFullyDefined());
+      dims_at_.push_back(dims);
+      if (is_variable_.back()) dims += static_cast<std::uint64_t>(shapes_[i].dims());
     }
+    dims_bytes_ = dims * sizeof(std::int64_t);
   }
 
   void ComputeAsync(OpKernelContext* ctx, DoneCallback done) override {
@@ -112,6 +139,7 @@ class DequeueOp : public AsyncOpKernel {
                           "): the queue no longer exists; keep the pyfastq.Queue alive while its ops run")),
                       done);
     OP_REQUIRES_OK_ASYNC(ctx, Validate(mem->ring()), done);
+    mem->ring().record_fill();  // once per dequeue, as it comes: how full it finds the queue
 
     auto wait = std::make_shared<Wait>();
     wait->mem = std::move(mem);
@@ -161,9 +189,15 @@ class DequeueOp : public AsyncOpKernel {
 
  private:
   absl::Status Validate(const pyfastq::Ring& ring) const {
-    if (ring.num_components() != types_.size()) {
+    const std::size_t components = types_.size() + (dims_bytes_ != 0 ? 1 : 0);
+    if (ring.num_components() != components) {
       return absl::InvalidArgumentError(absl::StrCat(where_, ": the queue has ", ring.num_components(),
-                                                     " components, the op expects ", types_.size()));
+                                                     " ring components, the op expects ", components));
+    }
+    if (dims_bytes_ != 0 && ring.component(static_cast<std::uint32_t>(types_.size())).nbytes != dims_bytes_) {
+      return absl::InvalidArgumentError(absl::StrCat(where_, ": the queue's shape component holds ",
+                                                     ring.component(static_cast<std::uint32_t>(types_.size())).nbytes,
+                                                     " bytes, the op expects ", dims_bytes_));
     }
     for (std::uint32_t i = 0; i < types_.size(); ++i) {
       if (ring.component(i).nbytes != nbytes_[i]) {
@@ -176,6 +210,11 @@ class DequeueOp : public AsyncOpKernel {
     if (n_ > ring.capacity()) {
       return absl::InvalidArgumentError(
           absl::StrCat(where_, ": n=", n_, " is more than the queue's capacity ", ring.capacity()));
+    }
+    if (n_ + ring.min_after_dequeue() > ring.capacity()) {
+      return absl::InvalidArgumentError(absl::StrCat(where_, ": n=", n_, " with min_after_dequeue ",
+                                                     ring.min_after_dequeue(), " is more than the queue's capacity ",
+                                                     ring.capacity(), " can hold"));
     }
     return absl::OkStatus();
   }
@@ -220,6 +259,20 @@ class DequeueOp : public AsyncOpKernel {
     }
   }
 
+  // Component i's shape in `slot`: the spec's, or its true dims from the slot.
+  TensorShape ShapeIn(const pyfastq::Ring& ring, std::uint32_t slot, std::uint32_t i) const {
+    if (!is_variable_[i]) return full_shapes_[i];
+    const auto* dims = reinterpret_cast<const std::int64_t*>(
+                           ring.slot_data(slot) + ring.component(static_cast<std::uint32_t>(types_.size())).offset) +
+                       dims_at_[i];
+    TensorShape s;
+    for (int d = 0; d < shapes_[i].dims(); ++d) {
+      // Clamped to the bound: a producer writes dims it has checked, but the op must not read past the slot.
+      s.AddDim(std::min<int64_t>(std::max<int64_t>(dims[d], 0), full_shapes_[i].dim_size(d)));
+    }
+    return s;
+  }
+
   // One element: outputs that point into the slot.
   void Alias(OpKernelContext* ctx, Wait* wait) {
     pyfastq::Ring& ring = wait->mem->ring();
@@ -229,13 +282,16 @@ class DequeueOp : public AsyncOpKernel {
     OpOutputList outputs;
     OP_REQUIRES_OK(ctx, ctx->output_list("components", &outputs));
     for (std::uint32_t i = 0; i < types_.size(); ++i) {
-      auto* buf = new SlotBuffer(ring.slot_data(slot) + ring.component(i).offset, nbytes_[i], lease);
-      outputs.set(static_cast<int>(i), Tensor(types_[i], full_shapes_[i], buf));
+      const TensorShape shape = ShapeIn(ring, slot, i);
+      const std::size_t bytes = static_cast<std::size_t>(shape.num_elements()) * DataTypeSize(types_[i]);
+      auto* buf = new SlotBuffer(ring.slot_data(slot) + ring.component(i).offset, bytes, lease);
+      outputs.set(static_cast<int>(i), Tensor(types_[i], shape, buf));
       buf->Unref();  // the Tensor holds its own reference
     }
   }
 
-  // n elements: one output per component, row r copied from slot r.
+  // n elements: one output per component, row r copied from slot r; with
+  // variable shapes, padded to the largest shape in the batch.
   void Gather(OpKernelContext* ctx, Wait* wait) {
     pyfastq::Ring& ring = wait->mem->ring();
     const std::uint32_t got = wait->got;
@@ -251,16 +307,75 @@ class DequeueOp : public AsyncOpKernel {
     SetDone(ctx, false);
     OpOutputList outputs;
     OP_REQUIRES_OK(ctx, ctx->output_list("components", &outputs));
+    std::vector<TensorShape> rows(got);
     for (std::uint32_t i = 0; i < types_.size(); ++i) {
+      const std::uint64_t offset = ring.component(i).offset;
+      const std::size_t item = static_cast<std::size_t>(DataTypeSize(types_[i]));
       TensorShape shape = full_shapes_[i];
+      bool ragged = false;
+      if (is_variable_[i]) {
+        for (std::uint32_t r = 0; r < got; ++r) rows[r] = ShapeIn(ring, wait->slots[r], i);
+        for (int d = 0; d < shape.dims(); ++d) {
+          int64_t largest = 0;
+          for (std::uint32_t r = 0; r < got; ++r) largest = std::max(largest, rows[r].dim_size(d));
+          shape.set_dim(d, largest);
+        }
+        for (std::uint32_t r = 0; r < got && !ragged; ++r) ragged = rows[r] != shape;
+      }
+      const std::size_t row_bytes = static_cast<std::size_t>(shape.num_elements()) * item;
       shape.InsertDim(0, got);
       Tensor* out = nullptr;
       OP_REQUIRES_OK(ctx, outputs.allocate(static_cast<int>(i), shape, &out));
       char* dst = const_cast<char*>(out->tensor_data().data());
-      const std::uint64_t offset = ring.component(i).offset;
-      for (std::uint32_t r = 0; r < got; ++r) {
-        std::memcpy(dst + r * nbytes_[i], ring.slot_data(wait->slots[r]) + offset, nbytes_[i]);
+      if (!ragged) {
+        for (std::uint32_t r = 0; r < got; ++r) {
+          std::memcpy(dst + r * row_bytes, ring.slot_data(wait->slots[r]) + offset, row_bytes);
+        }
+        continue;
       }
+      Pad(dst, out->TotalBytes(), i);
+      const auto batch_dims = shape.dim_sizes();
+      const std::vector<int64_t> to(batch_dims.begin() + 1, batch_dims.end());
+      for (std::uint32_t r = 0; r < got; ++r) {
+        const auto row_dims = rows[r].dim_sizes();
+        const std::vector<int64_t> from(row_dims.begin(), row_dims.end());
+        CopyPadded(reinterpret_cast<const char*>(ring.slot_data(wait->slots[r]) + offset), from.data(),
+                   dst + r * row_bytes, to.data(), static_cast<int>(to.size()), item);
+      }
+    }
+  }
+
+  // Fills an output with component i's padding value (zeros unless given).
+  void Pad(char* dst, std::size_t bytes, std::uint32_t i) const {
+    if (padding_.empty()) {
+      std::memset(dst, 0, bytes);
+      return;
+    }
+    const std::string& value = padding_[i];
+    for (std::size_t at = 0; at + value.size() <= bytes; at += value.size()) {
+      std::memcpy(dst + at, value.data(), value.size());
+    }
+  }
+
+  // Copies a compact array of shape `from` into the top-left corner of one of
+  // shape `to` (same rank, each dim at least as large), a run of the last dim at a time.
+  static void CopyPadded(const char* src, const int64_t* from, char* dst, const int64_t* to, int rank,
+                         std::size_t item) {
+    if (rank == 0) {
+      std::memcpy(dst, src, item);
+      return;
+    }
+    std::size_t src_stride = item, dst_stride = item;
+    for (int d = 1; d < rank; ++d) {
+      src_stride *= static_cast<std::size_t>(from[d]);
+      dst_stride *= static_cast<std::size_t>(to[d]);
+    }
+    if (rank == 1) {
+      std::memcpy(dst, src, static_cast<std::size_t>(from[0]) * item);
+      return;
+    }
+    for (int64_t k = 0; k < from[0]; ++k) {
+      CopyPadded(src + k * src_stride, from + 1, dst + k * dst_stride, to + 1, rank - 1, item);
     }
   }
 
@@ -271,6 +386,9 @@ class DequeueOp : public AsyncOpKernel {
     OP_REQUIRES_OK(ctx, ctx->output_list("components", &outputs));
     for (std::uint32_t i = 0; i < types_.size(); ++i) {
       TensorShape shape = full_shapes_[i];
+      for (int d = 0; d < shape.dims(); ++d) {
+        if (shapes_[i].dim_size(d) < 0) shape.set_dim(d, 0);  // a variable dim: empty
+      }
       if (batched_) shape.InsertDim(0, 0);
       Tensor* out = nullptr;
       OP_REQUIRES_OK(ctx, outputs.allocate(static_cast<int>(i), shape, &out));
@@ -290,8 +408,14 @@ class DequeueOp : public AsyncOpKernel {
   std::string where_;  // "<op> on pyfastq queue '<name>'": the start of every error
   DataTypeVector types_;
   std::vector<PartialTensorShape> shapes_;
-  std::vector<TensorShape> full_shapes_;
-  std::vector<std::uint64_t> nbytes_;
+  std::vector<PartialTensorShape> max_shapes_;  // empty unless some dims are variable
+  std::vector<std::string> padding_;            // per component, one value's bytes; empty: zeros
+  bool variable_ = false;
+  std::vector<TensorShape> full_shapes_;        // the spec's shapes, or with variable dims the bounds
+  std::vector<std::uint64_t> nbytes_;           // bytes of each component's region in a slot
+  std::vector<bool> is_variable_;
+  std::vector<std::uint64_t> dims_at_;          // a variable component's first dim in the dims component
+  std::uint64_t dims_bytes_ = 0;                // the dims component's size; 0 without one
   bool end_as_flag_ = false;
   bool allow_smaller_ = false;
   std::uint32_t n_ = 1;

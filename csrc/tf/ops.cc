@@ -51,12 +51,16 @@ REGISTER_OP("PyfastqDequeue")
     .Attr("queue_name: string")
     .Attr("component_types: list(type) >= 1")
     .Attr("shapes: list(shape) >= 1")
+    .Attr("max_shapes: list(shape) = []")
     .Attr("end_as_flag: bool = false")
     .SetIsStateful()
     .SetShapeFn([](InferenceContext* c) { return DequeueShapes(c, /*batched=*/false); })
     .Doc(R"doc(
 Takes one element from a pyfastq queue. The component tensors alias the ring
 slot; the slot is given back when the last of them is freed.
+
+max_shapes: empty, or for a queue whose shapes have unknown dims, every
+  component's bound: the element then has its true shape, read from the slot.
 
 done: true only with end_as_flag, once the queue is closed and drained
   (the components are then zeros).
@@ -69,6 +73,8 @@ REGISTER_OP("PyfastqDequeueMany")
     .Attr("queue_name: string")
     .Attr("component_types: list(type) >= 1")
     .Attr("shapes: list(shape) >= 1")
+    .Attr("max_shapes: list(shape) = []")
+    .Attr("padding: list(string) = []")
     .Attr("n: int >= 1")
     .Attr("allow_smaller_final_batch: bool = false")
     .Attr("end_as_flag: bool = false")
@@ -76,6 +82,11 @@ REGISTER_OP("PyfastqDequeueMany")
     .SetShapeFn([](InferenceContext* c) { return DequeueShapes(c, /*batched=*/true); })
     .Doc(R"doc(
 Takes n elements from a pyfastq queue at once and stacks them along a new dim 0.
+With variable shapes (max_shapes given), every component is padded to the
+largest shape in the batch, as padded_batch does.
+
+padding: empty (pad with zeros), or per component the bytes of one scalar of
+  its type to pad with.
 
 done: true only with end_as_flag, once the queue is closed with too few
   elements left (the components then have 0 rows).

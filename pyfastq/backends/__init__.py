@@ -34,7 +34,18 @@ def native_unavailable() -> str | None:
     return _native_error or None
 
 
-def create(backend: str, spec, capacity: int, name: str, shared: bool = False):
+def create(
+    backend: str,
+    spec,
+    capacity: int,
+    name: str,
+    shared: bool = False,
+    shuffle: bool = False,
+    min_after_dequeue: int = 0,
+    seed: int = 0,
+):
+    """A backend for a Queue; shuffle, min_after_dequeue and seed as Queue's (seed drawn already)."""
+    order = dict(shuffle=shuffle, min_after_dequeue=min_after_dequeue, seed=seed)
     if backend not in ("auto", "native", "python"):
         raise ValueError(f'backend must be "auto", "native" or "python", got {backend!r}')
     if shared and backend == "python":
@@ -44,14 +55,14 @@ def create(backend: str, spec, capacity: int, name: str, shared: bool = False):
         if why is None:
             from .native import NativeBackend
 
-            return NativeBackend(spec, capacity, name, shared)
+            return NativeBackend(spec, capacity, name, shared, **order)
         if backend == "native" or shared:
             needed = " (shared=True needs it)" if shared else ""
             raise ImportError(f"pyfastq's native backend is unavailable{needed}: {why}")
         _warn_fallback(why)
     from .python import PythonBackend
 
-    return PythonBackend(spec, capacity, name)
+    return PythonBackend(spec, capacity, name, **order)
 
 
 _warned = False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import tensorflow as tf
 
 from .._spec import Spec
@@ -38,21 +39,43 @@ except tf.errors.OpError as e:
 class NativeBackend(RingWriter):
     """The ring's producer side (RingWriter) and the dequeue ops."""
 
-    def __init__(self, spec: Spec, capacity: int, name: str, shared: bool = False):
-        super().__init__(_core.Ring(capacity, spec.dtypes, [list(s) for s in spec.shapes], name, shared), spec, name)
+    def __init__(
+        self,
+        spec: Spec,
+        capacity: int,
+        name: str,
+        shared: bool = False,
+        shuffle: bool = False,
+        min_after_dequeue: int = 0,
+        seed: int = 0,
+    ):
+        shapes, bounds = spec.ring_shapes()
+        ring = _core.Ring(
+            capacity, spec.dtypes, shapes, name, shared,
+            bounds=bounds, shuffle=shuffle, min_after_dequeue=min_after_dequeue, seed=seed,
+        )
+        super().__init__(ring, spec, name)
         self._op_attrs = dict(
             queue_id=self._ring.id,
             queue_name=name,
             component_types=spec.tf_dtypes,
             shapes=[tf.TensorShape(s) for s in spec.shapes],
+            max_shapes=[tf.TensorShape(b) for b in spec.bounds] if spec.variable else [],
         )
 
     def dequeue(self, end_as_flag: bool = False):
         done, comps = _ops.pyfastq_dequeue(end_as_flag=end_as_flag, **self._op_attrs)
         return done, list(comps)
 
-    def dequeue_many(self, n: int, allow_smaller: bool, end_as_flag: bool = False):
+    def dequeue_many(self, n: int, allow_smaller: bool, end_as_flag: bool = False, padding: list | None = None):
+        """padding: None (zeros), or one numpy scalar (None: zero) per component."""
+        pad = []
+        if padding is not None:
+            pad = [
+                (np.zeros((), d) if v is None else v).astype(d).tobytes()
+                for v, d in zip(padding, self._layout.dtypes, strict=True)
+            ]
         done, comps = _ops.pyfastq_dequeue_many(
-            n=n, allow_smaller_final_batch=allow_smaller, end_as_flag=end_as_flag, **self._op_attrs
+            n=n, allow_smaller_final_batch=allow_smaller, end_as_flag=end_as_flag, padding=pad, **self._op_attrs
         )
         return done, list(comps)

@@ -9,6 +9,7 @@ the same message.
 from __future__ import annotations
 
 import collections
+import random
 import threading
 import time
 
@@ -22,6 +23,7 @@ from . import deadline_from
 
 # A wait wakes this often, so nothing blocks forever on a missed notify.
 _SLICE = 0.1
+FILL_BINS = 10  # as the ring's kFillBins
 
 
 class _Reservation:
@@ -49,14 +51,46 @@ class _Reservation:
             self._backend._end_reservation(None)
 
 
+class _Waiting:
+    """Threads of one side waiting now, and the time at least one of them was (the ring's blocked_ns).
+
+    Its owner's lock is held around every call.
+    """
+
+    def __init__(self):
+        self.count = 0
+        self._since = 0.0  # when the stretch under way began
+        self._blocked = 0.0  # stretches that have ended
+
+    def enter(self) -> None:
+        self.count += 1
+        if self.count == 1:
+            self._since = time.monotonic()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._blocked += time.monotonic() - self._since
+
+    def blocked(self) -> float:
+        """Seconds at least one waited, the stretch under way included."""
+        return self._blocked + (time.monotonic() - self._since if self.count else 0.0)
+
+
 class PythonBackend:
     name = "python"
 
-    def __init__(self, spec: Spec, capacity: int, name: str):
+    def __init__(
+        self, spec: Spec, capacity: int, name: str, shuffle: bool = False, min_after_dequeue: int = 0, seed: int = 0
+    ):
         self._spec = spec
         self._name = name
         self._capacity = capacity
-        self._items: collections.deque = collections.deque()
+        # FIFO: a deque. Shuffled: a list picked from at random (swap with the last, pop), as the ring's pool.
+        self._shuffle = shuffle
+        self._keep = min_after_dequeue
+        self._rng = random.Random(seed)
+        self._items: collections.deque | list = [] if shuffle else collections.deque()
         self._reserved = 0  # slots held by reservations and puts in progress
         self._putting = 0  # puts under way: begun while open, not yet ended
         self._cond = threading.Condition()
@@ -64,7 +98,8 @@ class PythonBackend:
         self._fail_message = ""
         self._puts = self._gets = 0
         self._put_wait = self._get_wait = 0.0
-        self._put_waiters = self._get_waiters = 0  # threads waiting now
+        self._put_waiting, self._get_waiting = _Waiting(), _Waiting()  # producers / consumers waiting
+        self._fill_hist = [0] * FILL_BINS
 
     # -- producers -------------------------------------------------------------
     # A put begins (counted in _putting) only while the queue is open; once
@@ -94,11 +129,11 @@ class PythonBackend:
             if deadline is not None and now >= deadline:
                 self._put_wait += now - start
                 raise TimeoutError(f"no free slot in queue '{self._name}' before the timeout")
-            self._put_waiters += 1
+            self._put_waiting.enter()
             try:
                 self._cond.wait(_SLICE if deadline is None else min(_SLICE, deadline - now))
             finally:
-                self._put_waiters -= 1
+                self._put_waiting.leave()
         if start is not None:
             self._put_wait += time.monotonic() - start
         if self._state not in ("open", "closed"):
@@ -151,7 +186,7 @@ class PythonBackend:
             with self._cond:
                 self._end_put()
 
-    def reserve(self, timeout: float | None) -> _Reservation:
+    def reserve(self, timeout: float | None, shapes: list | None = None) -> _Reservation:
         deadline = deadline_from(timeout)
         with self._cond:
             self._begin_put()
@@ -159,7 +194,8 @@ class PythonBackend:
                 self._claim(1, deadline)  # the slot held counts in _reserved until commit or abort
             finally:
                 self._end_put()
-        return _Reservation(self, [np.zeros(s, d) for s, d in zip(self._spec.shapes, self._spec.dtypes, strict=True)])
+        shapes = self._spec.shapes if shapes is None else shapes
+        return _Reservation(self, [np.zeros(s, d) for s, d in zip(shapes, self._spec.dtypes, strict=True)])
 
     def _end_reservation(self, views: list[np.ndarray] | None) -> None:
         with self._cond:
@@ -201,10 +237,20 @@ class PythonBackend:
                 "size": len(self._items),
                 "put_wait_s": self._put_wait,
                 "get_wait_s": self._get_wait,
-                "put_waiters": self._put_waiters,
-                "get_waiters": self._get_waiters,
+                "put_blocked_s": self._put_waiting.blocked(),
+                "get_blocked_s": self._get_waiting.blocked(),
+                "put_waiters": self._put_waiting.count,
+                "get_waiters": self._get_waiting.count,
+                "fill_histogram": list(self._fill_hist),
                 "capacity": self._capacity,
+                "shuffle": self._shuffle,
+                "min_after_dequeue": self._keep,
             }
+
+    def _record_fill(self) -> None:
+        """A dequeue has come: counts how full it finds the queue (as Ring::record_fill)."""
+        with self._cond:
+            self._fill_hist[min(FILL_BINS - 1, len(self._items) * FILL_BINS // self._capacity)] += 1
 
     # -- consumers ---------------------------------------------------------------
     # A dequeue is a loop of short polls. Each poll takes what it needs if it is
@@ -217,7 +263,7 @@ class PythonBackend:
     # nothing. (tf.numpy_function itself cannot be cancelled.)
     _DATA, _END, _NOTHING_YET = 0, 1, 2
 
-    def _poll(self, n: int | None, allow_smaller: bool, end_as_flag: bool, since: int):
+    def _poll(self, n: int | None, allow_smaller: bool, end_as_flag: bool, since: int, padding: list | None = None):
         """One poll: (_DATA, components), (_END, empty components) or (_NOTHING_YET, empty components).
 
         Ends raise: StopIteration (closed and drained, without end_as_flag; numpy_function
@@ -234,22 +280,44 @@ class PythonBackend:
                         "while waiting for data"
                     )
                 start = time.monotonic()
-                self._get_waiters += 1
+                self._get_waiting.enter()
                 try:
                     self._cond.wait(_SLICE)
                 finally:
-                    self._get_waiters -= 1
+                    self._get_waiting.leave()
                     self._get_wait += time.monotonic() - start
                 return self._NOTHING_YET, self._empty(n)
             if status == self._END:
                 return self._END, self._empty(n)
             want = min(want, len(self._items))
-            items = [self._items.popleft() for _ in range(want)]
+            items = [self._take() for _ in range(want)]
             self._gets += want
             self._cond.notify_all()
         if n is None:
             return self._DATA, items[0]
-        return self._DATA, [np.stack([it[c] for it in items]) for c in range(len(self._spec.flat))]
+        return self._DATA, [self._stack([it[c] for it in items], c, padding) for c in range(len(self._spec.flat))]
+
+    def _take(self) -> list:
+        """The next element: the oldest, or, shuffled, a uniformly random one. Caller holds the lock."""
+        if not self._shuffle:
+            return self._items.popleft()
+        items = self._items
+        r = self._rng.randrange(len(items))
+        items[r], items[-1] = items[-1], items[r]
+        return items.pop()
+
+    def _stack(self, arrays: list[np.ndarray], c: int, padding: list | None) -> np.ndarray:
+        """Component c of a batch: stacked, or padded to the largest shape among them (padded_batch)."""
+        if not self._spec.leaves[c].variable:
+            return np.stack(arrays)
+        shape = tuple(max(dims) for dims in zip(*(a.shape for a in arrays), strict=True))
+        if all(a.shape == shape for a in arrays):
+            return np.stack(arrays)
+        value = 0 if padding is None or padding[c] is None else padding[c]
+        out = np.full((len(arrays), *shape), value, self._spec.dtypes[c])
+        for r, a in enumerate(arrays):
+            out[(r, *(slice(0, d) for d in a.shape))] = a
+        return out
 
     def _ready(self, want: int, allow_smaller: bool, end_as_flag: bool) -> int | None:
         """What a poll can do now: _DATA (take min(want, len) items), _END, or None (wait). Caller holds the lock."""
@@ -257,7 +325,9 @@ class PythonBackend:
             raise RuntimeError(f"CancelledError: pyfastq queue '{self._name}' was cancelled")
         if self._state == "failed":
             raise RuntimeError(f"AbortedError: pyfastq queue '{self._name}' failed: {self._fail_message}")
-        if len(self._items) >= want:
+        # Shuffled and open: a batch is taken whole, leaving min_after_dequeue behind (after close, all drain).
+        keep = self._keep if self._state == "open" else 0
+        if len(self._items) >= want + keep:
             return self._DATA
         if self._state == "closed" and self._reserved == 0 and self._putting == 0:
             if allow_smaller and self._items:
@@ -269,22 +339,28 @@ class PythonBackend:
 
     def _empty(self, n: int | None) -> list[np.ndarray]:
         lead = () if n is None else (0,)
-        return [np.zeros(lead + s, d) for s, d in zip(self._spec.shapes, self._spec.dtypes, strict=True)]
+        return [np.zeros(lead + _zeroed(s), d) for s, d in zip(self._spec.shapes, self._spec.dtypes, strict=True)]
 
-    def _op(self, n: int | None, allow_smaller: bool, end_as_flag: bool):
+    def _arrive(self) -> np.int64:
+        """Once per dequeue, as it begins: the fill level it finds, and the interrupt epoch it waits from."""
+        self._record_fill()
+        return np.int64(_interrupt.epoch())
+
+    def _op(self, n: int | None, allow_smaller: bool, end_as_flag: bool, padding: list | None = None):
         """The dequeue: (done, components), done True only at the end with end_as_flag."""
-        if n is not None and n > self._capacity:
+        if n is not None and n + self._keep > self._capacity:
             raise ValueError(
-                f"dequeue_many({n}) from '{self._name}' of capacity {self._capacity} can never be satisfied"
+                f"dequeue_many({n}) from '{self._name}' of capacity {self._capacity} (min_after_dequeue "
+                f"{self._keep}) can never be satisfied"
             )
         if tf.executing_eagerly():
-            return self._eager(n, allow_smaller, end_as_flag)
+            return self._eager(n, allow_smaller, end_as_flag, padding)
         lead = [] if n is None else [None if (allow_smaller or end_as_flag) else n]
         shapes = [tf.TensorShape(lead + list(s)) for s in self._spec.shapes]
-        since = tf.numpy_function(_interrupt.epoch, [], tf.int64, stateful=True, name="pyfastq_python_interrupt_epoch")
+        since = tf.numpy_function(self._arrive, [], tf.int64, stateful=True, name="pyfastq_python_interrupt_epoch")
 
         def poll(since):
-            status, comps = self._poll(n, allow_smaller, end_as_flag, int(since))
+            status, comps = self._poll(n, allow_smaller, end_as_flag, int(since), padding)
             return (np.int8(status), *comps)
 
         def body(status, *comps):
@@ -297,7 +373,8 @@ class PythonBackend:
             return out
 
         start = [tf.constant(self._NOTHING_YET, tf.int8)] + [
-            tf.zeros([0] * len(lead) + list(s), d) for s, d in zip(self._spec.shapes, self._spec.tf_dtypes, strict=True)
+            tf.zeros([0] * len(lead) + list(_zeroed(s)), d)
+            for s, d in zip(self._spec.shapes, self._spec.tf_dtypes, strict=True)
         ]
         out = tf.while_loop(
             lambda status, *comps: tf.equal(status, self._NOTHING_YET),
@@ -313,12 +390,12 @@ class PythonBackend:
             t.set_shape(shape)
         return tf.equal(out[0], self._END), comps
 
-    def _eager(self, n: int | None, allow_smaller: bool, end_as_flag: bool):
+    def _eager(self, n: int | None, allow_smaller: bool, end_as_flag: bool, padding: list | None):
         # Eagerly there is no step to cancel; Python's own Ctrl-C interrupts the wait.
-        since = _interrupt.epoch()
+        since = int(self._arrive())
         try:
             while True:
-                status, comps = self._poll(n, allow_smaller, end_as_flag, since)
+                status, comps = self._poll(n, allow_smaller, end_as_flag, since, padding)
                 if status != self._NOTHING_YET:
                     break
         except StopIteration:
@@ -332,8 +409,14 @@ class PythonBackend:
     def dequeue(self, end_as_flag: bool = False):
         return self._op(None, False, end_as_flag)
 
-    def dequeue_many(self, n: int, allow_smaller: bool, end_as_flag: bool = False):
-        return self._op(n, allow_smaller, end_as_flag)
+    def dequeue_many(self, n: int, allow_smaller: bool, end_as_flag: bool = False, padding: list | None = None):
+        """padding: None (zeros), or one numpy scalar (None: zero) per component."""
+        return self._op(n, allow_smaller, end_as_flag, padding)
+
+
+def _zeroed(shape: tuple) -> tuple:
+    """shape with each variable dim (None) as 0: an empty placeholder of it."""
+    return tuple(0 if d is None else d for d in shape)
 
 
 def _why(state: str) -> str:

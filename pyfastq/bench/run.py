@@ -22,6 +22,11 @@ GIL) or in processes (Queue(shared=True): each worker writes into the shared rin
 made by tf.data's from_generator; the graph takes dequeue_many(32) (.batch(32)). Worker
 start-up is left out (the startup workload measures it): the warm-up waits until every
 worker's elements arrive.
+"shuffle" is pyfastq native with Queue(shuffle=True) on the seed and small workloads, against the FIFO
+queue (native) of the same run (target: >= 0.8x). It is sized by TF's rule for shuffle queues,
+capacity = min_after_dequeue + the slack producers and consumers need: the slack kept as the FIFO queue's
+capacity, and min_after_dequeue as large (seed: 1024 kept back of 2048; small: 8 of 16). So both queues
+give producers the same room and the figure is the cost of picking slots at random.
 "startup" runs pyfastq/bench/startup_trainer.py, a script that imports TensorFlow at its top, with
 1, 2 and 8 process workers: seconds from entering the producer to the first element in the
 trainer, and each worker's USS; beside it, the same fn in multiprocessing's forkserver
@@ -57,9 +62,11 @@ from . import gil_work
 
 BASELINES = ("from_generator", "numpy_function", "fifo_queue")
 METHODS = ("native", "python", *BASELINES, "np_copyto")
+SHUFFLE = "shuffle"  # pyfastq native, Queue(shuffle=True): the seed and small workloads measure it against native
+SHUFFLE_TARGET = 0.8  # x native's (FIFO) batches/s, same run
 # The "python" workload's methods: Producer threads and processes, each with P workers, and from_generator.
 PRODUCER_METHODS = ("thread", "process", "from_generator")
-ALL_METHODS = ("native", "python", "thread", "process", *BASELINES, "np_copyto")  # what --methods takes
+ALL_METHODS = ("native", SHUFFLE, "python", "thread", "process", *BASELINES, "np_copyto")  # what --methods takes
 
 
 @dataclass
@@ -79,10 +86,16 @@ class Workload:
     def spec(self) -> tf.TensorSpec:
         return tf.TensorSpec(self.element_shape, tf.as_dtype(self.dtype))
 
+    @property
+    def min_after_dequeue(self) -> int:
+        """For the shuffle method: as many kept back as the FIFO queue holds; its capacity is twice that."""
+        return self.capacity
+
 
 WORKLOADS = {
-    "seed": Workload("seed: [100] float32 elements, dequeue_many(128)", (100,), np.float32, 128, 1024),
-    "small": Workload("small batch [128,100] float32 (51 KB)", (128, 100), np.float32, 1, 8),
+    "seed": Workload("seed: [100] float32 elements, dequeue_many(128)", (100,), np.float32, 128, 1024,
+                     (*METHODS, SHUFFLE)),
+    "small": Workload("small batch [128,100] float32 (51 KB)", (128, 100), np.float32, 1, 8, (*METHODS, SHUFFLE)),
     "image": Workload("image batch [32,224,224,3] uint8 (4.8 MB)", (32, 224, 224, 3), np.uint8, 1, 8),
     "large": Workload("large batch [16,1024,1024] float32 (64 MB)", (16, 1024, 1024), np.float32, 1, 8),
     "python": Workload("Python-heavy producer: ~1 ms of GIL-bound Python per [100] float32 element, dequeue_many(32)",
@@ -157,8 +170,13 @@ def timed(run, seconds: float) -> float:
     return batches / elapsed
 
 
-def measure_pyfastq(w: Workload, backend: str, seconds: float) -> float:
-    q = pyfastq.Queue(w.spec(), capacity=w.capacity, backend=backend)
+def measure_pyfastq(w: Workload, backend: str, seconds: float, shuffle: bool = False) -> float:
+    """The pyfastq queue on `backend`; with shuffle (native), sized by TF's rule (Workload.min_after_dequeue)."""
+    capacity, order = w.capacity, {}
+    if shuffle:
+        capacity = w.capacity + w.min_after_dequeue
+        order = dict(shuffle=True, min_after_dequeue=w.min_after_dequeue, seed=0)
+    q = pyfastq.Queue(w.spec(), capacity=capacity, backend=backend, **order)
     item = np.ones(w.element_shape, w.dtype)
     feeder = Feeder(q.put, item)
     take = (lambda: q.dequeue_many(w.batch)) if w.batch > 1 else q.dequeue
@@ -264,6 +282,8 @@ def measure(w: Workload, method: str, seconds: float, workers: int = 1) -> float
         return measure_producer(w, method, workers, seconds)
     if method in ("native", "python"):
         return measure_pyfastq(w, method, seconds)
+    if method == SHUFFLE:
+        return measure_pyfastq(w, "native", seconds, shuffle=True)
     return globals()[f"measure_{method}"](w, seconds)
 
 
@@ -410,9 +430,10 @@ def parse_args(argv) -> Options:
 def runnable(methods: list) -> list:
     """methods less those that need the native backend when it cannot load here, each skip said on stderr."""
     methods = list(methods)
-    if "native" in methods and pyfastq.native_unavailable():
-        print(f"native backend unavailable, skipped: {pyfastq.native_unavailable()}", file=sys.stderr)
-        methods.remove("native")
+    for m in ("native", SHUFFLE):
+        if m in methods and pyfastq.native_unavailable():
+            print(f"native backend unavailable, {m} skipped: {pyfastq.native_unavailable()}", file=sys.stderr)
+            methods.remove(m)
     for m in ("thread", "process"):  # the python workload's Producer runs on the native backend
         if m in methods and pyfastq.native_unavailable():
             print(f"native backend unavailable, python workload's {m} skipped", file=sys.stderr)
@@ -629,6 +650,13 @@ def print_summary(results: Results) -> None:
             if row.get("np_copyto") and WORKLOADS[name].batch == 1:
                 line += f", {row['native'] / row['np_copyto']:.2f}x one np.copyto"
             print(line)
+        if row.get(SHUFFLE) and row.get("native"):
+            ratio = row[SHUFFLE] / row["native"]
+            met = "met" if ratio >= SHUFFLE_TARGET else "NOT met"
+            w = WORKLOADS[name]
+            print(f"{name}: shuffle (capacity {w.capacity + w.min_after_dequeue}, min_after_dequeue "
+                  f"{w.min_after_dequeue}) is {ratio:.2f}x the FIFO queue (native, capacity {w.capacity}; "
+                  f"target >= {SHUFFLE_TARGET}x: {met})")
     if "python" in results.rows:
         for line in producer_summary(results.rows["python"], WORKLOADS["python"].batch, results.element_ms):
             print(line)

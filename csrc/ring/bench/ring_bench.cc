@@ -1,6 +1,8 @@
 // The ring alone, in the terms rigtorp/SPSCQueue publishes: throughput in
 // operations per ms (8-byte elements, 1 producer x 1 consumer and 4 x 4) and
-// round-trip latency in ns (ping-pong of one element between two rings).
+// round-trip latency in ns (ping-pong of one element between two rings);
+// then the same 1 x 1 throughput through a shuffled ring (random picks,
+// min_after_dequeue kept back), against the FIFO figure above it.
 //
 //   cmake -S csrc/ring -B build/ring && cmake --build build/ring && build/ring/bench/ring_bench
 #include <atomic>
@@ -28,8 +30,9 @@ void must(Status st) {
   }
 }
 
-double throughput_ops_per_ms(int producers, int consumers, std::uint64_t per_producer, std::uint32_t batch) {
-  auto m = RingMemory::create(kCapacity, {sizeof(std::uint64_t)});
+double throughput_ops_per_ms(int producers, int consumers, std::uint64_t per_producer, std::uint32_t batch,
+                             const RingOptions& options = {}) {
+  auto m = RingMemory::create(kCapacity, {sizeof(std::uint64_t)}, false, options);
   Ring& r = m->ring();
   std::atomic<int> ready{0}, producers_left{producers};
   std::atomic<bool> go{false};
@@ -118,5 +121,15 @@ int main() {
   }
   std::printf("| 4 x 4 | 1 | %.0f |\n", throughput_ops_per_ms(4, 4, 500000, 1));
   std::printf("\nround trip (1 x 1 ping-pong): %.0f ns\n", round_trip_ns(200000));
+  std::printf("\n| 1 x 1, pop batch | FIFO ops/ms | shuffled, min_after_dequeue %u: ops/ms |\n|---|---|---|\n",
+              kCapacity / 2);
+  RingOptions shuffled;
+  shuffled.shuffle = true;
+  shuffled.min_after_dequeue = kCapacity / 2;
+  for (std::uint32_t batch : {1u, 128u}) {
+    const double fifo = throughput_ops_per_ms(1, 1, 4000000, batch);
+    std::printf("| %u | %.0f | %.0f |\n", batch, fifo, throughput_ops_per_ms(1, 1, 4000000, batch, shuffled));
+    std::fflush(stdout);
+  }
   return 0;
 }

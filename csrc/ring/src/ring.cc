@@ -184,20 +184,102 @@ Status park_until(std::atomic<std::uint32_t>& epoch, std::atomic<std::uint32_t>&
   }
 }
 
-// park_until on an index queue, for a popper that needs `n` elements.
-template <typename F>
-Status wait_until(IndexQueueState& q, std::uint32_t n, Deadline deadline, const std::atomic<bool>* abandon,
-                  F try_once) {
+std::uint64_t clock_ns() noexcept {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count());
+}
+
+// park_until on an index queue, for a popper that needs the queue's tail to
+// reach need_tail() (read once it is counted as a waiter). Parked time goes
+// to wait_ns (per popper) and blocked_ns (while at least one is parked).
+template <typename F, typename Need>
+Status wait_until(IndexQueueState& q, Deadline deadline, const std::atomic<bool>* abandon, F try_once,
+                  Need need_tail) {
   return park_until(
       q.epoch, q.waiters, deadline, abandon, try_once,
-      [&] { want_tail(q, q.head.load(std::memory_order_seq_cst) + n); },
+      [&] {
+        want_tail(q, need_tail());
+        if (q.parked.fetch_add(1, std::memory_order_seq_cst) == 0) {
+          q.parked_since.store(clock_ns(), std::memory_order_seq_cst);
+        }
+      },
       [&](Clock::time_point since) {
         q.wait_ns.fetch_add(
             static_cast<std::uint64_t>(
                 std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - since).count()),
             std::memory_order_relaxed);
+        // Read before leaving: once parked drops to 0, the next popper to park restarts the clock.
+        const std::uint64_t began = q.parked_since.load(std::memory_order_seq_cst);
+        if (q.parked.fetch_sub(1, std::memory_order_seq_cst) == 1) {
+          const std::uint64_t now = clock_ns();
+          if (now > began) q.blocked_ns.fetch_add(now - began, std::memory_order_relaxed);
+        }
       });
 }
+
+// park_until on an index queue, for a popper that needs `n` elements.
+template <typename F>
+Status wait_until(IndexQueueState& q, std::uint32_t n, Deadline deadline, const std::atomic<bool>* abandon,
+                  F try_once) {
+  return wait_until(q, deadline, abandon, try_once, [&] { return q.head.load(std::memory_order_seq_cst) + n; });
+}
+
+// xoshiro256** (Blackman and Vigna): small state that fits in the block,
+// fast, and good enough for picking among at most 2^31 slots.
+std::uint64_t rotl(std::uint64_t x, int k) noexcept { return (x << k) | (x >> (64 - k)); }
+
+std::uint64_t next_random(std::uint64_t* s) noexcept {
+  const std::uint64_t result = rotl(s[1] * 5, 7) * 9;
+  const std::uint64_t t = s[1] << 17;
+  s[2] ^= s[0];
+  s[3] ^= s[1];
+  s[1] ^= s[2];
+  s[0] ^= s[3];
+  s[2] ^= t;
+  s[3] = rotl(s[3], 45);
+  return result;
+}
+
+// Expands a 64-bit seed into xoshiro's state (splitmix64, as its authors advise).
+void seed_random(std::uint64_t* s, std::uint64_t seed) noexcept {
+  for (int i = 0; i < 4; ++i) {
+    std::uint64_t z = (seed += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    s[i] = z ^ (z >> 31);
+  }
+}
+
+// Uniform in [0, m) without modulo bias (Lemire's multiply-and-reject).
+std::uint32_t random_below(std::uint64_t* s, std::uint32_t m) noexcept {
+  std::uint64_t x = next_random(s) >> 32;
+  std::uint64_t product = x * m;
+  auto low = static_cast<std::uint32_t>(product);
+  if (low < m) {
+    const std::uint32_t threshold = static_cast<std::uint32_t>(-m) % m;
+    while (low < threshold) {
+      x = next_random(s) >> 32;
+      product = x * m;
+      low = static_cast<std::uint32_t>(product);
+    }
+  }
+  return static_cast<std::uint32_t>(product >> 32);
+}
+
+// blocked_ns, with the stretch under way now (a popper parked right now counts).
+std::uint64_t blocked_ns(const IndexQueueState& q) noexcept {
+  std::uint64_t total = q.blocked_ns.load(std::memory_order_seq_cst);
+  if (q.parked.load(std::memory_order_seq_cst) != 0) {
+    const std::uint64_t began = q.parked_since.load(std::memory_order_seq_cst);
+    const std::uint64_t now = clock_ns();
+    if (began != 0 && now > began) total += now - began;
+  }
+  return total;
+}
+
+// A pool lock held at most this long by a live holder; the ring ending is
+// the only reason to wait longer (a holder in a process that died).
+constexpr auto kDrainLockWait = std::chrono::seconds(1);
 
 }  // namespace
 
@@ -227,14 +309,16 @@ std::uint64_t Ring::layout(Component* components, std::uint32_t n) {
 
 namespace {
 struct Offsets {
-  std::uint64_t free_cells, ready_cells, slots, total;
+  std::uint64_t free_cells, ready_cells, pool_cells, slots, total;
 };
 Offsets offsets_for(std::uint32_t capacity, std::uint64_t slot_bytes) {
   Offsets o;
   const std::uint64_t cells = align_up(std::uint64_t(capacity) * sizeof(IndexCell), kCacheLineSize);
   o.free_cells = align_up(sizeof(RingHeader), kCacheLineSize);
   o.ready_cells = o.free_cells + cells;
-  o.slots = align_up(o.ready_cells + cells, 4096);  // page-aligned slots: large copies start on a page
+  o.pool_cells = o.ready_cells + cells;
+  const std::uint64_t pool = align_up(std::uint64_t(capacity) * sizeof(std::uint32_t), kCacheLineSize);
+  o.slots = align_up(o.pool_cells + pool, 4096);  // page-aligned slots: large copies start on a page
   o.total = o.slots + std::uint64_t(capacity) * slot_bytes;
   return o;
 }
@@ -245,8 +329,14 @@ std::size_t Ring::bytes_needed(std::uint32_t capacity, std::uint64_t slot_bytes)
 }
 
 Ring Ring::create(void* memory, std::size_t memory_bytes, std::uint32_t capacity, const Component* components,
-                  std::uint32_t num_components) {
+                  std::uint32_t num_components, const RingOptions& options) {
   if (capacity == 0) throw std::invalid_argument("ring capacity must be at least 1");
+  if (options.min_after_dequeue != 0 && !options.shuffle) {
+    throw std::invalid_argument("min_after_dequeue needs a shuffled ring");
+  }
+  if (options.min_after_dequeue >= capacity) {
+    throw std::invalid_argument("min_after_dequeue must be below the capacity");
+  }
   if (num_components == 0 || num_components > kMaxComponents) {
     throw std::invalid_argument("ring needs 1 to " + std::to_string(kMaxComponents) + " components");
   }
@@ -271,6 +361,7 @@ Ring Ring::create(void* memory, std::size_t memory_bytes, std::uint32_t capacity
   h->total_bytes = o.total;
   h->free_cells_offset = o.free_cells;
   h->ready_cells_offset = o.ready_cells;
+  h->pool_cells_offset = o.pool_cells;
   h->slots_offset = o.slots;
   h->num_components = num_components;
   h->flags = 0;
@@ -282,7 +373,17 @@ Ring Ring::create(void* memory, std::size_t memory_bytes, std::uint32_t capacity
     q->waiters.store(0, std::memory_order_relaxed);
     q->wait_ns.store(0, std::memory_order_relaxed);
     q->wake_at.store(kNobody, std::memory_order_relaxed);
+    q->parked.store(0, std::memory_order_relaxed);
+    q->parked_since.store(0, std::memory_order_relaxed);
+    q->blocked_ns.store(0, std::memory_order_relaxed);
   }
+  h->pool.lock.store(0, std::memory_order_relaxed);
+  h->pool.enabled = options.shuffle ? 1 : 0;
+  h->pool.min_after_dequeue = options.min_after_dequeue;
+  h->pool.size.store(0, std::memory_order_relaxed);
+  h->pool.gets.store(0, std::memory_order_relaxed);
+  seed_random(h->pool.rng, options.seed);
+  for (auto& bin : h->fill_hist) bin.store(0, std::memory_order_relaxed);
   h->state.store(std::uint32_t(State::kOpen), std::memory_order_relaxed);
   h->inflight.store(0, std::memory_order_relaxed);
   h->fail_claim.store(0, std::memory_order_relaxed);
@@ -400,6 +501,7 @@ void Ring::abort(std::uint32_t slot) noexcept {
 Status Ring::pop(std::uint32_t n, std::uint32_t* slots, std::uint32_t* got, bool allow_smaller, Deadline deadline,
                  const std::atomic<bool>* abandon) noexcept {
   *got = 0;
+  if (shuffled()) return pop_shuffled(n, slots, got, allow_smaller, deadline, abandon);
   if (n > header_->capacity) return Status::kTooLarge;
   if (n == 0) return Status::kOk;
   return wait_until(header_->ready_q, n, deadline, abandon, [&](Status* out) {
@@ -427,6 +529,127 @@ void Ring::release(std::uint32_t slot) noexcept {
   push(header_->free_q, free_cells(), header_->capacity, slot, header_->state);
 }
 
+Status Ring::pop_shuffled(std::uint32_t n, std::uint32_t* slots, std::uint32_t* got, bool allow_smaller,
+                          Deadline deadline, const std::atomic<bool>* abandon) noexcept {
+  ShufflePool& pool = header_->pool;
+  const std::uint32_t keep = pool.min_after_dequeue;
+  if (n > header_->capacity - keep) return Status::kTooLarge;  // could never be taken while open
+  if (n == 0) return Status::kOk;
+  return wait_until(
+      header_->ready_q, deadline, abandon,
+      [&](Status* out) {
+        const State s = state();
+        if (s == State::kCancelled || s == State::kFailed) {
+          *out = status_of(s);
+          return Try::kDone;
+        }
+        if (!lock_pool(no_deadline(), /*give_up_once_ended=*/true)) {
+          *out = status_of(state());
+          return Try::kDone;
+        }
+        absorb_ready();
+        const std::uint32_t size = pool.size.load(std::memory_order_relaxed);
+        std::uint32_t take = 0;
+        Try result = Try::kPending;
+        if (s == State::kOpen) {
+          if (size >= keep + n) take = n;
+        } else if (size >= n) {  // closed: min_after_dequeue no longer holds anything back
+          take = n;
+        } else if (header_->inflight.load(std::memory_order_seq_cst) == 0) {
+          // Nothing more will come; what the last puts committed is in the ready queue now.
+          absorb_ready();
+          const std::uint32_t left = pool.size.load(std::memory_order_relaxed);
+          take = left >= n ? n : allow_smaller ? left : 0;
+          if (take == 0) {
+            *out = Status::kClosed;
+            result = Try::kDone;
+          }
+        }
+        if (take != 0) {
+          *got = pick(take, slots);
+          *out = Status::kOk;
+          result = Try::kDone;
+        }
+        unlock_pool();
+        return result;
+      },
+      [&] {
+        // The tail the ready queue must reach before this pop can go: read
+        // under the lock, where the pool's size and the queue's head move together.
+        const std::uint64_t head = header_->ready_q.head.load(std::memory_order_seq_cst);
+        if (state() != State::kOpen || !lock_pool(Clock::now() + kDrainLockWait, true)) return head + 1;
+        const std::uint64_t at = header_->ready_q.head.load(std::memory_order_seq_cst);
+        const std::uint64_t have = pool.size.load(std::memory_order_relaxed);
+        unlock_pool();
+        const std::uint64_t want = std::uint64_t(keep) + n;
+        return at + (want > have ? want - have : 1);
+      });
+}
+
+// Drepper's futex mutex ("Futexes Are Tricky", mutex 2), in the block so it
+// works across processes. Gives up at `give_up`, or once the ring has been
+// cancelled or has failed if asked: a holder that died cannot hang anyone.
+bool Ring::lock_pool(Deadline give_up, bool give_up_once_ended) noexcept {
+  std::atomic<std::uint32_t>& word = header_->pool.lock;
+  std::uint32_t c = 0;
+  for (int i = 0; i < kSpins; ++i) {
+    c = 0;
+    if (word.compare_exchange_weak(c, 1, std::memory_order_acquire, std::memory_order_relaxed)) return true;
+    cpu_relax();
+  }
+  if (c != 2) c = word.exchange(2, std::memory_order_acquire);
+  while (c != 0) {
+    if (give_up_once_ended && ended_badly(header_->state)) return false;
+    const auto now = Clock::now();
+    if (now >= give_up) return false;
+    futex_wait(&word, 2,
+               std::chrono::duration_cast<std::chrono::nanoseconds>(std::min<Clock::duration>(give_up - now, kMaxPark)));
+    c = word.exchange(2, std::memory_order_acquire);
+  }
+  return true;
+}
+
+void Ring::unlock_pool() noexcept {
+  if (header_->pool.lock.exchange(0, std::memory_order_release) == 2) futex_wake_all(&header_->pool.lock);
+}
+
+// Moves every ready index into the pool. Under the pool lock.
+void Ring::absorb_ready() noexcept {
+  ShufflePool& pool = header_->pool;
+  std::uint32_t size = pool.size.load(std::memory_order_relaxed);
+  const std::uint32_t cap = header_->capacity;
+  // Every slot index is in one place at a time, so the pool never overflows.
+  while (size < cap) {
+    const std::uint32_t got = pop_n(header_->ready_q, ready_cells(), cap, cap - size, 1, pool_cells() + size);
+    if (got == 0) break;
+    size += got;
+  }
+  pool.size.store(size, std::memory_order_relaxed);
+}
+
+// Takes n indices from the pool (which holds at least n), each uniformly at
+// random among those left: a partial Fisher-Yates. Under the pool lock.
+std::uint32_t Ring::pick(std::uint32_t n, std::uint32_t* slots) noexcept {
+  ShufflePool& pool = header_->pool;
+  std::uint32_t* cells = pool_cells();
+  std::uint32_t size = pool.size.load(std::memory_order_relaxed);
+  for (std::uint32_t i = 0; i < n; ++i) {
+    const std::uint32_t r = random_below(pool.rng, size);
+    slots[i] = cells[r];
+    cells[r] = cells[--size];
+  }
+  pool.size.store(size, std::memory_order_relaxed);
+  // Only the lock holder writes it: a plain store, no read-modify-write.
+  pool.gets.store(pool.gets.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  return n;
+}
+
+void Ring::record_fill() noexcept {
+  const std::uint64_t cap = header_->capacity;
+  const std::uint64_t bin = std::min<std::uint64_t>(kFillBins - 1, size() * kFillBins / cap);
+  header_->fill_hist[bin].fetch_add(1, std::memory_order_relaxed);
+}
+
 bool Ring::end_with(State target) noexcept {
   auto cur = header_->state.load(std::memory_order_acquire);
   for (;;) {
@@ -444,6 +667,13 @@ bool Ring::end_with(State target) noexcept {
 void Ring::drain_to_free() noexcept {
   std::uint32_t slot;
   while (pop_n(header_->ready_q, ready_cells(), header_->capacity, 1, 1, &slot) == 1) release(slot);
+  // A consumer holds the pool lock for microseconds; one that died holding it leaves the pool as it was.
+  if (!shuffled() || !lock_pool(Clock::now() + kDrainLockWait, false)) return;
+  ShufflePool& pool = header_->pool;
+  const std::uint32_t size = pool.size.load(std::memory_order_relaxed);
+  for (std::uint32_t i = 0; i < size; ++i) release(pool_cells()[i]);
+  pool.size.store(0, std::memory_order_relaxed);
+  unlock_pool();
 }
 
 bool Ring::close(bool cancel) noexcept { return end_with(cancel ? State::kCancelled : State::kClosed); }
@@ -538,18 +768,23 @@ void Ring::skip_finished_turns() noexcept {
 std::uint64_t Ring::size() const noexcept {
   const std::uint64_t tail = header_->ready_q.tail.load(std::memory_order_acquire);
   const std::uint64_t head = header_->ready_q.head.load(std::memory_order_acquire);
-  return tail > head ? tail - head : 0;
+  const std::uint64_t ready = tail > head ? tail - head : 0;
+  return ready + header_->pool.size.load(std::memory_order_acquire);
 }
 
 Counters Ring::counters() const noexcept {
   Counters c;
   c.puts = header_->ready_q.tail.load(std::memory_order_relaxed);
-  c.gets = header_->ready_q.head.load(std::memory_order_relaxed);
+  c.gets = shuffled() ? header_->pool.gets.load(std::memory_order_relaxed)
+                      : header_->ready_q.head.load(std::memory_order_relaxed);
   c.size = size();
   c.put_wait_ns = header_->free_q.wait_ns.load(std::memory_order_relaxed);
   c.get_wait_ns = header_->ready_q.wait_ns.load(std::memory_order_relaxed);
   c.put_waiters = header_->free_q.waiters.load(std::memory_order_relaxed);
   c.get_waiters = header_->ready_q.waiters.load(std::memory_order_relaxed);
+  c.put_blocked_ns = blocked_ns(header_->free_q);
+  c.get_blocked_ns = blocked_ns(header_->ready_q);
+  for (std::uint32_t i = 0; i < kFillBins; ++i) c.fill_hist[i] = header_->fill_hist[i].load(std::memory_order_relaxed);
   return c;
 }
 

@@ -119,7 +119,8 @@ RingMemory::~RingMemory() {
 }
 
 std::shared_ptr<RingMemory> RingMemory::create(std::uint32_t capacity,
-                                               const std::vector<std::uint64_t>& component_bytes, bool shared) {
+                                               const std::vector<std::uint64_t>& component_bytes, bool shared,
+                                               const RingOptions& options) {
   if (component_bytes.empty() || component_bytes.size() > kMaxComponents) {
     throw std::invalid_argument("a ring needs 1 to " + std::to_string(kMaxComponents) + " components");
   }
@@ -136,7 +137,7 @@ std::shared_ptr<RingMemory> RingMemory::create(std::uint32_t capacity,
   }
   prefault(base, bytes);
   std::shared_ptr<RingMemory> mem(new RingMemory(base, bytes, fd));
-  mem->ring_ = Ring::create(base, bytes, capacity, comps.data(), static_cast<std::uint32_t>(comps.size()));
+  mem->ring_ = Ring::create(base, bytes, capacity, comps.data(), static_cast<std::uint32_t>(comps.size()), options);
   mem->register_self();
   return mem;
 }

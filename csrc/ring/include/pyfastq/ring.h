@@ -6,7 +6,7 @@
 //
 // Layout of the block (all offsets from the block's start, 64-byte aligned):
 //
-//   RingHeader | free cells [capacity] | ready cells [capacity] | slots [capacity]
+//   RingHeader | free cells [capacity] | ready cells [capacity] | pool cells [capacity] | slots [capacity]
 //
 // Every slot index lives in exactly one place at a time: the free queue, a
 // producer (between acquire and commit/abort), the ready queue, or a consumer
@@ -22,6 +22,13 @@
 // Ordered puts: a turnstile in the header lets P producers commit in a fixed
 // round-robin (ticket k*P + i is producer i's k-th element), skipping those
 // that have finished, while they fill their elements in parallel.
+//
+// Shuffled rings (TF's RandomShuffleQueue order): producers push to the
+// ready queue as before; consumers move what is ready into a pool of slot
+// indices and pick from it at random, so elements are mixed without moving
+// their data. The pool is the consumers' alone and they take it under a
+// short lock: a uniform pick with swap-remove needs it to hold still, and
+// consumers are few. The producers' side stays lock-free.
 #pragma once
 
 #include <atomic>
@@ -37,7 +44,7 @@ namespace pyfastq {
 // The block's layout and the library's ABI: bumped on any change to either.
 // Rings of another version are refused (attach), and so are libraries
 // (ring_library_version) of another version than the modules' headers.
-inline constexpr std::uint32_t kRingVersion = 3;
+inline constexpr std::uint32_t kRingVersion = 4;
 
 // any thread: kRingVersion as the loaded library was built with. The modules
 // that link it compare it with their own, so a stale library is refused, not misread.
@@ -49,6 +56,7 @@ inline constexpr std::uint32_t kMaxComponents = 128;
 inline constexpr std::size_t kFailMessageBytes = 16384;
 inline constexpr std::uint32_t kMaxTurnWorkers = 256;
 inline constexpr std::uint64_t kNoTurn = ~std::uint64_t{0};  // every ordered producer has finished
+inline constexpr std::uint32_t kFillBins = 10;  // the fill-level histogram's bins: tenths of capacity
 
 using Clock = std::chrono::steady_clock;
 using Deadline = Clock::time_point;
@@ -64,7 +72,7 @@ enum class Status {
   kCancelled,  // close(cancel=true) was called
   kFailed,     // fail() was called; see fail_message()
   kAbandoned,  // the caller's abandon flag was raised (op cancelled, Ctrl-C)
-  kTooLarge,   // pop asked for more than capacity
+  kTooLarge,   // more than capacity (a shuffled ring's pop: more than capacity - min_after_dequeue)
 };
 
 // any thread.
@@ -87,6 +95,13 @@ struct Component {
   std::uint64_t nbytes;
 };
 
+// How a ring hands out its elements; fixed by create().
+struct RingOptions {
+  bool shuffle = false;                 // a uniformly random ready element per pick, not the oldest
+  std::uint32_t min_after_dequeue = 0;  // shuffle: while open, a pop never leaves fewer behind (< capacity)
+  std::uint64_t seed = 0;               // shuffle: seeds the picks, so one interleaving gives one order
+};
+
 // A cell of an index queue. The sequence number tells whose turn the cell is.
 struct IndexCell {
   std::atomic<std::uint64_t> seq;
@@ -106,6 +121,22 @@ struct alignas(kCacheLineSize) IndexQueueState {
   // cost the producer n wake-up syscalls.
   std::atomic<std::uint64_t> wake_at;
   std::atomic<std::uint64_t> wait_ns;                         // total time poppers spent parked
+  // Time at least one popper was parked (wait_ns sums over poppers): with
+  // eight producers blocked, it says how long producing stalled, not 8x that.
+  std::atomic<std::uint32_t> parked;        // poppers parked now, for blocked_ns
+  std::atomic<std::uint64_t> parked_since;  // Clock ns when parked last left 0
+  std::atomic<std::uint64_t> blocked_ns;
+};
+
+// A shuffled ring's pool: the slot indices consumers pick from. Everything
+// but `size` and `gets` is touched only under `lock`.
+struct alignas(kCacheLineSize) ShufflePool {
+  alignas(kCacheLineSize) std::atomic<std::uint32_t> lock;  // futex word: 0 free, 1 held, 2 held and waited for
+  std::uint32_t enabled;
+  std::uint32_t min_after_dequeue;
+  std::atomic<std::uint32_t> size;  // indices in the pool (read without the lock by size())
+  std::atomic<std::uint64_t> gets;  // elements picked, all time
+  std::uint64_t rng[4];             // xoshiro256** state
 };
 
 // Round-robin commit order for ordered producers (see Ring::begin_turns).
@@ -126,6 +157,7 @@ struct RingHeader {
   std::uint64_t total_bytes;  // of the whole block
   std::uint64_t free_cells_offset;
   std::uint64_t ready_cells_offset;
+  std::uint64_t pool_cells_offset;
   std::uint64_t slots_offset;
   std::uint32_t num_components;
   std::uint32_t flags;  // reserved for the owner (e.g. shared memory)
@@ -133,6 +165,10 @@ struct RingHeader {
 
   IndexQueueState free_q;   // producers pop free slots, consumers push them back
   IndexQueueState ready_q;  // producers push filled slots, consumers pop them
+  ShufflePool pool;         // a shuffled ring's consumers: what they pick from
+  // How full consumers found the ring as they came for data (record_fill):
+  // bin i counts size/capacity in [i/kFillBins, (i+1)/kFillBins), the last bin holding full.
+  alignas(kCacheLineSize) std::atomic<std::uint64_t> fill_hist[kFillBins];
 
   alignas(kCacheLineSize) std::atomic<std::uint32_t> state;
   // Puts under way (begun, not ended) plus slots held between acquire and
@@ -159,6 +195,9 @@ struct Counters {
   std::uint64_t get_wait_ns;  // consumers parked waiting for elements
   std::uint32_t put_waiters;  // producers parked now, waiting for a free slot
   std::uint32_t get_waiters;  // consumers parked now, waiting for elements
+  std::uint64_t put_blocked_ns;  // time at least one producer was parked
+  std::uint64_t get_blocked_ns;  // time at least one consumer was parked
+  std::uint64_t fill_hist[kFillBins];  // see RingHeader::fill_hist
 };
 
 // A view of a ring that lives in memory someone else owns. Copyable: it is two
@@ -175,9 +214,9 @@ class PYFASTQ_API Ring {
 
   // owner only, before anyone else views `memory`: builds a new open ring in
   // it (bytes_needed() bytes, 64-byte aligned, zeroed or not). Throws
-  // std::invalid_argument on bad sizes.
+  // std::invalid_argument on bad sizes or options.
   static Ring create(void* memory, std::size_t memory_bytes, std::uint32_t capacity,
-                     const Component* components, std::uint32_t num_components);
+                     const Component* components, std::uint32_t num_components, const RingOptions& options = {});
   // any thread: views a ring another Ring::create built in `memory` (e.g. in
   // another process). Throws std::runtime_error if the block does not hold one.
   static Ring attach(void* memory, std::size_t memory_bytes);
@@ -226,10 +265,19 @@ class PYFASTQ_API Ring {
   // if allow_smaller and some are left, takes those; otherwise kClosed and the
   // elements stay. `*got` is the number taken. Each slot is the consumer's
   // until release().
+  // A shuffled ring picks each of the n uniformly at random among the ready
+  // elements (RandomShuffleQueue). While open it waits until n can be taken
+  // leaving min_after_dequeue behind, then picks them one by one; after close
+  // that hold-back ends and the rest drains in random order. Taking the n at
+  // once keeps a cancelled pop from taking anything, and needs
+  // n + min_after_dequeue <= capacity (kTooLarge otherwise).
   [[nodiscard]] Status pop(std::uint32_t n, std::uint32_t* slots, std::uint32_t* got, bool allow_smaller = false,
              Deadline deadline = no_deadline(), const std::atomic<bool>* abandon = nullptr) noexcept;
   // consumer side: gives a slot whose data is no longer needed back to producers.
   void release(std::uint32_t slot) noexcept;
+  // consumer side, once per dequeue as it begins: counts how full it finds
+  // the ring in the fill-level histogram (Counters::fill_hist).
+  void record_fill() noexcept;
 
   // any thread: no more puts; waiters wake. cancel drops what is left and
   // consumers get kCancelled. Returns false if the ring was already ended.
@@ -272,11 +320,15 @@ class PYFASTQ_API Ring {
   std::uint32_t capacity() const noexcept { return header_->capacity; }
   // any thread.
   std::uint64_t slot_bytes() const noexcept { return header_->slot_bytes; }
+  // any thread: fixed by create().
+  bool shuffled() const noexcept { return header_->pool.enabled != 0; }
+  // any thread: fixed by create(); 0 unless shuffled.
+  std::uint32_t min_after_dequeue() const noexcept { return header_->pool.min_after_dequeue; }
   // any thread.
   std::uint32_t num_components() const noexcept { return header_->num_components; }
   // any thread.
   const Component& component(std::uint32_t i) const noexcept { return header_->components[i]; }
-  // any thread: elements ready to pop now.
+  // any thread: elements ready to pop now (a shuffled ring's pool included).
   std::uint64_t size() const noexcept;
   // any thread.
   Counters counters() const noexcept;
@@ -293,6 +345,15 @@ class PYFASTQ_API Ring {
   IndexCell* ready_cells() const noexcept {
     return reinterpret_cast<IndexCell*>(base_ + header_->ready_cells_offset);
   }
+  std::uint32_t* pool_cells() const noexcept {
+    return reinterpret_cast<std::uint32_t*>(base_ + header_->pool_cells_offset);
+  }
+  Status pop_shuffled(std::uint32_t n, std::uint32_t* slots, std::uint32_t* got, bool allow_smaller,
+                      Deadline deadline, const std::atomic<bool>* abandon) noexcept;
+  bool lock_pool(Deadline give_up, bool give_up_once_ended) noexcept;
+  void unlock_pool() noexcept;
+  void absorb_ready() noexcept;
+  std::uint32_t pick(std::uint32_t n, std::uint32_t* slots) noexcept;
   bool end_with(State s) noexcept;
   void drain_to_free() noexcept;
   void skip_finished_turns() noexcept;

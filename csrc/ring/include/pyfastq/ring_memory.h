@@ -23,9 +23,9 @@ class PYFASTQ_API RingMemory : public std::enable_shared_from_this<RingMemory> {
  public:
   // any thread: a new ring, registered under a fresh id: in process-private
   // memory, or with `shared` in shared memory that attach() can map in other
-  // processes.
+  // processes. Throws std::invalid_argument on bad sizes or options.
   static std::shared_ptr<RingMemory> create(std::uint32_t capacity, const std::vector<std::uint64_t>& component_bytes,
-                                            bool shared = false);
+                                            bool shared = false, const RingOptions& options = {});
   // any thread: maps the shared ring behind `fd` (a descriptor of another
   // RingMemory's fd(), in any process); takes a duplicate, the caller keeps
   // `fd`. Throws std::runtime_error if it holds no ring.
