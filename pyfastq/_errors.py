@@ -10,6 +10,11 @@ class QueueClosed(Exception):
 
     ``enqueued`` is how many rows of a refused ``put_many`` went in before it
     was refused (0 for put and reserve).
+
+    >>> try:
+    ...     q.put_many(rows)
+    ... except pyfastq.QueueClosed as e:
+    ...     rest = rows[e.enqueued:]   # what did not go in
     """
 
     def __init__(self, message: str = "", enqueued: int = 0):

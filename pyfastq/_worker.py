@@ -19,7 +19,11 @@ STOP_CHECK_S = 0.05
 
 @dataclass(frozen=True)
 class WorkerInfo:
-    """What ``pyfastq.worker_info()`` tells a worker about itself."""
+    """What ``pyfastq.worker_info()`` tells a worker about itself.
+
+    >>> info = pyfastq.worker_info()   # inside fn
+    >>> shard = files[info.index::info.num_workers]
+    """
 
     index: int  # 0 .. num_workers - 1
     num_workers: int

@@ -62,11 +62,23 @@ class Producing:
         return Reserved(self, timeout, shapes)
 
     def close(self, cancel: bool = False) -> None:
-        """No more puts; consumers drain what is left, then end. cancel=True drops what is left."""
+        """No more puts; consumers drain what is left, then end. cancel=True drops what is left.
+
+        A put already waiting for room completes (TF's FIFOQueue rule); cancel=True refuses it.
+
+        >>> q.close()              # producers are done: a dataset() ends once drained
+        >>> q.close(cancel=True)   # stop now: consumers raise CancelledError
+        """
         self._impl.close(cancel)
 
     def fail(self, exc: BaseException | str) -> None:
-        """Ends the queue with a producer's error: consumers raise AbortedError holding it."""
+        """Ends the queue with a producer's error: consumers raise AbortedError holding it.
+
+        >>> try:
+        ...     produce(q)
+        ... except Exception as e:
+        ...     q.fail(e)          # the training loop raises AbortedError with e's traceback
+        """
         if isinstance(exc, BaseException):
             message = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         else:
@@ -74,7 +86,10 @@ class Producing:
         self._impl.fail(message)
 
     def size(self) -> int:
-        """Elements ready to dequeue now."""
+        """Elements ready to dequeue now.
+
+        >>> q.size() / q.capacity   # how full: near 0 input-bound, near 1 compute-bound
+        """
         return self._impl.size()
 
     @property

@@ -130,6 +130,11 @@ class Producer:
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> Producer:
+        """Starts the workers (what entering the ``with`` block does); returns self.
+
+        >>> p = pyfastq.Producer(q, fn, workers=4).start()
+        >>> ...; p.stop()
+        """
         if self._started:
             raise RuntimeError("this Producer was already started")
         self._started = True
@@ -150,6 +155,8 @@ class Producer:
         in ``fn`` after 0.5 s is sent SIGTERM (it unwinds: nothing is
         half-enqueued), and SIGKILL 0.5 s later; a worker killed that way may
         have held a slot, so the queue is failed rather than closed.
+
+        >>> p.stop()   # what leaving the ``with`` block does
         """
         self._stop.set()
         if self._processes is not None:
@@ -162,6 +169,10 @@ class Producer:
 
     @property
     def running(self) -> bool:
+        """True while any worker is alive.
+
+        >>> while p.running: time.sleep(0.1)
+        """
         procs = self._processes.procs if self._processes is not None else []
         return any(t.is_alive() for t in self._threads) or any(w.alive() for w in procs)
 

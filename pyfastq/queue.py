@@ -84,7 +84,12 @@ class Queue(Producing):
 
     # -- consumers (TF ops) --------------------------------------------------------
     def dequeue(self) -> Any:
-        """TF op: one element, a nest of tensors with the specs' static shapes (each None: the element's own)."""
+        """TF op: one element, a nest of tensors with the specs' static shapes (each None: the element's own).
+
+        The tensors alias the ring slot; the slot returns to producers when they are freed.
+
+        >>> image, label = q.dequeue()   # eagerly, or in a tf.function or a TF1 session
+        """
         _, flat = self._impl.dequeue()
         return self._spec.pack(flat)
 
@@ -93,6 +98,11 @@ class Queue(Producing):
 
         With variable shapes every component is padded to the largest shape in
         the batch, with zeros or ``padding_values`` (a nest like specs of scalars; None: zeros).
+
+        >>> @tf.function
+        ... def step():
+        ...     images, labels = q.dequeue_many(64)
+        ...     return train_step(images, labels)
         """
         self._check_batch(n)
         _, flat = self._impl.dequeue_many(n, allow_smaller_final_batch, padding=self._padding(padding_values))

@@ -22,7 +22,10 @@ def deadline_from(timeout: float | None) -> float | None:
 
 
 def native_unavailable() -> str | None:
-    """Why the native backend cannot load here, or None if it can."""
+    """Why the native backend cannot load here, or None if it can.
+
+    >>> pyfastq.native_unavailable()   # None: the compiled ring and op load
+    """
     global _native_error
     if _native_error is None:
         try:
