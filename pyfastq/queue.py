@@ -107,7 +107,11 @@ class Queue(Producing):
             return spec.pack([tf.ensure_shape(t, lead + list(s)) for t, s in zip(flat, spec.shapes, strict=True)])
 
         ds = tf.data.Dataset.from_tensors(0).repeat().map(take).take_while(lambda done, flat: tf.logical_not(done))
-        return ds.map(unpack)
+        # Each tf.distribute worker feeds its own queue: there is no file list to shard, and sharding by
+        # data would make every worker read the whole queue to keep 1/N of it.
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        return ds.map(unpack).with_options(options)
 
     # -- state ---------------------------------------------------------------------
     @property
@@ -128,7 +132,11 @@ class Queue(Producing):
         return self._shared
 
     def stats(self) -> dict:
-        """Counters: puts, gets, put_wait_s, get_wait_s, size, capacity (and, native, memory)."""
+        """Counters: puts, gets, put_wait_s, get_wait_s, size, capacity, pinned (and, native, memory).
+
+        ``pinned``: the ring is page-locked for host-to-GPU DMA. The first dequeue on a GPU pins it where
+        the CUDA runtime loads and a device is there; always False on the python backend.
+        """
         return self._impl.stats()
 
     def __repr__(self) -> str:

@@ -204,6 +204,7 @@ class PythonBackend:
                 "put_waiters": self._put_waiters,
                 "get_waiters": self._get_waiters,
                 "capacity": self._capacity,
+                "pinned": False,  # no ring: nothing here is page-locked for GPU copies
             }
 
     # -- consumers ---------------------------------------------------------------

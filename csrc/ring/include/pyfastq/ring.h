@@ -37,7 +37,7 @@ namespace pyfastq {
 // The block's layout and the library's ABI: bumped on any change to either.
 // Rings of another version are refused (attach), and so are libraries
 // (ring_library_version) of another version than the modules' headers.
-inline constexpr std::uint32_t kRingVersion = 3;
+inline constexpr std::uint32_t kRingVersion = 4;
 
 // any thread: kRingVersion as the loaded library was built with. The modules
 // that link it compare it with their own, so a stale library is refused, not misread.
