@@ -14,10 +14,21 @@ __version__ = "0.1.0"  # the only place the version is written: the build reads 
 __all__ = ["Producer", "Queue", "QueueClosed", "WorkerInfo", "__version__", "native_unavailable", "worker_info"]
 
 
+_NO_TENSORFLOW = (
+    "pyfastq.Queue needs TensorFlow, the minor version pyfastq was built against: pip install pyfastq installs "
+    "tensorflow; with --no-deps install it yourself (tensorflow, tensorflow-cpu, or \"pyfastq[gpu]\" for CUDA)"
+)
+
+
 def __getattr__(name: str):
     # Queue brings TensorFlow in; worker processes import pyfastq without it.
     if name == "Queue":
-        from .queue import Queue
+        try:
+            from .queue import Queue
+        except ModuleNotFoundError as e:
+            if e.name != "tensorflow":
+                raise
+            raise ImportError(_NO_TENSORFLOW) from None
 
         return Queue
     raise AttributeError(f"module 'pyfastq' has no attribute {name!r}")
