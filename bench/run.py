@@ -4,6 +4,7 @@
     python bench/run.py --quick         # a smoke run
     python bench/run.py --workloads seed,large --methods native,from_generator --json out.json
     python bench/run.py --workloads python --workers 1,2 --seconds 3
+    python bench/run.py --device gpu    # host-to-device copies, where TF sees a GPU (bench/gpu_copy.py)
 
 Consumer: one tf.function running N steps in a graph loop (`for _ in tf.range(n)`);
 each step takes one batch and reads from it. Producer: a Python thread putting one
@@ -56,6 +57,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in (os.path.abspath(p) for p in sys.path):
     sys.path.insert(0, _HERE)
 import gil_work  # noqa: E402 - found through the sys.path entry made just above
+import gpu_copy as gpu  # noqa: E402 - bench/gpu_copy.py, found the same way
 
 BASELINES = ("from_generator", "numpy_function", "fifo_queue")
 METHODS = ("native", "python", *BASELINES, "np_copyto")
@@ -358,6 +360,7 @@ class Options:
     seconds: float  # measuring time per figure
     json: str | None  # also write the figures to this file
     quick: bool = False
+    device: str = "cpu"  # "gpu": bench/gpu_copy.py host-to-device methods on seed, small, image, large
 
 
 def parse_args(argv) -> Options:
@@ -379,7 +382,11 @@ def parse_args(argv) -> Options:
     parser.add_argument("--seconds", type=float, default=2.5, help="measuring time per figure (after warm-up)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 0.3 s per figure")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
+                        help="gpu: host-to-device GB/s of the GPU kernel, prefetch_to_device and a bare pinned copy")
     args = parser.parse_args(argv)
+    if args.device == "gpu" and args.workloads == ",".join(WORKLOAD_NAMES):
+        args.workloads = ",".join(gpu.GPU_WORKLOADS)
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for name in workloads:
@@ -397,7 +404,12 @@ def parse_args(argv) -> Options:
             parser.error(f"--workers takes ints >= 1, got {args.workers!r}")
     else:
         worker_counts = default_worker_counts(args.quick)
-    return Options(workloads, methods, worker_counts, 0.3 if args.quick else args.seconds, args.json, args.quick)
+    if args.device == "gpu":
+        for name in workloads:
+            if name not in gpu.GPU_WORKLOADS:
+                parser.error(f"--device gpu runs {', '.join(gpu.GPU_WORKLOADS)}; not {name!r}")
+    return Options(workloads, methods, worker_counts, 0.3 if args.quick else args.seconds, args.json, args.quick,
+                   args.device)
 
 
 def runnable(methods: list) -> list:
@@ -565,8 +577,44 @@ def write_json(path: str, results: Results, seconds: float) -> None:
         json.dump(out, f, indent=2)
 
 
+def run_gpu(argv, options: Options) -> int:
+    """--device gpu: every GPU method on each workload asked for, then one table against the limits."""
+    if not gpu.gpus():
+        print(gpu.NO_GPU)
+        return 0
+    if pyfastq.native_unavailable():
+        print(f"--device gpu needs the native backend: {pyfastq.native_unavailable()}", file=sys.stderr)
+        return 1
+    progress, rows, failures = Progress(), {}, 0
+    progress.log(gpu.pinned_summary())
+    for name in options.workloads:
+        w = WORKLOADS[name]
+        row = rows[name] = {}
+        for m in gpu.methods_for(w):
+            try:
+                rate = gpu.measure(w, m, options.seconds, Feeder, timed)
+            except Exception as e:  # noqa: BLE001 - one broken method must not hide the others
+                failures += 1
+                progress.log(f"{name:6s} {m:18s} FAILED: {type(e).__name__}: {e}")
+                row[m] = None
+                continue
+            row[m] = rate
+            progress.log(f"{name:6s} {m:18s} {rate:12,.1f} batches/s {rate * w.batch_bytes / 1e9:8.3f} GB/s")
+            gc.collect()
+    print(f"Machine: {machine()}, {len(gpu.gpus())} GPU(s): {tf.config.experimental.get_device_details(gpu.gpus()[0])}")
+    print(f"Command: python bench/run.py {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())
+    gpu.print_table(rows, WORKLOADS)
+    if options.json:
+        with open(options.json, "w") as f:
+            json.dump({"machine": machine(), "device": "gpu", "seconds": options.seconds, "results": rows}, f, indent=2)
+    print(f"\n({progress.elapsed():.0f} s)", file=sys.stderr)
+    return 1 if failures else 0
+
+
 def main(argv=None) -> int:
     options = parse_args(argv)
+    if options.device == "gpu":
+        return run_gpu(argv, options)
     options.methods = runnable(options.methods)
     progress = Progress()
     results = Results()

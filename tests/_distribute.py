@@ -3,7 +3,7 @@ TF_CONFIG must be set before TensorFlow starts its runtime.
 
     python _distribute.py mirrored                          # 2 logical CPUs, Keras fit
     python _distribute.py worker INDEX PORT0,PORT1 VARIANT  # one MultiWorkerMirroredStrategy worker
-    python _distribute.py worker-fit INDEX PORT0,PORT1      # the same with Keras fit (fails in Keras 3)
+    python _distribute.py worker-fit INDEX PORT0,PORT1 HOW  # Keras fit instead (fails in Keras 3 here)
 
 VARIANT is "pyfastq" (q.dataset() fed by a Producer, which closes the queue when training is over),
 "pyfastq-open" (the same numbers put by a thread of the test's own, the queue left open and empty:
@@ -67,6 +67,7 @@ def configure(index: int, ports: str) -> None:
 
 def worker(index: int, ports: str, variant: str) -> None:
     configure(index, ports)
+    variant, exhaust = variant.removesuffix("-exhaust"), variant.endswith("-exhaust")
     import tensorflow as tf
 
     import pyfastq
@@ -98,7 +99,20 @@ def worker(index: int, ports: str, variant: str) -> None:
 
         return strategy.reduce("MEAN", strategy.run(step, args=next(iterator)), axis=None)
 
+    @tf.function
+    def train_batch(x, y):
+        def step(x, y):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(model(x, training=True) - y))
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+            return loss
+
+        return strategy.reduce("MEAN", strategy.run(step, args=(x, y)), axis=None)
+
     def train() -> list:
+        if exhaust:  # to the dataset's end: q.dataset() ends when the queue is closed and drained
+            return [float(train_batch(x, y)) for x, y in dist]
         iterator = iter(dist)
         return [float(train_step(iterator)) for _ in range(STEPS)]
 
@@ -119,14 +133,16 @@ def worker(index: int, ports: str, variant: str) -> None:
            gets=gets, weights=weights)
 
 
-def worker_fit(index: int, ports: str) -> None:
+def worker_fit(index: int, ports: str, how: str) -> None:
+    """Keras fit under MWMS on a plain tf.data dataset: HOW "function" hands fit the
+    distribute_datasets_from_function result, "dataset" the dataset itself (Keras distributes it)."""
     configure(index, ports)
     import tensorflow as tf
 
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     xs, ys = map(np.stack, zip(*examples(index, STEPS * PER_REPLICA), strict=True))
-    dist = strategy.distribute_datasets_from_function(
-        lambda ctx: tf.data.Dataset.from_tensor_slices((xs, ys)).batch(PER_REPLICA))
+    make = lambda ctx: tf.data.Dataset.from_tensor_slices((xs, ys)).batch(PER_REPLICA)  # noqa: E731
+    dist = strategy.distribute_datasets_from_function(make) if how == "function" else make(None)
     with strategy.scope():
         model = tf.keras.Sequential([tf.keras.Input([FEATURES]), tf.keras.layers.Dense(1)])
         model.compile(optimizer=tf.keras.optimizers.SGD(0.05), loss="mse")
@@ -145,6 +161,6 @@ if __name__ == "__main__":
     elif kind == "worker":
         worker(int(sys.argv[2]), sys.argv[3], sys.argv[4])
     elif kind == "worker-fit":
-        worker_fit(int(sys.argv[2]), sys.argv[3])
+        worker_fit(int(sys.argv[2]), sys.argv[3], sys.argv[4])
     else:
         raise SystemExit(f"unknown child kind {kind!r}")
