@@ -131,6 +131,11 @@ def worker(index: int, ports: str, variant: str) -> None:
     weights = [w.numpy().ravel().tolist() for w in model.trainable_variables]
     report(index=index, variant=variant, steps=len(losses), first_loss=losses[0], last_loss=losses[-1],
            gets=gets, weights=weights)
+    # For the exit study (README: tf.distribute): worker 1 lingers, so the workers exit apart.
+    if index == 1 and os.environ.get("DISTRIBUTE_EXIT_DELAY_S"):
+        import time
+
+        time.sleep(float(os.environ["DISTRIBUTE_EXIT_DELAY_S"]))
 
 
 def worker_fit(index: int, ports: str, how: str) -> None:
