@@ -23,10 +23,21 @@ __all__ = [
 ]
 
 
+_NO_TENSORFLOW = (
+    "pyfastq.Queue needs TensorFlow, the minor version pyfastq was built against: pip install pyfastq installs "
+    "tensorflow; with --no-deps install it yourself (tensorflow, tensorflow-cpu, or \"pyfastq[gpu]\" for CUDA)"
+)
+
+
 def __getattr__(name: str):
     # Queue and keras bring TensorFlow in; worker processes import pyfastq without it.
     if name == "Queue":
-        from .queue import Queue
+        try:
+            from .queue import Queue
+        except ModuleNotFoundError as e:
+            if e.name != "tensorflow":
+                raise
+            raise ImportError(_NO_TENSORFLOW) from None
 
         return Queue
     if name == "keras":

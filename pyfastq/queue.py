@@ -135,7 +135,11 @@ class Queue(Producing):
             return spec.pack([tf.ensure_shape(t, lead + list(s)) for t, s in zip(flat, spec.shapes, strict=True)])
 
         ds = tf.data.Dataset.from_tensors(0).repeat().map(take).take_while(lambda done, flat: tf.logical_not(done))
-        return ds.map(unpack)
+        # Each tf.distribute worker feeds its own queue: there is no file list to shard, and sharding by
+        # data would make every worker read the whole queue to keep 1/N of it.
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        return ds.map(unpack).with_options(options)
 
     # -- state ---------------------------------------------------------------------
     @property
@@ -177,6 +181,8 @@ class Queue(Producing):
         put_waiters, get_waiters: waiting now. fill_histogram: FILL_BINS counts of how full each
         dequeue found the queue (bin i: size/capacity in [i/10, (i+1)/10); the last bin holds full).
         capacity, shuffle, min_after_dequeue; native also slot_bytes, memory_bytes, shared.
+        pinned: the ring is page-locked for host-to-GPU DMA (the first dequeue on a GPU pins it where
+        the CUDA runtime loads and a device is there); always False on the python backend.
 
         >>> s = q.stats(); s["get_blocked_s"], s["fill_histogram"]
         """

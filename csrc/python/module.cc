@@ -24,8 +24,10 @@
 #include <optional>
 #include <string>
 #include <system_error>
+#include <utility>
 #include <vector>
 
+#include "pyfastq/cuda_host.h"
 #include "pyfastq/interrupt.h"
 #include "pyfastq/ring_memory.h"
 
@@ -286,6 +288,16 @@ class PyRing {
   std::uint32_t capacity() const { return ring_->capacity(); }
   std::uint64_t id() const { return mem_->id(); }
   int fd() const { return mem_->fd(); }
+  // (pinned, why not): the GPU kernel pins the ring at its first dequeue; tests and tools may ask sooner.
+  std::pair<bool, std::string> pin() {
+    std::string why;
+    bool pinned;
+    {
+      py::gil_scoped_release release;  // registering a large block with the CUDA runtime takes a while
+      pinned = mem_->pin(&why);
+    }
+    return {pinned, why};
+  }
   std::string state() const {
     switch (ring_->state()) {
       case State::kOpen: return "open";
@@ -317,6 +329,7 @@ class PyRing {
     d["shared"] = mem_->fd() >= 0;
     d["shuffle"] = ring_->shuffled();
     d["min_after_dequeue"] = ring_->min_after_dequeue();
+    d["pinned"] = mem_->pinned();
     return d;
   }
 
@@ -540,6 +553,9 @@ PYBIND11_MODULE(_core, m) {
       .value("NONE", Interrupt::kNone)
       .value("PENDING", Interrupt::kPending, "Ctrl-C came; no consumer has taken it")
       .value("TAKEN", Interrupt::kTaken, "a waiting consumer took it and ends with CancelledError");
+  m.def("set_cudart_candidates", &set_cudart_candidates, py::arg("paths"),
+        "Paths of libcudart to try, after $PYFASTQ_CUDART and the loader's own search, when a ring is first pinned");
+  m.def("cudart", &cudart_description, "The CUDA runtime used for pinning, or why there is none (empty before the first pin)");
   m.def("consumer_interrupt", &consumer_interrupt);
   m.def("clear_consumer_interrupt", &clear_consumer_interrupt);
 
@@ -567,6 +583,7 @@ PYBIND11_MODULE(_core, m) {
       .def("fail", &PyRing::fail, py::arg("message"))
       .def("size", &PyRing::size)
       .def("stats", &PyRing::stats)
+      .def("pin", &PyRing::pin)
       .def("fail_message", &PyRing::fail_message)
       .def_property_readonly("capacity", &PyRing::capacity)
       .def_property_readonly("id", &PyRing::id)

@@ -1,4 +1,4 @@
-// CPU kernels of PyfastqDequeue and PyfastqDequeueMany.
+// CPU and GPU kernels of PyfastqDequeue and PyfastqDequeueMany.
 //
 // Variable shapes: with max_shapes, the ring has one component more than the
 // op's outputs, holding the true dims of every variable component (int64s,
@@ -6,17 +6,28 @@
 // component. dequeue aliases it at its true shape; dequeue_many pads every
 // component to the largest shape in the batch.
 //
-// Both are AsyncOpKernels: they try the ring once without blocking, and only
+// All are AsyncOpKernels: they try the ring once without blocking, and only
 // when it is empty hand the wait to a thread of their own, so a starved
 // consumer never holds one of TF's inter-op threads. A wait ends on data,
 // close, cancel, fail, or the op's CancellationManager (session timeouts,
 // step cancellation), which raises the wait's abandon flag and wakes the ring.
+//
+// The GPU kernels wait the same way, then copy as TF's _CopyFromHostToGpu
+// does (grappler/optimizers/gpu_swapping_kernels.cc): outputs allocated on the
+// device, DeviceContext::CopyCPUTensorToDevice from the slots, and the op done
+// in the copy's callback, which is also where the slots go back to producers.
+// The first GPU dequeue of a ring pins it (RingMemory::pin), so the copies
+// are DMA from the slots themselves. Nothing here needs CUDA to compile: the
+// copy is TF's, the pinning dlopens the CUDA runtime.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -24,6 +35,9 @@
 #include "pyfastq/interrupt.h"
 #include "pyfastq/ring_memory.h"
 #include "tensorflow/core/framework/allocation_description.pb.h"
+#include "tensorflow/core/framework/allocator.h"
+#include "tensorflow/core/framework/device.h"
+#include "tensorflow/core/framework/device_base.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/framework/tensor_shape.h"
@@ -38,6 +52,12 @@ using RingStatus = pyfastq::Status;
 constexpr auto kInlineWait = std::chrono::microseconds(200);
 // A parked wait re-checks for Ctrl-C (pyfastq::take_consumer_interrupt) this often.
 constexpr auto kInterruptCheck = std::chrono::milliseconds(50);
+// GPU dequeue_many from a pinned ring, PYFASTQ_GPU_COPY=auto: rows of at least
+// this many bytes are copied one DMA each, straight from their slots; smaller
+// rows are gathered into one pinned buffer first, as one DMA per row would
+// cost more in launches than the host copy it saves. A figure from paper
+// (~5 us per copy against ~10 GB/s of memcpy), to be set by bench/run.py --device gpu.
+constexpr std::uint64_t kRowCopyBytes = 64 * 1024;
 
 // Gives a slot back to producers when the last tensor aliasing it is freed.
 struct SlotLease {
@@ -51,8 +71,13 @@ struct SlotLease {
 class SlotBuffer : public TensorBuffer {
  public:
   SlotBuffer(void* data, std::size_t size, std::shared_ptr<SlotLease> lease)
-      : TensorBuffer(data), size_(size), lease_(std::move(lease)) {}
+      : TensorBuffer(data), size_(size), pinned_(lease->mem->pinned()), lease_(std::move(lease)) {}
   std::size_t size() const override { return size_; }
+  // TF's host-to-GPU copy stages pageable memory through a pinned buffer of its
+  // own, and DMAs pinned memory directly: a pinned ring must say it is pinned.
+  AllocatorMemoryType GetMemoryType() const override {
+    return pinned_ ? AllocatorMemoryType::kHostPinned : AllocatorMemoryType::kHostPageable;
+  }
   TensorBuffer* root_buffer() override { return this; }
   void FillAllocationDescription(AllocationDescription* proto) const override {
     proto->set_requested_bytes(static_cast<int64_t>(size_));
@@ -63,8 +88,68 @@ class SlotBuffer : public TensorBuffer {
 
  private:
   std::size_t size_;
+  bool pinned_;
   std::shared_ptr<SlotLease> lease_;
 };
+
+// The host-to-device copies of one GPU dequeue. `done` runs once, after the
+// last copy has finished (or failed); only then are the host tensors and the
+// leases dropped, which gives the slots back to producers.
+class Transfer {
+ public:
+  struct Copy {
+    Tensor host;
+    Tensor device;  // an output, or a row of one (Tensor::Slice shares its buffer)
+  };
+
+  static void Start(OpKernelContext* ctx, std::vector<Copy> copies, std::vector<std::shared_ptr<SlotLease>> leases,
+                    AsyncOpKernel::DoneCallback done) {
+    DeviceContext* dc = ctx->op_device_context();
+    if (dc == nullptr && !copies.empty()) {
+      ctx->SetStatus(absl::InternalError("pyfastq dequeue: the GPU kernel has no device context"));
+      done();
+      return;
+    }
+    std::shared_ptr<Transfer> t(new Transfer(ctx, std::move(copies), std::move(leases), std::move(done)));
+    auto* device = static_cast<Device*>(ctx->device());
+    // One count more than there are copies, taken back after the loop: a copy
+    // that finishes at once cannot end the transfer while others are being issued.
+    t->pending_.store(t->copies_.size() + 1, std::memory_order_relaxed);
+    for (Copy& c : t->copies_) {
+      dc->CopyCPUTensorToDevice(&c.host, device, &c.device, [t](const absl::Status& s) { t->CopyDone(s); });
+    }
+    t->CopyDone(absl::OkStatus());
+  }
+
+ private:
+  Transfer(OpKernelContext* ctx, std::vector<Copy> copies, std::vector<std::shared_ptr<SlotLease>> leases,
+           AsyncOpKernel::DoneCallback done)
+      : ctx_(ctx), copies_(std::move(copies)), leases_(std::move(leases)), done_(std::move(done)) {}
+
+  void CopyDone(const absl::Status& s) {
+    if (!s.ok()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      status_.Update(s);
+    }
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    // Every copy has read its slot: the slots go back now, and the op is done.
+    copies_.clear();
+    leases_.clear();
+    ctx_->SetStatus(status_);
+    done_();
+  }
+
+  OpKernelContext* ctx_;
+  std::vector<Copy> copies_;
+  std::vector<std::shared_ptr<SlotLease>> leases_;
+  AsyncOpKernel::DoneCallback done_;
+  std::atomic<std::size_t> pending_{0};
+  std::mutex mu_;
+  absl::Status status_;
+};
+
+// Where a GPU dequeue_many copies its rows from (PYFASTQ_GPU_COPY).
+enum class CopyMode { kAuto, kGather, kRows };
 
 // One dequeue in flight: shared by the kernel, the waiting thread and the cancellation callback.
 struct Wait {
@@ -75,6 +160,7 @@ struct Wait {
   bool interrupted = false;
 };
 
+// What the CPU and GPU kernels share: attributes, checks, and the wait.
 class DequeueOp : public AsyncOpKernel {
  public:
   explicit DequeueOp(OpKernelConstruction* ctx) : AsyncOpKernel(ctx) {
@@ -140,6 +226,7 @@ class DequeueOp : public AsyncOpKernel {
                       done);
     OP_REQUIRES_OK_ASYNC(ctx, Validate(mem->ring()), done);
     mem->ring().record_fill();  // once per dequeue, as it comes: how full it finds the queue
+    Prepare(*mem);
 
     auto wait = std::make_shared<Wait>();
     wait->mem = std::move(mem);
@@ -151,8 +238,7 @@ class DequeueOp : public AsyncOpKernel {
     // inter-op thread back after kInlineWait.
     RingStatus st = ring.pop(n_, wait->slots.data(), &wait->got, allow_smaller_, pyfastq::Clock::now() + kInlineWait);
     if (st != RingStatus::kTimeout) {
-      Finish(ctx, wait.get(), st);
-      done();
+      Finish(ctx, wait, st, std::move(done));
       return;
     }
 
@@ -182,10 +268,56 @@ class DequeueOp : public AsyncOpKernel {
         }
       }
       if (cm != nullptr) cm->DeregisterCallback(token);  // waits for a running callback to end
-      Finish(ctx, wait.get(), st);
-      done();
+      Finish(ctx, wait, st, std::move(done));
     });
   }
+
+ protected:
+  // Before the first try of each dequeue.
+  virtual void Prepare(RingMemory& /*mem*/) {}
+  // kOk: wait->got elements in wait->slots, which Deliver owns from here on. Calls done.
+  virtual void Deliver(OpKernelContext* ctx, std::shared_ptr<Wait> wait, DoneCallback done) = 0;
+  // Closed and drained, with end_as_flag: done=true and empty (or zero) components. Calls done.
+  virtual void DeliverEnd(OpKernelContext* ctx, DoneCallback done) = 0;
+
+  // The output `done`, a host-memory scalar in both kernels.
+  void SetDone(OpKernelContext* ctx, bool value) {
+    Tensor* done = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output("done", TensorShape({}), &done));
+    done->scalar<bool>()() = value;
+  }
+
+  // Component i's shape in `slot`: the spec's, or its true dims from the slot.
+  TensorShape ShapeIn(const pyfastq::Ring& ring, std::uint32_t slot, std::uint32_t i) const {
+    if (!is_variable_[i]) return full_shapes_[i];
+    const auto* dims = reinterpret_cast<const std::int64_t*>(
+                           ring.slot_data(slot) + ring.component(static_cast<std::uint32_t>(types_.size())).offset) +
+                       dims_at_[i];
+    TensorShape s;
+    for (int d = 0; d < shapes_[i].dims(); ++d) {
+      // Clamped to the bound: a producer writes dims it has checked, but the op must not read past the slot.
+      s.AddDim(std::min<int64_t>(std::max<int64_t>(dims[d], 0), full_shapes_[i].dim_size(d)));
+    }
+    return s;
+  }
+
+  bool batched_ = false;
+  int64_t queue_id_ = 0;
+  std::string queue_name_;
+  std::string where_;  // "<op> on pyfastq queue '<name>'": the start of every error
+  DataTypeVector types_;
+  std::vector<PartialTensorShape> shapes_;
+  std::vector<PartialTensorShape> max_shapes_;  // empty unless some dims are variable
+  std::vector<std::string> padding_;            // per component, one value's bytes; empty: zeros
+  bool variable_ = false;
+  std::vector<TensorShape> full_shapes_;        // the spec's shapes, or with variable dims the bounds
+  std::vector<std::uint64_t> nbytes_;           // bytes of each component's region in a slot
+  std::vector<bool> is_variable_;
+  std::vector<std::uint64_t> dims_at_;          // a variable component's first dim in the dims component
+  std::uint64_t dims_bytes_ = 0;                // the dims component's size; 0 without one
+  bool end_as_flag_ = false;
+  bool allow_smaller_ = false;
+  std::uint32_t n_ = 1;
 
  private:
   absl::Status Validate(const pyfastq::Ring& ring) const {
@@ -219,60 +351,66 @@ class DequeueOp : public AsyncOpKernel {
     return absl::OkStatus();
   }
 
-  void Finish(OpKernelContext* ctx, Wait* wait, RingStatus st) {
+  void Finish(OpKernelContext* ctx, std::shared_ptr<Wait> wait, RingStatus st, DoneCallback done) {
     if (wait->interrupted) {
       ctx->SetStatus(
           absl::CancelledError(absl::StrCat(where_, ": interrupted by Ctrl-C (SIGINT) while waiting for data")));
+      done();
       return;
     }
     switch (st) {
       case RingStatus::kOk:
-        if (batched_) {
-          Gather(ctx, wait);
-        } else {
-          Alias(ctx, wait);
-        }
+        Deliver(ctx, std::move(wait), std::move(done));
         return;
       case RingStatus::kClosed:
         if (end_as_flag_) {
-          EmitEnd(ctx);
-        } else {
-          ctx->SetStatus(absl::OutOfRangeError(
-              absl::StrCat(where_, ": the queue is closed and has ",
-                           batched_ ? "fewer than " + std::to_string(n_) + " elements left"
-                                    : std::string("no elements left"))));
+          DeliverEnd(ctx, std::move(done));
+          return;
         }
-        return;
+        ctx->SetStatus(absl::OutOfRangeError(
+            absl::StrCat(where_, ": the queue is closed and has ",
+                         batched_ ? "fewer than " + std::to_string(n_) + " elements left"
+                                  : std::string("no elements left"))));
+        break;
       case RingStatus::kCancelled:
         ctx->SetStatus(absl::CancelledError(absl::StrCat(where_, ": the queue was cancelled")));
-        return;
+        break;
       case RingStatus::kFailed:
         ctx->SetStatus(
             absl::AbortedError(absl::StrCat(where_, ": the queue failed: ", wait->mem->ring().fail_message())));
-        return;
+        break;
       case RingStatus::kAbandoned:
         ctx->SetStatus(absl::CancelledError(absl::StrCat(where_, ": the step was cancelled")));
-        return;
+        break;
       default:
         ctx->SetStatus(
             absl::InternalError(absl::StrCat(where_, ": unexpected ring status ", pyfastq::status_name(st))));
     }
+    done();
   }
+};
 
-  // Component i's shape in `slot`: the spec's, or its true dims from the slot.
-  TensorShape ShapeIn(const pyfastq::Ring& ring, std::uint32_t slot, std::uint32_t i) const {
-    if (!is_variable_[i]) return full_shapes_[i];
-    const auto* dims = reinterpret_cast<const std::int64_t*>(
-                           ring.slot_data(slot) + ring.component(static_cast<std::uint32_t>(types_.size())).offset) +
-                       dims_at_[i];
-    TensorShape s;
-    for (int d = 0; d < shapes_[i].dims(); ++d) {
-      // Clamped to the bound: a producer writes dims it has checked, but the op must not read past the slot.
-      s.AddDim(std::min<int64_t>(std::max<int64_t>(dims[d], 0), full_shapes_[i].dim_size(d)));
+// Outputs in host memory: one element aliases its slot, n elements are gathered into one tensor.
+class CpuDequeueOp : public DequeueOp {
+ public:
+  using DequeueOp::DequeueOp;
+
+ protected:
+  void Deliver(OpKernelContext* ctx, std::shared_ptr<Wait> wait, DoneCallback done) override {
+    if (batched_) {
+      Gather(ctx, wait.get());
+    } else {
+      Alias(ctx, wait.get());
     }
-    return s;
+    done();
   }
 
+  void DeliverEnd(OpKernelContext* ctx, DoneCallback done) override {
+    EmitEnd(ctx);
+    done();
+  }
+
+ private:
   // One element: outputs that point into the slot.
   void Alias(OpKernelContext* ctx, Wait* wait) {
     pyfastq::Ring& ring = wait->mem->ring();
@@ -396,33 +534,124 @@ class DequeueOp : public AsyncOpKernel {
     }
   }
 
-  void SetDone(OpKernelContext* ctx, bool value) {
-    Tensor* done = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output("done", TensorShape({}), &done));
-    done->scalar<bool>()() = value;
-  }
-
-  bool batched_ = false;
-  int64_t queue_id_ = 0;
-  std::string queue_name_;
-  std::string where_;  // "<op> on pyfastq queue '<name>'": the start of every error
-  DataTypeVector types_;
-  std::vector<PartialTensorShape> shapes_;
-  std::vector<PartialTensorShape> max_shapes_;  // empty unless some dims are variable
-  std::vector<std::string> padding_;            // per component, one value's bytes; empty: zeros
-  bool variable_ = false;
-  std::vector<TensorShape> full_shapes_;        // the spec's shapes, or with variable dims the bounds
-  std::vector<std::uint64_t> nbytes_;           // bytes of each component's region in a slot
-  std::vector<bool> is_variable_;
-  std::vector<std::uint64_t> dims_at_;          // a variable component's first dim in the dims component
-  std::uint64_t dims_bytes_ = 0;                // the dims component's size; 0 without one
-  bool end_as_flag_ = false;
-  bool allow_smaller_ = false;
-  std::uint32_t n_ = 1;
 };
 
-REGISTER_KERNEL_BUILDER(Name("PyfastqDequeue").Device(DEVICE_CPU), DequeueOp);
-REGISTER_KERNEL_BUILDER(Name("PyfastqDequeueMany").Device(DEVICE_CPU), DequeueOp);
+// Outputs in device memory, copied from the slots by the device context; `done` stays in host memory.
+class GpuDequeueOp : public DequeueOp {
+ public:
+  explicit GpuDequeueOp(OpKernelConstruction* ctx) : DequeueOp(ctx) {
+    const char* mode = std::getenv("PYFASTQ_GPU_COPY");
+    const std::string m = mode == nullptr ? "" : mode;
+    OP_REQUIRES(ctx, m.empty() || m == "auto" || m == "gather" || m == "rows",
+                absl::InvalidArgumentError(absl::StrCat(
+                    where_, ": PYFASTQ_GPU_COPY is '", m, "'; it must be auto, gather or rows (or unset)")));
+    mode_ = m == "gather" ? CopyMode::kGather : m == "rows" ? CopyMode::kRows : CopyMode::kAuto;
+    // Not yet: the device copies assume every element at its full shape.
+    OP_REQUIRES(ctx, !variable_,
+                absl::UnimplementedError(absl::StrCat(
+                    where_, ": variable shapes (max_shapes) have no GPU kernel yet; dequeue on the CPU "
+                    "(with tf.device(\"/CPU:0\")) and copy, or use fixed shapes")));
+  }
+
+ protected:
+  // Pinned once per ring and process (RingMemory::pin keeps the first answer): where there is no
+  // CUDA runtime or it refuses, the copies stay correct and TF stages them through its own pinned buffer.
+  void Prepare(RingMemory& mem) override { mem.pin(); }
+
+  void Deliver(OpKernelContext* ctx, std::shared_ptr<Wait> wait, DoneCallback done) override {
+    pyfastq::Ring& ring = wait->mem->ring();
+    const std::uint32_t got = wait->got;
+    // From here the slots are held by leases: however this ends, they go back once nothing reads them.
+    std::vector<std::shared_ptr<SlotLease>> leases;
+    leases.reserve(got);
+    for (std::uint32_t r = 0; r < got; ++r) leases.push_back(std::make_shared<SlotLease>(wait->mem, wait->slots[r]));
+    const bool pinned = wait->mem->pinned();
+
+    SetDone(ctx, false);
+    if (!ctx->status().ok()) return done();
+    OpOutputList outputs;
+    OP_REQUIRES_OK_ASYNC(ctx, ctx->output_list("components", &outputs), done);
+    std::vector<Transfer::Copy> copies;
+    for (std::uint32_t i = 0; i < types_.size(); ++i) {
+      const std::uint64_t offset = ring.component(i).offset;
+      const std::size_t bytes = nbytes_[i];
+      TensorShape shape = full_shapes_[i];
+      if (batched_) shape.InsertDim(0, got);
+      Tensor* out = nullptr;
+      OP_REQUIRES_OK_ASYNC(ctx, outputs.allocate(static_cast<int>(i), shape, &out), done);
+      if (!batched_) {
+        copies.push_back({SlotTensor(types_[i], full_shapes_[i], ring, offset, bytes, leases[0]), *out});
+        continue;
+      }
+      const bool rows = mode_ == CopyMode::kRows || (mode_ == CopyMode::kAuto && pinned && bytes >= kRowCopyBytes);
+      if (rows) {
+        // One copy per row, straight from its slot into its row of the output.
+        TensorShape row = full_shapes_[i];
+        row.InsertDim(0, 1);
+        for (std::uint32_t r = 0; r < got; ++r) {
+          copies.push_back({SlotTensor(types_[i], row, ring, offset, bytes, leases[r]), out->Slice(r, r + 1)});
+        }
+      } else {
+        // Rows gathered into pinned host memory from TF's GPU host allocator, then one copy.
+        Tensor staging;
+        OP_REQUIRES_OK_ASYNC(ctx, ctx->allocate_temp(types_[i], shape, &staging, HostPinned()), done);
+        char* dst = const_cast<char*>(staging.tensor_data().data());
+        for (std::uint32_t r = 0; r < got; ++r) {
+          std::memcpy(dst + r * bytes, ring.slot_data(wait->slots[r]) + offset, bytes);
+        }
+        copies.push_back({std::move(staging), *out});
+      }
+    }
+    Transfer::Start(ctx, std::move(copies), std::move(leases), std::move(done));
+  }
+
+  void DeliverEnd(OpKernelContext* ctx, DoneCallback done) override {
+    SetDone(ctx, true);
+    if (!ctx->status().ok()) return done();
+    OpOutputList outputs;
+    OP_REQUIRES_OK_ASYNC(ctx, ctx->output_list("components", &outputs), done);
+    std::vector<Transfer::Copy> copies;
+    for (std::uint32_t i = 0; i < types_.size(); ++i) {
+      TensorShape shape = full_shapes_[i];
+      if (batched_) shape.InsertDim(0, 0);
+      Tensor* out = nullptr;
+      OP_REQUIRES_OK_ASYNC(ctx, outputs.allocate(static_cast<int>(i), shape, &out), done);
+      if (out->TotalBytes() == 0) continue;
+      // Zeros, copied over: no device memset without CUDA at compile time, and this happens once per run.
+      Tensor zeros;
+      OP_REQUIRES_OK_ASYNC(ctx, ctx->allocate_temp(types_[i], shape, &zeros, HostPinned()), done);
+      std::memset(const_cast<char*>(zeros.tensor_data().data()), 0, zeros.TotalBytes());
+      copies.push_back({std::move(zeros), *out});
+    }
+    Transfer::Start(ctx, std::move(copies), {}, std::move(done));
+  }
+
+ private:
+  // A host tensor over one component of a slot; its buffer holds the slot's lease.
+  static Tensor SlotTensor(DataType type, const TensorShape& shape, pyfastq::Ring& ring, std::uint64_t offset,
+                           std::size_t bytes, const std::shared_ptr<SlotLease>& lease) {
+    auto* buf = new SlotBuffer(ring.slot_data(lease->slot) + offset, bytes, lease);
+    Tensor t(type, shape, buf);
+    buf->Unref();  // the Tensor holds its own reference
+    return t;
+  }
+
+  // Host memory the GPU can DMA from: TF's pinned host allocator.
+  static AllocatorAttributes HostPinned() {
+    AllocatorAttributes attrs;
+    attrs.set_on_host(true);
+    attrs.set_gpu_compatible(true);
+    return attrs;
+  }
+
+  CopyMode mode_ = CopyMode::kAuto;
+};
+
+REGISTER_KERNEL_BUILDER(Name("PyfastqDequeue").Device(DEVICE_CPU), CpuDequeueOp);
+REGISTER_KERNEL_BUILDER(Name("PyfastqDequeueMany").Device(DEVICE_CPU), CpuDequeueOp);
+// Registered in every build: DEVICE_GPU is a name, and a CPU-only TF never places a kernel on it.
+REGISTER_KERNEL_BUILDER(Name("PyfastqDequeue").Device(DEVICE_GPU).HostMemory("done"), GpuDequeueOp);
+REGISTER_KERNEL_BUILDER(Name("PyfastqDequeueMany").Device(DEVICE_GPU).HostMemory("done"), GpuDequeueOp);
 
 }  // namespace
 }  // namespace tensorflow

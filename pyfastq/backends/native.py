@@ -7,6 +7,8 @@ compiled parts are missing or were built against another TensorFlow.
 
 from __future__ import annotations
 
+import glob
+import importlib.util
 import os
 
 import numpy as np
@@ -34,6 +36,24 @@ try:
     _ops = tf.load_op_library(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_ops.so"))
 except tf.errors.OpError as e:
     raise ImportError(f"pyfastq's op library did not load ({e.message.strip()}); {_REBUILD}") from None
+
+
+def _pip_cudart() -> list[str]:
+    """The CUDA runtimes of pip's nvidia-* packages (TF's ``[and-cuda]`` extra): off the loader's path."""
+    try:
+        spec = importlib.util.find_spec("nvidia")
+    except (ImportError, ValueError):
+        return []
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    found = []
+    for root in spec.submodule_search_locations:
+        found += sorted(glob.glob(os.path.join(root, "*", "lib", "libcudart.so.*")), reverse=True)
+    return found
+
+
+# Tried when a GPU dequeue first pins a ring, after the runtime TF has loaded and the loader's own search.
+_core.set_cudart_candidates(_pip_cudart())
 
 
 class NativeBackend(RingWriter):

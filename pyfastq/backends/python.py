@@ -245,6 +245,7 @@ class PythonBackend:
                 "capacity": self._capacity,
                 "shuffle": self._shuffle,
                 "min_after_dequeue": self._keep,
+                "pinned": False,  # no ring: nothing here is page-locked for GPU copies
             }
 
     def _record_fill(self) -> None:

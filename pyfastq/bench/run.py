@@ -5,6 +5,7 @@
     pyfastq bench --workloads seed,large --methods native,from_generator --json out.json
     pyfastq bench --workloads python --workers 1,2 --seconds 3
     pyfastq bench --repeat 3 --out results   # results/bench.json and results/bench.png (pyfastq[bench])
+    pyfastq bench --device gpu    # host-to-device copies, where TF sees a GPU (gpu_copy.py)
 
 Consumer: one tf.function running N steps in a graph loop (`for _ in tf.range(n)`);
 each step takes one batch and reads from it. Producer: a Python thread putting one
@@ -59,6 +60,7 @@ import tensorflow as tf
 import pyfastq
 
 from . import gil_work
+from . import gpu_copy as gpu
 
 BASELINES = ("from_generator", "numpy_function", "fifo_queue")
 METHODS = ("native", "python", *BASELINES, "np_copyto")
@@ -378,6 +380,7 @@ class Options:
     quick: bool = False
     repeat: int = 1  # measurements per figure: the median is reported, with the spread
     out: str | None = None  # a directory for bench.json and bench.png
+    device: str = "cpu"  # "gpu": gpu_copy.py host-to-device methods on seed, small, image, large
 
 
 def parse_args(argv) -> Options:
@@ -403,9 +406,13 @@ def parse_args(argv) -> Options:
     parser.add_argument("--repeat", type=int, default=1, help="measure each figure N times: the median, and the spread")
     parser.add_argument("--out", metavar="DIR", help="write DIR/bench.json (every figure, the machine), DIR/bench.png")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
+                        help="gpu: host-to-device GB/s of the GPU kernel, prefetch_to_device and a bare pinned copy")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error(f"--repeat takes an int >= 1, got {args.repeat}")
+    if args.device == "gpu" and args.workloads == ",".join(WORKLOAD_NAMES):
+        args.workloads = ",".join(gpu.GPU_WORKLOADS)
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for name in workloads:
@@ -423,8 +430,13 @@ def parse_args(argv) -> Options:
             parser.error(f"--workers takes ints >= 1, got {args.workers!r}")
     else:
         worker_counts = default_worker_counts(args.quick)
+    if args.device == "gpu":
+        for name in workloads:
+            if name not in gpu.GPU_WORKLOADS:
+                parser.error(f"--device gpu runs {', '.join(gpu.GPU_WORKLOADS)}; not {name!r}")
     seconds = 0.3 if args.quick else args.seconds
-    return Options(workloads, methods, worker_counts, seconds, args.json, args.quick, args.repeat, args.out)
+    return Options(workloads, methods, worker_counts, seconds, args.json, args.quick, args.repeat, args.out,
+                   args.device)
 
 
 def runnable(methods: list) -> list:
@@ -698,8 +710,44 @@ def write_outputs(options: Options, results: Results) -> None:
     print(f"wrote {png}", file=sys.stderr)
 
 
+def run_gpu(argv, options: Options) -> int:
+    """--device gpu: every GPU method on each workload asked for, then one table against the limits."""
+    if not gpu.gpus():
+        print(gpu.NO_GPU)
+        return 0
+    if pyfastq.native_unavailable():
+        print(f"--device gpu needs the native backend: {pyfastq.native_unavailable()}", file=sys.stderr)
+        return 1
+    progress, rows, failures = Progress(), {}, 0
+    progress.log(gpu.pinned_summary())
+    for name in options.workloads:
+        w = WORKLOADS[name]
+        row = rows[name] = {}
+        for m in gpu.methods_for(w):
+            try:
+                rate = gpu.measure(w, m, options.seconds, Feeder, timed)
+            except Exception as e:  # noqa: BLE001 - one broken method must not hide the others
+                failures += 1
+                progress.log(f"{name:6s} {m:18s} FAILED: {type(e).__name__}: {e}")
+                row[m] = None
+                continue
+            row[m] = rate
+            progress.log(f"{name:6s} {m:18s} {rate:12,.1f} batches/s {rate * w.batch_bytes / 1e9:8.3f} GB/s")
+            gc.collect()
+    print(f"Machine: {machine()}, {len(gpu.gpus())} GPU(s): {tf.config.experimental.get_device_details(gpu.gpus()[0])}")
+    print(f"Command: pyfastq bench {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())
+    gpu.print_table(rows, WORKLOADS)
+    if options.json:
+        with open(options.json, "w") as f:
+            json.dump({"machine": machine(), "device": "gpu", "seconds": options.seconds, "results": rows}, f, indent=2)
+    print(f"\n({progress.elapsed():.0f} s)", file=sys.stderr)
+    return 1 if failures else 0
+
+
 def main(argv=None) -> int:
     options = parse_args(argv)
+    if options.device == "gpu":
+        return run_gpu(argv, options)
     options.methods = runnable(options.methods)
     progress = Progress(measurements(options))
     results = Results()

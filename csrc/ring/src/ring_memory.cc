@@ -1,5 +1,7 @@
 #include "pyfastq/ring_memory.h"
 
+#include "pyfastq/cuda_host.h"
+
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/mman.h>
@@ -114,8 +116,24 @@ RingMemory::~RingMemory() {
     // A weak_ptr that has expired is ours; a live one would be another ring.
     if (it != r.rings.end() && it->second.expired()) r.rings.erase(it);
   }
+  // Unpinned before it is unmapped: the CUDA runtime keeps the registered range, and would take a
+  // later mapping at the same address for pinned memory.
+  if (pinned()) cuda_host_unregister(base_);
   munmap(base_, bytes_);
   if (fd_ >= 0) close(fd_);
+}
+
+bool RingMemory::pin(std::string* why) {
+  std::call_once(pin_once_, [this] {
+    std::string error;
+    if (cuda_host_register(base_, bytes_, &error)) {
+      pinned_.store(true, std::memory_order_release);
+    } else {
+      pin_error_ = error;
+    }
+  });
+  if (why != nullptr) *why = pin_error_;
+  return pinned();
 }
 
 std::shared_ptr<RingMemory> RingMemory::create(std::uint32_t capacity,

@@ -11,8 +11,11 @@
 // inheritance).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <string>
 #include <vector>
 
 #include "pyfastq/ring.h"
@@ -31,7 +34,7 @@ class PYFASTQ_API RingMemory : public std::enable_shared_from_this<RingMemory> {
   // `fd`. Throws std::runtime_error if it holds no ring.
   static std::shared_ptr<RingMemory> attach(int fd);
 
-  // owner only: runs as the last shared_ptr goes; unregisters, unmaps, closes fd().
+  // owner only: runs as the last shared_ptr goes; unregisters, unpins, unmaps, closes fd().
   ~RingMemory();
   RingMemory(const RingMemory&) = delete;
   RingMemory& operator=(const RingMemory&) = delete;
@@ -45,6 +48,13 @@ class PYFASTQ_API RingMemory : public std::enable_shared_from_this<RingMemory> {
   // any thread: the shared-memory descriptor (close-on-exec), or -1 for a private ring.
   int fd() const noexcept { return fd_; }
 
+  // any thread: page-locks the whole block for CUDA (cuda_host.h), in this
+  // process's mapping, the first time it is asked; later calls return the
+  // first one's answer. True if the block is pinned; if not, *why says why.
+  bool pin(std::string* why = nullptr);
+  // any thread: whether pin() pinned the block.
+  bool pinned() const noexcept { return pinned_.load(std::memory_order_acquire); }
+
  private:
   RingMemory(void* base, std::size_t bytes, int fd);
   void register_self();
@@ -53,6 +63,9 @@ class PYFASTQ_API RingMemory : public std::enable_shared_from_this<RingMemory> {
   int fd_;
   Ring ring_;
   std::uint64_t id_ = 0;
+  std::once_flag pin_once_;
+  std::atomic<bool> pinned_{false};
+  std::string pin_error_;  // written once, under pin_once_
 };
 
 // any thread: the ring registered under `id`, or nullptr once its owners have all let go.

@@ -1,0 +1,79 @@
+// Pinning a ring through a CUDA runtime opened at run time (cuda_host.h), with
+// the stand-in runtime fake_cudart.so: pinned once however many threads ask,
+// unpinned before the memory is unmapped, a refusal leaving the ring unpinned.
+#include <dlfcn.h>
+#include <stdlib.h>
+
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "check.h"
+#include "pyfastq/cuda_host.h"
+#include "ring_helpers.h"
+
+using namespace pyfastq;
+using namespace ring_test;
+
+namespace {
+
+template <typename T>
+T* fake(const char* name) {
+  static void* handle = dlopen(PYFASTQ_FAKE_CUDART, RTLD_NOW | RTLD_LOCAL);
+  CHECK(handle != nullptr);
+  auto* p = static_cast<T*>(dlsym(handle, name));
+  CHECK(p != nullptr);
+  return p;
+}
+
+}  // namespace
+
+TEST(pinned_once_by_racing_threads_and_unpinned_before_unmap) {
+  auto& registers = *fake<std::atomic<int>>("fake_registers");
+  auto& unregisters = *fake<std::atomic<int>>("fake_unregisters");
+  const int before = registers.load();
+  {
+    auto m = private_ring(8, {4096});
+    CHECK(!m->pinned());
+    std::atomic<int> go{0}, pinned{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&] {
+        while (go.load() == 0) {
+        }
+        if (m->pin()) pinned.fetch_add(1);
+      });
+    }
+    go.store(1);
+    for (auto& t : threads) t.join();
+    CHECK_EQ(pinned.load(), 4);
+    CHECK(m->pinned());
+    CHECK_EQ(registers.load(), before + 1);
+    CHECK_EQ(unregisters.load(), before);
+  }
+  CHECK_EQ(unregisters.load(), before + 1);  // fake_cudart aborts if the range was unmapped first
+  CHECK_EQ(cudart_description(), std::string(PYFASTQ_FAKE_CUDART));
+}
+
+TEST(a_refused_pin_is_kept_and_says_why) {
+  auto& refuse = *fake<std::atomic<int>>("fake_refuse");
+  auto& unregisters = *fake<std::atomic<int>>("fake_unregisters");
+  refuse.store(1);
+  const int before = unregisters.load();
+  {
+    auto m = private_ring(2, {64});
+    std::string why;
+    CHECK(!m->pin(&why));
+    CHECK_EQ(why, std::string("cudaHostRegister failed: fake error (2)"));
+    refuse.store(0);
+    CHECK(!m->pin());  // the first answer stands
+    CHECK(!m->pinned());
+  }
+  CHECK_EQ(unregisters.load(), before);  // nothing was pinned, nothing unpinned
+}
+
+int main() {
+  setenv("PYFASTQ_CUDART", PYFASTQ_FAKE_CUDART, 1);  // before the first pin: the runtime is opened once
+  return run_tests();
+}

@@ -1,0 +1,164 @@
+"""pyfastq bench --device gpu: host-to-device copies into a GPU, where TensorFlow sees one.
+
+    pyfastq bench --device gpu                      # seed, small, image, large
+    pyfastq bench --device gpu --workloads image --seconds 5
+
+Methods, each consuming batches in GPU memory inside one tf.function graph loop:
+  native            q.dequeue() / q.dequeue_many(n) under tf.device("/GPU:0"): the GPU kernel copies
+                    from the ring's slots (pinned at the first dequeue) on the op's stream
+  native_gather     dequeue_many only: rows gathered into pinned host memory, then one copy
+  native_rows       dequeue_many only: one copy per row, straight from each pinned slot
+  prefetch_to_device  q.dataset() on the CPU with tf.data.experimental.prefetch_to_device("/GPU:0")
+  pinned_copy       the limit: cudaMemcpy of the same bytes from cudaMallocHost memory, through the
+                    CUDA runtime (ctypes), nothing else
+The producer is a Python thread putting one pre-made batch, as in the CPU benchmark.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+import pyfastq
+
+GPU_METHODS = ("native", "native_gather", "native_rows", "prefetch_to_device", "pinned_copy")
+GPU_WORKLOADS = ("seed", "small", "image", "large")
+NO_GPU = "no GPU visible to TensorFlow here: --device gpu measures host-to-device copies. Nothing measured."
+
+
+def gpus() -> list:
+    return tf.config.list_physical_devices("GPU")
+
+
+def _graph_loop_on_gpu(take):
+    """A tf.function taking n batches on /GPU:0 and reading one value of each there."""
+
+    @tf.function
+    def run(n):
+        acc = tf.constant(0.0)
+        with tf.device("/GPU:0"):
+            for _ in tf.range(n):
+                batch = take()
+                acc += tf.cast(tf.reshape(batch, [-1])[-1], tf.float32)
+        return acc
+
+    return run
+
+
+def measure_native(w, seconds: float, copy: str, feeder_cls, timed) -> float:
+    os.environ["PYFASTQ_GPU_COPY"] = copy  # read when the kernel is made, below
+    try:
+        q = pyfastq.Queue(w.spec(), capacity=w.capacity, backend="native")
+        feeder = feeder_cls(q.put, np.ones(w.element_shape, w.dtype))
+        take = (lambda: q.dequeue_many(w.batch)) if w.batch > 1 else q.dequeue
+        try:
+            return timed(_graph_loop_on_gpu(take), seconds)
+        finally:
+            feeder.stop(lambda: q.close(cancel=True))
+    finally:
+        os.environ.pop("PYFASTQ_GPU_COPY", None)
+
+
+def measure_prefetch_to_device(w, seconds: float, feeder_cls, timed) -> float:
+    q = pyfastq.Queue(w.spec(), capacity=w.capacity, backend="native")
+    feeder = feeder_cls(q.put, np.ones(w.element_shape, w.dtype))
+    ds = q.dataset(batch_size=w.batch if w.batch > 1 else None)
+    ds = ds.apply(tf.data.experimental.prefetch_to_device("/GPU:0", buffer_size=2))
+    it = iter(ds)
+    try:
+        return timed(_graph_loop_on_gpu(lambda: next(it)), seconds)
+    finally:
+        feeder.stop(lambda: q.close(cancel=True))
+
+
+def _cudart() -> ctypes.CDLL:
+    """The CUDA runtime: the one pyfastq pins with if it has loaded one, else the usual places."""
+    from pyfastq import _core
+
+    names = [_core.cudart()] if os.path.exists(_core.cudart()) else []
+    try:
+        import nvidia
+
+        for root in nvidia.__path__:
+            names += sorted(glob.glob(os.path.join(root, "*", "lib", "libcudart.so.*")), reverse=True)
+    except ImportError:
+        pass
+    names += ["libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0", "libcudart.so"]
+    for name in names:
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            continue
+    raise OSError("no CUDA runtime (libcudart) found for the pinned-copy limit")
+
+
+def measure_pinned_copy(w, seconds: float) -> float:
+    """Batches/s of a bare cudaMemcpy host-to-device of one batch's bytes from page-locked memory."""
+    rt = _cudart()
+    nbytes = ctypes.c_size_t(w.batch_bytes)
+    host, dev = ctypes.c_void_p(), ctypes.c_void_p()
+    for call, args in (("cudaMallocHost", (ctypes.byref(host), nbytes)), ("cudaMalloc", (ctypes.byref(dev), nbytes))):
+        if getattr(rt, call)(*args) != 0:
+            raise RuntimeError(f"{call} of {w.batch_bytes} bytes failed")
+    try:
+        ctypes.memset(host, 1, w.batch_bytes)
+        host_to_device = 1  # cudaMemcpyHostToDevice
+        rt.cudaMemcpy(dev, host, nbytes, host_to_device)  # warm-up
+        copies, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            for _ in range(10):
+                if rt.cudaMemcpy(dev, host, nbytes, host_to_device) != 0:
+                    raise RuntimeError("cudaMemcpy failed")
+            copies += 10
+        rt.cudaDeviceSynchronize()
+        return copies / (time.perf_counter() - start)
+    finally:
+        rt.cudaFree(dev)
+        rt.cudaFreeHost(host)
+
+
+def methods_for(w) -> list:
+    """native_gather and native_rows differ only for dequeue_many (a batch of several elements)."""
+    return [m for m in GPU_METHODS if w.batch > 1 or m not in ("native_gather", "native_rows")]
+
+
+def measure(w, method: str, seconds: float, feeder_cls, timed) -> float:
+    if method == "pinned_copy":
+        return measure_pinned_copy(w, seconds)
+    if method == "prefetch_to_device":
+        return measure_prefetch_to_device(w, seconds, feeder_cls, timed)
+    copy = {"native": "auto", "native_gather": "gather", "native_rows": "rows"}[method]
+    return measure_native(w, seconds, copy, feeder_cls, timed)
+
+
+def print_table(rows: dict, workloads: dict) -> None:
+    print()
+    print("| workload | method | batches/s | GB/s host to device | vs pinned_copy | vs prefetch_to_device |")
+    print("|---|---|---:|---:|---:|---:|")
+    for name, row in rows.items():
+        w = workloads[name]
+        limit, prefetch = row.get("pinned_copy"), row.get("prefetch_to_device")
+        for m, rate in row.items():
+            if rate is None:
+                print(f"| {name} | {m} | failed | | | |")
+                continue
+            vs_limit = f"{rate / limit:.2f}x" if limit else ""
+            vs_prefetch = f"{rate / prefetch:.2f}x" if prefetch else ""
+            print(f"| {name} | {m} | {rate:,.1f} | {rate * w.batch_bytes / 1e9:.3f} | {vs_limit} | {vs_prefetch} |")
+
+
+def pinned_summary() -> str:
+    """Whether the ring of a GPU dequeue was pinned here, and with which CUDA runtime."""
+    from pyfastq import _core
+
+    q = pyfastq.Queue(tf.TensorSpec([1], tf.float32), capacity=2, backend="native")
+    q.put(np.zeros(1, np.float32))
+    with tf.device("/GPU:0"):
+        q.dequeue_many(1)
+    pinned, why = q._impl._ring.pin()
+    return f"ring pinned: {pinned}" + (f" ({_core.cudart()})" if pinned else f": {why}")

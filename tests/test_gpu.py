@@ -1,0 +1,345 @@
+"""GPU kernels, pinning, and GPU placement.
+
+What runs everywhere: both ops have CPU and GPU kernels registered; a dequeue placed on /GPU:0 runs
+on the CPU under soft placement where there is no GPU; the ring's pinning goes through the CUDA
+runtime named at run time (a stand-in libcudart built here checks register/unregister, and that
+unregister comes while the ring is still mapped); stats() says "pinned" on both backends.
+What needs a GPU (skipped without one): values and placement of GPU outputs, in both copy modes;
+the pinned flag; slots given back once the copy is done; no leak over 10k batches; prefetch_to_device.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import psutil
+import pytest
+import tensorflow as tf
+from tensorflow.python.framework import kernels
+
+import pyfastq
+
+from support import CHILD_ENV, START_BUDGET_S, TESTS_DIR, f32
+
+GPUS = tf.config.list_physical_devices("GPU")
+needs_gpu = pytest.mark.skipif(not GPUS, reason="no GPU visible to TensorFlow here")
+no_gpu = pytest.mark.skipif(bool(GPUS), reason="checks what happens where there is no GPU")
+
+
+# -- everywhere ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("op", ["PyfastqDequeue", "PyfastqDequeueMany"])
+def test_both_ops_have_cpu_and_gpu_kernels(native, op):
+    pyfastq.Queue(tf.TensorSpec([1], tf.float32), backend="native")  # loads the op library
+    registered = kernels.get_registered_kernels_for_op(op).kernel
+    devices = sorted(k.device_type for k in registered)
+    assert devices == ["CPU", "GPU"]
+    gpu = next(k for k in registered if k.device_type == "GPU")
+    assert list(gpu.host_memory_arg) == ["done"]  # the end flag stays on the host for take_while
+
+
+@no_gpu
+def test_gpu_placement_falls_back_to_cpu_under_soft_placement(native):
+    q = pyfastq.Queue((tf.TensorSpec([3], tf.float32), tf.TensorSpec([], tf.int32)), capacity=8, backend="native")
+    for i in range(5):
+        q.put((f32(3, value=i), i))
+    # Eager first: once a tf.function with a GPU device scope has run, TF 2.21 stops soft-placing
+    # eager stateful ops that have no inputs (tf.timestamp() alike) and raises "Could not satisfy
+    # device specification". A TF quirk; inside tf.function placement is unaffected.
+    with tf.device("/GPU:0"):
+        x, i = q.dequeue()
+    assert x.numpy().tolist() == [0.0] * 3 and int(i) == 0 and "CPU" in x.device
+
+    @tf.function
+    def take():
+        with tf.device("/GPU:0"):
+            return q.dequeue(), q.dequeue_many(2)
+
+    (x, i), (xs, ids) = take()
+    assert x.numpy().tolist() == [1.0] * 3 and int(i) == 1
+    assert xs.numpy()[:, 0].tolist() == [2.0, 3.0] and ids.numpy().tolist() == [2, 3]
+    assert "CPU" in x.device and "CPU" in xs.device
+
+
+@no_gpu
+def test_tf1_session_places_the_op_on_cpu_with_allow_soft_placement(native):
+    q = pyfastq.Queue(tf.TensorSpec([2], tf.float32), capacity=8, backend="native")
+    for i in range(4):
+        q.put(f32(2, value=i))
+    graph = tf.Graph()
+    with graph.as_default():
+        with tf.device("/device:GPU:0"):
+            batch = q.dequeue_many(4)
+        config = tf.compat.v1.ConfigProto(allow_soft_placement=True)
+        with tf.compat.v1.Session(graph=graph, config=config) as sess:
+            options = tf.compat.v1.RunOptions(output_partition_graphs=True)
+            metadata = tf.compat.v1.RunMetadata()
+            value = sess.run(batch, options=options, run_metadata=metadata)
+    assert value[:, 0].tolist() == [0.0, 1.0, 2.0, 3.0]
+    placed = {n.device for g in metadata.partition_graphs for n in g.node if n.op == "PyfastqDequeueMany"}
+    assert len(placed) == 1 and "CPU" in placed.pop()
+
+
+def test_stats_say_whether_the_ring_is_pinned(backend):
+    q = pyfastq.Queue(tf.TensorSpec([2], tf.float32), capacity=4, backend=backend)
+    # Nothing pins a ring that no GPU kernel has read: there is none here, or none has run yet.
+    assert q.stats()["pinned"] is False
+
+
+def test_dataset_leaves_sharding_to_the_queue(backend):
+    q = pyfastq.Queue(tf.TensorSpec([2], tf.float32), capacity=4, backend=backend)
+    for ds in (q.dataset(), q.dataset(batch_size=2)):
+        assert ds.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.OFF
+
+
+def test_prefetch_to_device_on_a_queue_dataset(backend):
+    q = pyfastq.Queue(tf.TensorSpec([2], tf.float32), capacity=16, backend=backend)
+    for i in range(10):
+        q.put(f32(2, value=i))
+    q.close()
+    device = "/GPU:0" if GPUS else "/CPU:0"
+    ds = q.dataset(batch_size=4).apply(tf.data.experimental.prefetch_to_device(device, buffer_size=2))
+    batches = [b.numpy()[:, 0].tolist() for b in ds]
+    assert batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+# -- pinning through the CUDA runtime, in child processes (the runtime is loaded once per process) --
+
+# A stand-in for libcudart: the four calls pyfastq makes, each logged; unregister also logs whether
+# the range is still mapped (msync fails with ENOMEM on an unmapped page).
+FAKE_CUDART = r"""
+#include <cstdio>
+#include <cstdlib>
+#include <cstdint>
+#include <sys/mman.h>
+static void log_line(const char* what, void* p, std::size_t n, int mapped) {
+  if (FILE* f = std::fopen(std::getenv("FAKE_CUDART_LOG"), "a")) {
+    std::fprintf(f, "%s %p %zu %d\n", what, p, n, mapped);
+    std::fclose(f);
+  }
+}
+extern "C" {
+int cudaHostRegister(void* p, std::size_t n, unsigned int flags) {
+  log_line("register", p, n, static_cast<int>(flags));
+  return std::getenv("FAKE_CUDART_REFUSE") ? 2 : 0;
+}
+int cudaHostUnregister(void* p) {
+  void* page = reinterpret_cast<void*>(reinterpret_cast<std::uintptr_t>(p) & ~std::uintptr_t(4095));
+  log_line("unregister", p, 0, msync(page, 4096, MS_ASYNC) == 0);
+  return 0;
+}
+int cudaGetLastError() { return 0; }
+const char* cudaGetErrorString(int) { return "out of memory (fake)"; }
+}
+"""
+
+PIN_CHILD = textwrap.dedent(
+    """
+    import gc, json
+    import numpy as np, tensorflow as tf, pyfastq
+    from pyfastq import _core
+    q = pyfastq.Queue(tf.TensorSpec([1024], tf.float32), capacity=4, backend="native")
+    out = {"before": q.stats()["pinned"], "pin": q._impl._ring.pin(), "again": q._impl._ring.pin()}
+    out.update(after=q.stats()["pinned"], memory_bytes=q.stats()["memory_bytes"])
+    q.put(np.ones(1024, np.float32)); q.close()
+    out.update(value=float(q.dequeue()[0]), cudart=_core.cudart())
+    del q; gc.collect()
+    print(json.dumps(out), flush=True)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def fake_cudart(tmp_path_factory):
+    compiler = shutil.which("c++") or shutil.which("g++")
+    if compiler is None:
+        pytest.skip("no C++ compiler to build the stand-in CUDA runtime")
+    d = tmp_path_factory.mktemp("cudart")
+    (d / "fake.cc").write_text(FAKE_CUDART)
+    lib = d / "libcudart.so.12"
+    subprocess.run([compiler, "-shared", "-fPIC", "-O1", "-o", str(lib), str(d / "fake.cc")], check=True, timeout=120)
+    return lib
+
+
+def run_pin_child(tmp_path, env):
+    log = tmp_path / "cudart.log"
+    proc = subprocess.run(
+        [sys.executable, "-c", PIN_CHILD],
+        capture_output=True, text=True, timeout=START_BUDGET_S, cwd=tmp_path,
+        env={**{k: v for k, v in CHILD_ENV.items() if k != "PYFASTQ_CUDART"}, "FAKE_CUDART_LOG": str(log), **env},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    calls = [line.split() for line in log.read_text().splitlines()] if log.exists() else []
+    return json.loads(proc.stdout.splitlines()[-1]), calls
+
+
+def test_pinning_registers_the_whole_ring_and_unregisters_it_while_mapped(native, fake_cudart, tmp_path):
+    out, calls = run_pin_child(tmp_path, {"PYFASTQ_CUDART": str(fake_cudart)})
+    assert out["before"] is False
+    assert out["pin"] == [True, ""] and out["again"] == [True, ""]  # pinned once; the answer is kept
+    assert out["after"] is True and out["value"] == 1.0 and out["cudart"] == str(fake_cudart)
+    assert [c[0] for c in calls] == ["register", "unregister"]
+    register, unregister = calls
+    assert int(register[2]) == out["memory_bytes"] and register[3] == "1"  # the whole block, portable
+    assert unregister[1] == register[1] and unregister[3] == "1"  # the same range, while still mapped
+
+
+def test_a_refused_pin_leaves_the_ring_as_it_was(native, fake_cudart, tmp_path):
+    out, calls = run_pin_child(tmp_path, {"PYFASTQ_CUDART": str(fake_cudart), "FAKE_CUDART_REFUSE": "1"})
+    assert out["pin"] == [False, "cudaHostRegister failed: out of memory (fake) (2)"]
+    assert out["after"] is False and out["value"] == 1.0
+    assert [c[0] for c in calls] == ["register"]  # nothing to unregister
+
+
+def test_pinning_can_be_turned_off(native, tmp_path):
+    out, calls = run_pin_child(tmp_path, {"PYFASTQ_CUDART": "0"})
+    assert out["pin"] == [False, "pinning disabled (PYFASTQ_CUDART=0)"] and not calls
+
+
+@no_gpu
+def test_whatever_cuda_runtime_is_here_pins_nothing_without_a_gpu(native, tmp_path):
+    # None, or one without a driver or a device: not pinned, a reason given, the ring as before.
+    out, _ = run_pin_child(tmp_path, {})
+    pinned, why = out["pin"]
+    assert pinned is False and why
+    assert out["after"] is False and out["value"] == 1.0
+
+
+# -- on a GPU ------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["auto", "gather", "rows"])
+def copy_mode(request, monkeypatch):
+    # Read when a kernel is made: each test's queue is new, so its kernels are too.
+    monkeypatch.setenv("PYFASTQ_GPU_COPY", request.param)
+    return request.param
+
+
+@needs_gpu
+def test_gpu_outputs_hold_the_values_in_device_memory(native, copy_mode):
+    specs = {"image": tf.TensorSpec([64, 64, 3], tf.uint8), "label": tf.TensorSpec([], tf.int64)}
+    q = pyfastq.Queue(specs, capacity=16, backend="native")
+    rng = np.random.default_rng(0)
+    made = [{"image": rng.integers(0, 255, [64, 64, 3], dtype=np.uint8), "label": np.int64(i)} for i in range(9)]
+    for element in made:
+        q.put(element)
+    q.close()
+    with tf.device("/GPU:0"):
+        one = q.dequeue()
+        many = q.dequeue_many(4)
+        rest = q.dequeue_many(8, allow_smaller_final_batch=True)
+    assert "GPU" in one["image"].device and "GPU" in many["image"].device and "GPU" in rest["label"].device
+    np.testing.assert_array_equal(one["image"].numpy(), made[0]["image"])
+    np.testing.assert_array_equal(many["image"].numpy(), np.stack([e["image"] for e in made[1:5]]))
+    assert rest["label"].numpy().tolist() == [5, 6, 7, 8]
+    assert q.stats()["pinned"] is True
+    with pytest.raises(tf.errors.OutOfRangeError), tf.device("/GPU:0"):
+        q.dequeue()
+
+
+@needs_gpu
+def test_gpu_dataset_ends_at_close(native):
+    q = pyfastq.Queue(tf.TensorSpec([5], tf.float32), capacity=16, backend="native")
+    for i in range(10):
+        q.put(f32(5, value=i))
+    q.close()
+
+    @tf.function
+    def total():
+        acc = tf.constant(0.0)
+        with tf.device("/GPU:0"):
+            for batch in q.dataset(batch_size=4):
+                acc += tf.reduce_sum(batch)
+        return acc
+
+    assert float(total()) == 5 * sum(range(10))
+
+
+@needs_gpu
+def test_gpu_slots_go_back_once_the_copy_is_done(native, copy_mode):
+    q = pyfastq.Queue(tf.TensorSpec([256, 256], tf.float32), capacity=4, backend="native")
+    for i in range(4):
+        q.put(f32(256, 256, value=i))
+    with tf.device("/GPU:0"):
+        kept = [q.dequeue(), q.dequeue_many(3)]  # held: on the CPU these would hold their slots
+    # The ring is whole again: the device tensors do not keep slots (a CPU dequeue() would).
+    for i in range(4):
+        q.put(f32(256, 256, value=10 + i), timeout=5)
+    assert float(kept[0][0, 0]) == 0.0 and kept[1][:, 0, 0].numpy().tolist() == [1.0, 2.0, 3.0]
+
+
+@needs_gpu
+@pytest.mark.slow
+def test_gpu_no_leak_over_10k_batches(native, copy_mode):
+    q = pyfastq.Queue(tf.TensorSpec([64, 1024], tf.float32), capacity=32, backend="native")
+    batch = f32(64, 1024, value=1.0)
+
+    @tf.function
+    def consume(n):
+        acc = tf.constant(0.0)
+        with tf.device("/GPU:0"):
+            for _ in tf.range(n):
+                acc += q.dequeue_many(2)[0, 0, 0]
+        return acc
+
+    def run(batches):
+        def feed():
+            for _ in range(2 * batches):
+                q.put(batch)
+
+        t = threading.Thread(target=feed)
+        t.start()
+        assert float(consume(tf.constant(batches))) == batches
+        t.join()
+
+    run(500)  # warm-up: allocators reach their working size
+    rss = psutil.Process().memory_info().rss
+    gpu = tf.config.experimental.get_memory_info("GPU:0")["current"]
+    run(10_000)
+    assert tf.config.experimental.get_memory_info("GPU:0")["current"] <= gpu + 2**20  # allocator slack only
+    assert psutil.Process().memory_info().rss - rss < 64 * 2**20
+    assert q.stats()["size"] == 0 and q.size() == 0
+
+
+def test_gpu_copy_mode_must_be_known(native, monkeypatch):
+    # Checked when a kernel is made, so only where a GPU kernel is made at all.
+    if not GPUS:
+        pytest.skip("no GPU: the GPU kernel, which reads PYFASTQ_GPU_COPY, is never made")
+    monkeypatch.setenv("PYFASTQ_GPU_COPY", "fastest")
+    q = pyfastq.Queue(tf.TensorSpec([1], tf.float32), capacity=2, backend="native")
+    q.put(f32(1))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="PYFASTQ_GPU_COPY"), tf.device("/GPU:0"):
+        q.dequeue()
+
+
+def test_gpu_env_is_not_read_without_a_gpu(native, monkeypatch):
+    if GPUS:
+        pytest.skip("a GPU is here")
+    monkeypatch.setenv("PYFASTQ_GPU_COPY", "fastest")
+    q = pyfastq.Queue(tf.TensorSpec([1], tf.float32), capacity=2, backend="native")
+    q.put(f32(1))
+
+    @tf.function
+    def take():
+        with tf.device("/GPU:0"):
+            return q.dequeue()
+
+    assert take().numpy().tolist() == [0.0]
+
+
+
+@no_gpu
+def test_bench_device_gpu_says_plainly_that_it_needs_a_gpu(native, tmp_path):
+    bench = os.path.join(os.path.dirname(TESTS_DIR), "bench", "run.py")
+    if not os.path.exists(bench):
+        pytest.skip("bench/ is not beside the tests")
+    proc = subprocess.run([sys.executable, bench, "--device", "gpu"], capture_output=True, text=True,
+                          timeout=START_BUDGET_S, cwd=tmp_path, env=CHILD_ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "no GPU visible to TensorFlow here" in proc.stdout and "Nothing measured" in proc.stdout
