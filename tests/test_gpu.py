@@ -9,7 +9,6 @@ the pinned flag; slots given back once the copy is done; no leak over 10k batche
 """
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from tensorflow.python.framework import kernels
 
 import pyfastq
 
-from support import CHILD_ENV, START_BUDGET_S, TESTS_DIR, f32
+from support import CHILD_ENV, START_BUDGET_S, f32
 
 GPUS = tf.config.list_physical_devices("GPU")
 needs_gpu = pytest.mark.skipif(not GPUS, reason="no GPU visible to TensorFlow here")
@@ -336,10 +335,7 @@ def test_gpu_env_is_not_read_without_a_gpu(native, monkeypatch):
 
 @no_gpu
 def test_bench_device_gpu_says_plainly_that_it_needs_a_gpu(native, tmp_path):
-    bench = os.path.join(os.path.dirname(TESTS_DIR), "bench", "run.py")
-    if not os.path.exists(bench):
-        pytest.skip("bench/ is not beside the tests")
-    proc = subprocess.run([sys.executable, bench, "--device", "gpu"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "pyfastq.bench", "--device", "gpu"], capture_output=True, text=True,
                           timeout=START_BUDGET_S, cwd=tmp_path, env=CHILD_ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "no GPU visible to TensorFlow here" in proc.stdout and "Nothing measured" in proc.stdout

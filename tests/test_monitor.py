@@ -77,8 +77,15 @@ def test_the_verdict_lines():
     assert verdict(0.03, 0.05).startswith("pyfastq: balanced: ")
 
 
-def fit(backend, slow, log_dir=None, examples=480, update_freq=5):
-    """Keras fit on a queue fed by one producer thread, with a QueueMonitor; slow: "producer" or "model"."""
+def fit(backend, slow, log_dir=None, steps=15, update_freq=5):
+    """Keras fit of `steps` batches from a queue fed by one producer thread and watched by a QueueMonitor.
+
+    slow: "producer" or "model".
+
+    A slow model's producer never runs out (fit stops after `steps`): otherwise it could put its last
+    element into tf.data's buffers early, and stop waiting for space, while the model is still busy.
+    """
+    examples = steps * 16 if slow == "producer" else 10**6
     specs = (tf.TensorSpec([4], tf.float32), tf.TensorSpec([1], tf.float32))
     q = pyfastq.Queue(specs, capacity=32, backend=backend)
 
@@ -86,19 +93,20 @@ def fit(backend, slow, log_dir=None, examples=480, update_freq=5):
         rng = np.random.default_rng(worker)
         for _ in range(examples):
             if slow == "producer":
-                time.sleep(0.003)  # a producer far slower than the model
+                time.sleep(0.01)  # a producer far slower than the model, even on a busy machine
             x = rng.random(4, dtype=np.float32)
             yield x, np.array([x.sum()], np.float32)
 
     model = tf.keras.Sequential([tf.keras.Input([4]), tf.keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
     callbacks = []
-    if slow == "model":  # a model far slower than the producer: each step takes 30 ms more
-        slow_step = tf.keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs=None: time.sleep(0.03))
+    if slow == "model":  # a model far slower than the producer, even on a busy machine: each step takes 100 ms more
+        slow_step = tf.keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs=None: time.sleep(0.1))
         callbacks.append(slow_step)
     monitor = QueueMonitor(q, log_dir=log_dir, update_freq=update_freq)
     with pyfastq.Producer(q, examples_fn, workers=1):
-        model.fit(q.dataset(batch_size=16), epochs=1, verbose=0, shuffle=False, callbacks=[*callbacks, monitor])
+        model.fit(q.dataset(batch_size=16), epochs=1, verbose=0, shuffle=False, callbacks=[*callbacks, monitor],
+                  steps_per_epoch=steps if slow == "model" else None)
     return monitor
 
 
@@ -123,7 +131,7 @@ def test_verdict_for_a_slow_model(backend, capsys):
 
 @pytest.mark.filterwarnings("ignore:Your input ran out of data")
 def test_tensorboard_event_files_hold_the_scalars(backend, tmp_path):
-    fit(backend, "model", log_dir=str(tmp_path), examples=320, update_freq=5)  # 20 steps: 4 writes
+    fit(backend, "model", log_dir=str(tmp_path), steps=20, update_freq=5)  # 4 writes
     scalars: dict = {}
     files = glob.glob(str(tmp_path / "events.out.tfevents.*"))
     assert files
