@@ -88,9 +88,13 @@ class _Chunks:
                         buf[self._rows] = a
                     self._rows += 1
                     if self._rows == self._rows_max:
-                        self._cond.wait_for(lambda: self._full is None)
-                        self._full = self._cut()
-                        self._cond.notify_all()
+                        # Waits while the last full chunk is not taken (unless take() takes this one meanwhile).
+                        self._cond.wait_for(lambda: self._full is None or self._rows < self._rows_max)
+                        if self._rows == self._rows_max:
+                            self._full = self._cut()
+                            self._cond.notify_all()
+                    elif self._rows == 1:
+                        self._cond.notify_all()  # a new chunk: take() times it from now
         except BaseException as e:  # noqa: BLE001 - every error must reach the consumer
             self.failure = e
         finally:
@@ -292,9 +296,12 @@ class RayActors:
         except (_Ended, QueueClosed):
             pass  # stopped, failed (already reported), or the consumer side ended the queue
         except BaseException as e:  # noqa: BLE001 - every error must reach the consumer
-            self._errors.append(e)
-            self._queue.fail(f"pyfastq's Ray feeder for queue '{self._queue.name}' failed: {type(e).__name__}: {e}")
-            self._stopping.set()
+            if not self._stopping.is_set():  # else stop() was called (and Ray may be shut down already)
+                self._errors.append(e)
+                self._queue.fail(
+                    f"pyfastq's Ray feeder for queue '{self._queue.name}' failed: {type(e).__name__}: {e}"
+                )
+                self._stopping.set()
         finally:
             self._kill()  # finished, failed or stopped: no actor keeps its CPU
         if finished and not self._stopping.is_set():

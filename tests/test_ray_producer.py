@@ -122,6 +122,74 @@ def test_close_on_exit_false_leaves_the_queue_open(local_ray, native):
     assert not q.closed and q.size() == 5
 
 
+def test_elements_larger_than_a_chunk_go_one_per_chunk(local_ray, native):
+    spec = tf.TensorSpec([300_000], tf.float32)  # 1.2 MB: more than CHUNK_BYTES, through Ray's shared-memory store
+
+    def fn(i, n):
+        for k in range(i, 12, n):
+            yield np.full([300_000], k, np.float32)
+
+    q = queue(spec=spec, capacity=3)
+    with pyfastq.Producer(q, fn, workers=2, mode="ray"):
+        got = sorted(int(x[0]) for x in q.dataset() if np.all(x == x[0]))
+    assert got == list(range(12))
+
+
+# -- an actor's chunks, without Ray ------------------------------------------------------------
+
+
+def chunks_of(elements, spec_shape=(), chunk_bytes=64):
+    from pyfastq._layout import Layout, Leaf
+    from pyfastq._ray import _Chunks
+
+    chunks = _Chunks(Layout(Leaf("0", np.dtype(np.int64), spec_shape)), chunk_bytes)
+    threading.Thread(target=chunks.make, args=(elements,), daemon=True).start()
+    return chunks
+
+
+def test_chunks_hold_every_element_once_in_order_full_or_not():
+    chunks = chunks_of(np.int64(k) for k in range(100))  # 8 per chunk of 64 bytes
+    got = []
+    while (chunk := chunks.take()) is not None:
+        assert 1 <= len(chunk[0]) <= 8
+        got += chunk[0].tolist()
+    assert got == list(range(100)) and chunks.failure is None
+
+
+def test_an_element_larger_than_a_chunk_is_a_chunk_of_its_own():
+    chunks = chunks_of((np.full([20], k, np.int64) for k in range(5)), spec_shape=(20,))  # 160 bytes each
+    got = []
+    while (chunk := chunks.take()) is not None:
+        assert chunk[0].shape == (1, 20)
+        got.append(int(chunk[0][0, 0]))
+    assert got == list(range(5))
+
+
+def test_a_chunk_goes_when_it_is_due_while_fn_is_busy():
+    from pyfastq._ray import CHUNK_S
+
+    def slow():
+        yield np.int64(1)
+        time.sleep(3600)  # the element made so far must not wait for the next
+
+    chunks = chunks_of(slow())
+    start = time.monotonic()
+    assert chunks.take()[0].tolist() == [1]
+    assert time.monotonic() - start < CHUNK_S + 1.0
+
+
+def test_what_fn_raises_is_kept_after_the_rows_made_before():
+    def fails():
+        yield np.int64(1)
+        raise KeyError("late")
+
+    chunks = chunks_of(fails())
+    rows = []
+    while (chunk := chunks.take()) is not None:
+        rows += chunk[0].tolist()
+    assert rows == [1] and isinstance(chunks.failure, KeyError)
+
+
 # -- arguments (no actor starts) ------------------------------------------------------------
 
 
