@@ -359,7 +359,7 @@ def producer_summary(row: dict, batch: int, element_ms: float | None) -> list:
     if element_ms:
         lines.append(f"python: one element is {element_ms:.3f} ms of Python on one core here, "
                      f"{1e3 / element_ms:,.0f} elements/s per core at best")
-    procs, threads, rays = (per_worker_count(row, m) for m in WORKER_METHODS)
+    threads, procs, rays = (per_worker_count(row, m) for m in ("thread", "process", "ray"))
     one = procs.get(1)
     for p, rate in sorted(procs.items()):
         if p > 1 and one:
