@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-import random
 import signal
 import socket
 import subprocess
@@ -33,10 +32,15 @@ from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_for
 from typing import Any
 
-import numpy as np
-
 from ._errors import QueueClosed
-from ._worker import WorkerInfo, failure_message, put_until_stopped, set_process_info, worker_seed
+from ._worker import (
+    WorkerInfo,
+    failure_message,
+    put_until_stopped,
+    seed_this_process,
+    set_process_info,
+    worker_seed,
+)
 
 # stop(): how long workers get to finish the element in hand before SIGTERM, then before SIGKILL.
 STOP_GRACE_S = 0.5
@@ -66,7 +70,7 @@ class _FdsForChild:
         return _DupFd(fd)
 
 
-def pickle_for_workers(obj: Any) -> tuple[bytes, list[int]]:
+def pickle_for_workers(obj: Any, mode: str = "process") -> tuple[bytes, list[int]]:
     """obj pickled as workers receive it (cloudpickle: __main__'s functions by value), and the descriptors it needs.
 
     Raises TypeError, naming the object, if it cannot be pickled.
@@ -79,7 +83,7 @@ def pickle_for_workers(obj: Any) -> tuple[bytes, list[int]]:
         data = cloudpickle.dumps(obj)
     except Exception as e:  # noqa: BLE001 - any pickling failure means the same to the user
         raise TypeError(
-            f'mode="process" sends fn to each worker by pickle, and {obj!r:.200} does not pickle '
+            f'mode="{mode}" sends fn to each worker by pickle, and {obj!r:.200} does not pickle '
             f"({type(e).__name__}: {e}); pass what a worker needs as arguments it can pickle, or "
             "make it in fn (a lock, an open file, a TensorFlow object do not pickle)"
         ) from None
@@ -311,8 +315,7 @@ def bootstrap() -> None:
 def worker_main(conn, queue, fn, index: int, workers: int, base_seed: int, ordered: bool) -> None:
     """A worker process: puts what fn yields into the shared ring; reports ("done"|"error", ...) on conn."""
     seed = worker_seed(base_seed, index)
-    random.seed(seed)
-    np.random.seed(np.frombuffer(seed.to_bytes(16, "little"), np.uint32))
+    seed_this_process(seed)
     set_process_info(WorkerInfo(index, workers, seed, "process", queue))
     stop = threading.Event()
     threading.Thread(target=_watch_trainer, args=(conn, stop), name="pyfastq-watchdog", daemon=True).start()

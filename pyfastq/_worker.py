@@ -1,10 +1,11 @@
-"""What every producer worker has, thread or process: who it is, its seed, how it puts, how its failure reads.
+"""What every producer worker has (thread, process or Ray actor): who it is, its seed, how it puts, how it fails.
 
-No TensorFlow here: worker processes import this.
+No TensorFlow here: worker processes and Ray actors import this.
 """
 
 from __future__ import annotations
 
+import random
 import threading
 import traceback
 from collections.abc import Callable
@@ -28,8 +29,8 @@ class WorkerInfo:
     index: int  # 0 .. num_workers - 1
     num_workers: int
     seed: int  # this worker's seed, from the Producer's base seed and the index
-    mode: str  # "thread" or "process"
-    queue: Any  # the queue to put into: the Queue itself, or a QueueWriter in a process
+    mode: str  # "thread", "process" or "ray"
+    queue: Any  # the queue to put into: the Queue itself, a QueueWriter in a process; None in a Ray actor
 
 
 _thread_info = threading.local()
@@ -59,6 +60,12 @@ def worker_seed(base: int, index: int) -> int:
     """Worker `index`'s seed: SeedSequence mixes base and index well, so neighbouring workers' streams are unrelated."""
     state = np.random.SeedSequence(base, spawn_key=(index,)).generate_state(4)
     return int.from_bytes(state.tobytes(), "little")
+
+
+def seed_this_process(seed: int) -> None:
+    """Seeds ``random`` and ``numpy.random`` of a process that is one worker's alone (a worker process, a Ray actor)."""
+    random.seed(seed)
+    np.random.seed(np.frombuffer(seed.to_bytes(16, "little"), np.uint32))
 
 
 def failure_message(index: int, workers: int, e: BaseException, where: str = "") -> str:

@@ -1,7 +1,8 @@
 """pyfastq.Producer: what TF1's QueueRunner + Coordinator were, for Python producers.
 
 Threads here; worker processes that write straight into a shared ring in
-``_process``. No TensorFlow is imported here: worker processes import this
+``_process``; Ray actors streaming chunks to a feeder in ``_ray``. No
+TensorFlow is imported here: worker processes and Ray actors import this
 module and should not pay for TF.
 """
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Producer", "WorkerInfo", "worker_info"]
 
-MODES = ("thread", "process")
+MODES = ("thread", "process", "ray")
 
 
 class _ThreadTurns:
@@ -92,6 +93,15 @@ class Producer:
     first element, worker 1's first, ..., worker 0's second, ...; a worker
     that has finished is skipped), so a run is reproducible whatever the
     timing. Workers still make their elements in parallel.
+
+    ``mode="ray"`` runs the workers in Ray actors (options from
+    ``ray_options``, e.g. ``{"num_cpus": 2, "resources": {...}}``) anywhere in
+    the Ray cluster this process is connected to (a local one is started if
+    Ray is not initialised). Each streams what ``fn`` yields back in chunks,
+    with backpressure; a feeder thread here puts them into the queue, which
+    may be any Queue. Seeds and ``ordered`` as with processes; an actor that
+    dies fails the queue within seconds, naming the worker; leaving the
+    ``with`` block kills the actors (``p.actors``).
     """
 
     def __init__(
@@ -104,8 +114,9 @@ class Producer:
         *,
         ordered: bool = False,
         seed: int | None = None,
+        ray_options: dict | None = None,
     ):
-        _check_arguments(queue, fn, workers, mode, ordered, seed)
+        _check_arguments(queue, fn, workers, mode, ordered, seed, ray_options)
         self.queue = queue
         self.mode = mode
         self.seed = seed if seed is not None else int.from_bytes(os.urandom(8), "little")
@@ -127,6 +138,13 @@ class Producer:
             if mode == "process"
             else None
         )
+        # ray mode
+        self._actors = (
+            _ray_mode().RayActors(queue, fn, workers, self.seed, ordered, self.errors, self._stop, self._all_done,
+                                  ray_options)
+            if mode == "ray"
+            else None
+        )
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> Producer:
@@ -141,6 +159,9 @@ class Producer:
         if self._processes is not None:
             self._processes.start()
             return self
+        if self._actors is not None:
+            self._actors.start()
+            return self
         self._running = self._workers
         for i in range(self._workers):
             t = threading.Thread(target=self._run_thread, args=(i,), name=f"pyfastq-{self.queue.name}-{i}", daemon=True)
@@ -154,13 +175,16 @@ class Producer:
         A worker blocked in put wakes within 50 ms. A worker process still busy
         in ``fn`` after 0.5 s is sent SIGTERM (it unwinds: nothing is
         half-enqueued), and SIGKILL 0.5 s later; a worker killed that way may
-        have held a slot, so the queue is failed rather than closed.
+        have held a slot, so the queue is failed rather than closed. Ray actors
+        are killed at once: they hold no slot.
 
         >>> p.stop()   # what leaving the ``with`` block does
         """
         self._stop.set()
         if self._processes is not None:
             self._processes.stop()
+        elif self._actors is not None:
+            self._actors.stop()
         else:
             for t in self._threads:
                 t.join(timeout)
@@ -174,12 +198,18 @@ class Producer:
         >>> while p.running: time.sleep(0.1)
         """
         procs = self._processes.procs if self._processes is not None else []
-        return any(t.is_alive() for t in self._threads) or any(w.alive() for w in procs)
+        feeding = self._actors is not None and self._actors.running()
+        return any(t.is_alive() for t in self._threads) or any(w.alive() for w in procs) or feeding
 
     @property
     def pids(self) -> list[int]:
         """The worker processes' ids (mode="process"), in worker order."""
         return [w.pid for w in self._processes.procs] if self._processes is not None else []
+
+    @property
+    def actors(self) -> list:
+        """The Ray actors' handles (mode="ray"), in worker order."""
+        return list(self._actors.actors) if self._actors is not None else []
 
     def _all_done(self) -> None:
         """Every worker finished normally."""
@@ -225,8 +255,23 @@ class Producer:
             self._all_done()
 
 
-def _check_arguments(queue: Any, fn: Any, workers: Any, mode: Any, ordered: bool, seed: Any) -> None:
-    """Producer's arguments checked, before anything starts (fn's pickling is checked by WorkerProcesses)."""
+def _ray_mode():
+    """The ray mode's module; an ImportError saying how to install Ray if it does not import."""
+    try:
+        import ray  # noqa: F401 - only whether it imports
+    except ImportError as e:
+        raise ImportError(
+            f'mode="ray" needs Ray, which does not import here ({e}): pip install "pyfastq[ray]"'
+        ) from e
+    from . import _ray
+
+    return _ray
+
+
+def _check_arguments(
+    queue: Any, fn: Any, workers: Any, mode: Any, ordered: bool, seed: Any, ray_options: Any
+) -> None:
+    """Producer's arguments checked, before anything starts (fn's pickling is checked by the process or ray mode)."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     if mode not in MODES:
@@ -235,6 +280,11 @@ def _check_arguments(queue: Any, fn: Any, workers: Any, mode: Any, ordered: bool
         raise TypeError(f"fn must be callable as fn(worker_index, num_workers), got {fn!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise ValueError(f"seed must be None or an int >= 0, got {seed!r}")
+    if ray_options is not None:
+        if mode != "ray":
+            raise ValueError(f'ray_options is for mode="ray", not mode={mode!r}')
+        if not isinstance(ray_options, dict):
+            raise TypeError(f"ray_options must be a dict of Ray actor options, got {ray_options!r}")
     if mode != "process":
         return
     if not getattr(queue, "shared", False):

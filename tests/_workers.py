@@ -127,3 +127,40 @@ def uses_tensorflow(worker, workers):
     import tensorflow as tf
 
     yield tf.constant(7, tf.int64).numpy()
+
+
+# -- Ray actors (tests/test_ray_*.py); actors import this module as process workers do ------------
+
+
+def ray_info(worker, workers):
+    """One element: who the worker is, by worker_info() in a Ray actor, and its seeded random streams."""
+    info = pyfastq.worker_info()
+    fits = info.mode == "ray" and info.queue is None and (info.index, info.num_workers) == (worker, workers)
+    streams = np.float64(random.random()), np.float64(np.random.rand())
+    yield np.int64(worker), np.int64(fits), *streams, np.int64(info.seed % 2**62)
+
+
+def node_tagged(worker, workers, total):
+    """k = worker, worker + workers, ... below total, each with (a number naming) the Ray node that made it."""
+    import ray
+
+    node = int(ray.get_runtime_context().get_node_id()[:15], 16)
+    for k in range(worker, total, workers):
+        yield np.int64(k), np.int64(node)
+
+
+def pids(worker, workers, busy_ms=0.0):
+    """This process's pid, forever, after busy_ms of pure-Python work each."""
+    pid = np.int64(os.getpid())
+    while True:
+        end = time.perf_counter() + busy_ms / 1e3
+        while time.perf_counter() < end:
+            pass
+        yield pid
+
+
+def pid_then_sleeps(worker, workers):
+    """This process's pid, then a sleep in fn that only a kill ends."""
+    yield np.int64(os.getpid())
+    time.sleep(3600)
+    yield np.int64(-1)

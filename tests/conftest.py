@@ -4,6 +4,9 @@ import os
 import subprocess
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TF is first imported
+# The Ray clusters the tests start listen on the loopback address only (before Ray is first imported;
+# Ray's switch for that is named for Windows and macOS, where it is the default).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 import pytest
 

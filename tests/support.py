@@ -58,10 +58,11 @@ def read_line(proc: subprocess.Popen, timeout: float = START_BUDGET_S) -> str:
     return line.strip()
 
 
-def start_child(script_path, *args, cwd, **popen) -> subprocess.Popen:
-    """Starts `python script_path args...` with its stdout piped, importing the pyfastq under test."""
+def start_child(script_path, *args, cwd, env=None, **popen) -> subprocess.Popen:
+    """Starts `python script_path args...` with its stdout piped, importing the pyfastq under test (env: added)."""
     command = [sys.executable, str(script_path), *map(str, args)]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=CHILD_ENV, cwd=cwd, **popen)
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env={**CHILD_ENV, **(env or {})}, cwd=cwd,
+                            **popen)
 
 
 def gone(pid: int) -> bool:

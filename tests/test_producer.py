@@ -1,5 +1,6 @@
-"""pyfastq.Producer in thread mode: delivery, close on exit, errors, stop."""
+"""pyfastq.Producer in thread mode: delivery, close on exit, errors, stop; the arguments of every mode."""
 
+import sys
 import time
 
 import numpy as np
@@ -98,3 +99,14 @@ def test_started_twice_is_an_error():
         p.start()
     p.stop()
     assert not p.running
+
+
+def test_ray_options_are_for_the_ray_mode():
+    with pytest.raises(ValueError, match="ray_options"):
+        pyfastq.Producer(pyfastq.Queue(SPEC, backend="python"), counting(5), ray_options={"num_cpus": 1})
+
+
+def test_ray_mode_without_ray_is_an_import_error_saying_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed: import ray fails
+    with pytest.raises(ImportError, match=r'mode="ray" needs Ray.*pip install "pyfastq\[ray\]"'):
+        pyfastq.Producer(pyfastq.Queue(SPEC, backend="python"), counting(5), mode="ray")

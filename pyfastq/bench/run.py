@@ -19,10 +19,14 @@ budget after a warm-up.
 
 "python" is the GIL-bound producer: each element costs about 1 ms of pure-Python work
 (pyfastq/bench/gil_work.py), put by pyfastq.Producer with P workers in threads (which share the
-GIL) or in processes (Queue(shared=True): each worker writes into the shared ring), or
-made by tf.data's from_generator; the graph takes dequeue_many(32) (.batch(32)). Worker
-start-up is left out (the startup workload measures it): the warm-up waits until every
-worker's elements arrive.
+GIL), in processes (Queue(shared=True): each worker writes into the shared ring) or in
+Ray actors (mode="ray": a local Ray of as many CPUs as cores, chunks streamed to a feeder
+thread), or made by tf.data's from_generator; the graph takes dequeue_many(32) (.batch(32)).
+Worker start-up is left out (the startup workload measures it): the warm-up waits until
+every worker's elements arrive.
+"small" also runs through Ray: Producer(mode="ray") with P actors each yielding a fresh copy
+of the batch, against Ray Data's own TF path (ray_data: ray.data.range(...).map_batches
+making the same rows in Ray tasks, then Dataset.to_tf, which is from_generator underneath).
 "shuffle" is pyfastq native with Queue(shuffle=True) on the seed and small workloads, against the FIFO
 queue (native) of the same run (target: >= 0.8x). It is sized by TF's rule for shuffle queues,
 capacity = min_after_dequeue + the slack producers and consumers need: the slack kept as the FIFO queue's
@@ -39,8 +43,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
+import importlib
 import json
+import logging
 import os
 import platform
 import queue as pyqueue
@@ -62,13 +69,15 @@ import pyfastq
 from . import gil_work
 from . import gpu_copy as gpu
 
-BASELINES = ("from_generator", "numpy_function", "fifo_queue")
-METHODS = ("native", "python", *BASELINES, "np_copyto")
+BASELINES = ("from_generator", "numpy_function", "fifo_queue", "ray_data")
+METHODS = ("native", "python", "from_generator", "numpy_function", "fifo_queue", "np_copyto")
 SHUFFLE = "shuffle"  # pyfastq native, Queue(shuffle=True): the seed and small workloads measure it against native
 SHUFFLE_TARGET = 0.8  # x native's (FIFO) batches/s, same run
-# The "python" workload's methods: Producer threads and processes, each with P workers, and from_generator.
-PRODUCER_METHODS = ("thread", "process", "from_generator")
-ALL_METHODS = ("native", SHUFFLE, "python", "thread", "process", *BASELINES, "np_copyto")  # what --methods takes
+# The "python" workload's methods: Producer threads, processes and Ray actors, each with P workers, and from_generator.
+PRODUCER_METHODS = ("thread", "process", "ray", "from_generator")
+WORKER_METHODS = ("thread", "process", "ray")  # measured once per worker count P
+# What --methods takes.
+ALL_METHODS = ("native", SHUFFLE, "python", "thread", "process", "ray", *BASELINES, "np_copyto")
 
 
 @dataclass
@@ -97,7 +106,8 @@ class Workload:
 WORKLOADS = {
     "seed": Workload("seed: [100] float32 elements, dequeue_many(128)", (100,), np.float32, 128, 1024,
                      (*METHODS, SHUFFLE)),
-    "small": Workload("small batch [128,100] float32 (51 KB)", (128, 100), np.float32, 1, 8, (*METHODS, SHUFFLE)),
+    "small": Workload("small batch [128,100] float32 (51 KB)", (128, 100), np.float32, 1, 8,
+                      (*METHODS, SHUFFLE, "ray", "ray_data")),
     "image": Workload("image batch [32,224,224,3] uint8 (4.8 MB)", (32, 224, 224, 3), np.uint8, 1, 8),
     "large": Workload("large batch [16,1024,1024] float32 (64 MB)", (16, 1024, 1024), np.float32, 1, 8),
     "python": Workload("Python-heavy producer: ~1 ms of GIL-bound Python per [100] float32 element, dequeue_many(32)",
@@ -110,6 +120,9 @@ STARTUP = "startup"
 STARTUP_WORKERS = (1, 2, 8)
 STARTUP_TARGETS_S = {2: 1.0, 8: 2.0}  # workers -> seconds to the first element
 STARTUP_USS_TARGET_MB = 60
+# mode="ray"'s targets: against process workers with as many workers (one host), and against Ray Data's TF path.
+RAY_VS_PROCESS = 0.7
+RAY_VS_RAY_DATA = 2.0
 WORKLOAD_NAMES = (*WORKLOADS, STARTUP)
 
 
@@ -189,7 +202,7 @@ def measure_pyfastq(w: Workload, backend: str, seconds: float, shuffle: bool = F
 
 
 def wait_for_workers(q, producer, workers: int, batch: int, timeout: float = 120.0) -> None:
-    """Takes batches eagerly until every worker's element has arrived (element[0] is its index): start-up is over."""
+    """Takes batches eagerly until every worker's element has arrived (its first value is the worker's index)."""
     seen: set = set()
     deadline = time.monotonic() + timeout
     while len(seen) < workers:
@@ -199,15 +212,37 @@ def wait_for_workers(q, producer, workers: int, batch: int, timeout: float = 120
             if time.monotonic() > deadline:
                 raise TimeoutError(f"only workers {sorted(seen)} of {workers} produced within {timeout:.0f} s")
             time.sleep(0.01)
-        seen.update(int(i) for i in q.dequeue_many(batch).numpy()[:, 0])
+        seen.update(int(i) for i in q.dequeue_many(batch).numpy().reshape(batch, -1)[:, 0])
+
+
+def copies(worker: int, workers: int, shape: tuple, dtype: type):
+    """Producer fn of the workloads that put one pre-made batch: a fresh copy each time, its first value the worker."""
+    item = np.ones(shape, dtype)
+    item.flat[0] = worker
+    while True:
+        yield item.copy()
+
+
+def start_ray() -> None:
+    """A local Ray of as many CPUs as cores, started once, here (never a cluster another program started)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                 object_store_memory=512 << 20, logging_level=logging.WARNING)
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # no execution plans between the figures
 
 
 def measure_producer(w: Workload, mode: str, workers: int, seconds: float) -> float:
-    """pyfastq.Producer(w.make, workers, mode) into a native queue (shared for processes), dequeue_many in the graph."""
+    """pyfastq.Producer(fn, workers, mode) into a native queue (shared for processes); dequeue(_many) in the graph."""
+    if mode == "ray":
+        start_ray()
+    fn = w.make or functools.partial(copies, shape=w.element_shape, dtype=w.dtype)
     q = pyfastq.Queue(w.spec(), capacity=w.capacity, backend="native", shared=mode == "process")
-    with pyfastq.Producer(q, w.make, workers=workers, mode=mode) as producer:
+    with pyfastq.Producer(q, fn, workers=workers, mode=mode) as producer:
         wait_for_workers(q, producer, workers, w.batch)
-        rate = timed(graph_loop(lambda: q.dequeue_many(w.batch)), seconds)
+        take = (lambda: q.dequeue_many(w.batch)) if w.batch > 1 else q.dequeue
+        rate = timed(graph_loop(take), seconds)
         if producer.errors:
             raise producer.errors[0]
         return rate
@@ -227,6 +262,25 @@ def measure_from_generator(w: Workload, seconds: float) -> float:
         ds = ds.batch(w.batch)
     it = iter(ds.prefetch(2))
     return timed(graph_loop(lambda: next(it)), seconds)
+
+
+def measure_ray_data(w: Workload, seconds: float) -> float:
+    """Ray Data's TF path: rows made by map_batches in Ray tasks, batched by Dataset.to_tf (from_generator inside)."""
+    start_ray()
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    # Ray Data's rows are the batch's rows; to_tf stacks them back into batches of the workload's shape.
+    rows, per_batch = (w.element_shape[1:], w.element_shape[0]) if w.batch == 1 else (w.element_shape, w.batch)
+
+    def make(batch):
+        return {"x": np.ones((len(batch["id"]), *rows), w.dtype), "id": batch["id"]}
+
+    # Streamed: only what is taken (and Ray Data's read-ahead) is ever made of these 100,000 batches. Ray Data's
+    # defaults: a larger map_batches batch_size or to_tf prefetch_batches measured slower here.
+    ds = ray.data.range(per_batch * 100_000).map_batches(make, batch_format="numpy")
+    it = iter(ds.to_tf(feature_columns="x", label_columns="id", batch_size=per_batch).prefetch(2))
+    return timed(graph_loop(lambda: next(it)[0]), seconds)
 
 
 def measure_numpy_function(w: Workload, seconds: float) -> float:
@@ -280,7 +334,7 @@ def measure_np_copyto(w: Workload, seconds: float) -> float:
 
 
 def measure(w: Workload, method: str, seconds: float, workers: int = 1) -> float:
-    if method in ("thread", "process"):
+    if method in WORKER_METHODS:
         return measure_producer(w, method, workers, seconds)
     if method in ("native", "python"):
         return measure_pyfastq(w, method, seconds)
@@ -307,7 +361,7 @@ def runs(w: Workload, methods: list, worker_counts: list):
     for m in methods:  # in the order asked for
         if m not in w.methods:
             continue
-        if m in ("thread", "process"):
+        if m in WORKER_METHODS:
             for p in worker_counts:
                 yield m, p
         else:
@@ -317,15 +371,15 @@ def runs(w: Workload, methods: list, worker_counts: list):
 def producer_summary(row: dict, batch: int, element_ms: float | None) -> list:
     """The python workload's targets.
 
-    process P >= 0.9 x P x process P=1 (P up to the cores); process P=cores >= 0.85 x cores x from_generator.
+    process P >= 0.9 x P x process P=1 (P up to the cores); process P=cores >= 0.85 x cores x from_generator;
+    ray P >= 0.7 x process P (one host: Ray's hops against writing straight into shared memory).
     """
     cores = os.cpu_count() or 1
     lines = []
     if element_ms:
         lines.append(f"python: one element is {element_ms:.3f} ms of Python on one core here, "
                      f"{1e3 / element_ms:,.0f} elements/s per core at best")
-    procs = {int(k.split("=")[1]): v for k, v in row.items() if k.startswith("process P=") and v}
-    threads = {int(k.split("=")[1]): v for k, v in row.items() if k.startswith("thread P=") and v}
+    threads, procs, rays = (per_worker_count(row, m) for m in ("thread", "process", "ray"))
     one = procs.get(1)
     for p, rate in sorted(procs.items()):
         if p > 1 and one:
@@ -354,6 +408,34 @@ def producer_summary(row: dict, batch: int, element_ms: float | None) -> list:
         more = ", ".join(f"thread P={p} is {rate / threads[1]:.2f}x" for p, rate in sorted(threads.items()) if p > 1)
         lines.append(f"python: threads share the GIL: {more or 'one worker only'} thread P=1"
                      + (f"; thread P=1 is {threads[1] / gen:.2f}x from_generator" if gen else ""))
+    for p, rate in sorted(rays.items()):
+        against = []
+        if procs.get(p):
+            ratio = rate / procs[p]
+            verdict = f"target >= {RAY_VS_PROCESS:.1f}x: {'met' if ratio >= RAY_VS_PROCESS else 'NOT met'}"
+            against.append(f"{ratio:.2f}x process P={p} ({verdict})")
+        if gen:
+            against.append(f"{rate / gen:.2f}x from_generator")
+        if against:
+            lines.append(f"python: ray P={p} is {' and '.join(against)} ({rate * batch:,.0f} elements/s)")
+    return lines
+
+
+def per_worker_count(row: dict, method: str) -> dict:
+    """{P: batches/s} of a worker method's figures in a workload's row."""
+    return {int(k.split("=")[1]): v for k, v in row.items() if k.startswith(f"{method} P=") and v}
+
+
+def ray_data_summary(name: str, row: dict) -> list:
+    """mode="ray" against Ray Data's TF path, where a workload ran both."""
+    base = row.get("ray_data")
+    lines = []
+    for p, rate in sorted(per_worker_count(row, "ray").items()):
+        if base:
+            ratio = rate / base
+            verdict = f"target >= {RAY_VS_RAY_DATA:.0f}x: {'met' if ratio >= RAY_VS_RAY_DATA else 'NOT met'}"
+            lines.append(f"{name}: pyfastq ray P={p} is {ratio:.2f}x Ray Data's TF path ({rate:,.0f} vs "
+                         f"{base:,.0f} batches/s; {verdict})")
     return lines
 
 
@@ -446,10 +528,18 @@ def runnable(methods: list) -> list:
         if m in methods and pyfastq.native_unavailable():
             print(f"native backend unavailable, {m} skipped: {pyfastq.native_unavailable()}", file=sys.stderr)
             methods.remove(m)
-    for m in ("thread", "process"):  # the python workload's Producer runs on the native backend
+    for m in WORKER_METHODS:  # the Producer runs on the native backend
         if m in methods and pyfastq.native_unavailable():
-            print(f"native backend unavailable, python workload's {m} skipped", file=sys.stderr)
+            print(f"native backend unavailable, Producer's {m} skipped", file=sys.stderr)
             methods.remove(m)
+    for m, module, extra in (("ray", "ray", "ray"), ("ray_data", "ray.data", "bench")):
+        if m in methods:
+            try:
+                importlib.import_module(module)
+            except ImportError as e:
+                print(f"{m} skipped: {module} does not import ({e}); pip install \"pyfastq[{extra}]\"",
+                      file=sys.stderr)
+                methods.remove(m)
     return methods
 
 
@@ -669,6 +759,8 @@ def print_summary(results: Results) -> None:
             print(f"{name}: shuffle (capacity {w.capacity + w.min_after_dequeue}, min_after_dequeue "
                   f"{w.min_after_dequeue}) is {ratio:.2f}x the FIFO queue (native, capacity {w.capacity}; "
                   f"target >= {SHUFFLE_TARGET}x: {met})")
+        for line in ray_data_summary(name, row):
+            print(line)
     if "python" in results.rows:
         for line in producer_summary(results.rows["python"], WORKLOADS["python"].batch, results.element_ms):
             print(line)

@@ -1,0 +1,441 @@
+"""Producer(mode="ray"): Ray actors anywhere in a cluster stream chunks to a feeder that puts them into the queue.
+
+The trainer's side (``RayActors``: start, feed, watch, stop) and the actor's side
+(``ProducerActor``). No TensorFlow here: actors import this module.
+
+Each actor runs ``fn(index, workers)`` (in a thread) and a Ray streaming
+generator (``run``) that yields what fn makes to Ray's object store in chunks,
+one stacked array per component; Ray pauses the generator while ``IN_FLIGHT``
+of its chunks are waiting for the trainer, and fn with it, so a slow consumer
+holds every actor back and the object store never fills. One feeder thread in the trainer takes the
+chunks (a chunk's arrays are views of the object store, not copies) and puts
+them with ``put_many``, the one copy into the ring. Each actor also answers a
+second call, ``outcome``, from a thread of its own: it returns when ``run``
+ends, with fn's failure if it raised, so that a failure (or, as a Ray error,
+the actor's death) reaches the consumer at once even when ``ordered`` has the
+feeder waiting on another actor's chunk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import ray
+
+from ._errors import QueueClosed
+from ._layout import Layout
+from ._process import pickle_for_workers
+from ._worker import STOP_CHECK_S, WorkerInfo, failure_message, seed_this_process, set_process_info, worker_seed
+
+# A chunk goes to the trainer once it holds CHUNK_BYTES, or once its first element is CHUNK_S old:
+# large enough that Ray's cost per object (a fraction of a millisecond) is small beside the data,
+# soon enough that a slow fn's elements are not held back.
+CHUNK_BYTES = 1 << 20
+CHUNK_S = 0.05
+# Chunks an actor may have waiting for the trainer before Ray pauses it (Ray's generator backpressure).
+IN_FLIGHT = 4
+# Actor options unless ray_options says otherwise: one core each, like a worker process.
+DEFAULT_OPTIONS = {"num_cpus": 1}
+
+
+class _Ended(Exception):
+    """The feeder stops: stop() was called, or a worker failed and the queue was failed."""
+
+
+class _Chunks:
+    """An actor's chunks: fn's thread stacks elements into one, the streaming generator's thread takes them.
+
+    A chunk is taken once it holds CHUNK_BYTES, or once its first element is
+    CHUNK_S old even while fn is busy making the next (a thread of its own runs
+    fn for that). Each component's elements are stacked along a new dim 0. At
+    most one full chunk waits to be taken: then fn's thread waits too, so a
+    paused generator (Ray's backpressure) pauses fn.
+    """
+
+    def __init__(self, layout: Layout, chunk_bytes: int):
+        self._layout = layout
+        self._rows_max = max(1, chunk_bytes // max(1, sum(layout.nbytes)))
+        self._cond = threading.Condition()
+        self._arrays: list[np.ndarray] | None = None  # the chunk being filled
+        self._rows = 0
+        self._since = 0.0  # when its first element came
+        self._full: list[np.ndarray] | None = None  # a full chunk not yet taken
+        self._ended = False
+        self.failure: BaseException | None = None  # what fn raised
+
+    def make(self, elements: Iterable[Any]) -> None:
+        """fn's thread: converts and stacks every element fn yields; records what it raises."""
+        layout = self._layout
+        try:
+            for element in elements:
+                flat = layout.convert(layout.flatten(element))
+                with self._cond:
+                    if self._arrays is None:
+                        # np.empty: the pages of rows a chunk taken early never fills are never touched.
+                        self._arrays = [np.empty((self._rows_max, *s), d)
+                                        for s, d in zip(layout.shapes, layout.dtypes, strict=True)]
+                        self._since = time.monotonic()
+                    for buf, a in zip(self._arrays, flat, strict=True):
+                        buf[self._rows] = a
+                    self._rows += 1
+                    if self._rows == self._rows_max:
+                        # Waits while the last full chunk is not taken (unless take() takes this one meanwhile).
+                        self._cond.wait_for(lambda: self._full is None or self._rows < self._rows_max)
+                        if self._rows == self._rows_max:
+                            self._full = self._cut()
+                            self._cond.notify_all()
+                    elif self._rows == 1:
+                        self._cond.notify_all()  # a new chunk: take() times it from now
+        except BaseException as e:  # noqa: BLE001 - every error must reach the consumer
+            self.failure = e
+        finally:
+            with self._cond:
+                self._ended = True
+                self._cond.notify_all()
+
+    def take(self) -> list[np.ndarray] | None:
+        """The generator's thread: the next chunk, once it is due; None once fn has ended and every row is taken."""
+        with self._cond:
+            while True:
+                if self._full is not None:
+                    chunk, self._full = self._full, None
+                    self._cond.notify_all()
+                    return chunk
+                age = time.monotonic() - self._since
+                if self._rows and (self._ended or age >= CHUNK_S):
+                    return self._cut()
+                if self._ended:
+                    return None
+                self._cond.wait(CHUNK_S - age if self._rows else None)
+
+    def _cut(self) -> list[np.ndarray]:
+        chunk = [a[: self._rows] for a in self._arrays]
+        self._arrays, self._rows = None, 0
+        return chunk
+
+
+@ray.remote(concurrency_groups={"outcome": 1})
+class ProducerActor:
+    """One producer worker in a Ray actor: ``run`` streams fn's elements in chunks; ``outcome`` tells how it ended."""
+
+    def __init__(self):
+        self._ended = threading.Event()
+        self._failure: tuple[str, bytes | None] | None = None
+
+    def run(self, payload: bytes, index: int, workers: int, base_seed: int, trainer_path: list, layout: Layout):
+        """A streaming generator: chunks (lists of arrays, one per component) until fn ends or raises."""
+        try:
+            context = ray.get_runtime_context()
+            where = f" (Ray actor {context.get_actor_id()} on {ray.util.get_node_ip_address()}, pid {os.getpid()})"
+            # fn's module, if it travels by reference, imports as in the trainer where this node has it too;
+            # this node's own entries stay first.
+            sys.path.extend(p for p in trainer_path if p not in sys.path)
+            try:
+                fn = pickle.loads(payload)
+                seed = worker_seed(base_seed, index)
+                seed_this_process(seed)
+                set_process_info(WorkerInfo(index, workers, seed, "ray", None))
+                elements = fn(index, workers)
+            except BaseException as e:  # noqa: BLE001 - every error must reach the consumer
+                self._fail(e, failure_message(index, workers, e, where + ", loading fn,"))
+                return
+            chunks = _Chunks(layout, CHUNK_BYTES)
+            threading.Thread(target=chunks.make, args=(elements,), name="pyfastq-fn", daemon=True).start()
+            while (chunk := chunks.take()) is not None:
+                yield chunk
+            if chunks.failure is not None:
+                self._fail(chunks.failure, failure_message(index, workers, chunks.failure, where))
+        finally:
+            self._ended.set()
+
+    def _fail(self, e: BaseException, message: str) -> None:
+        try:
+            exc_bytes = pickle.dumps(e)
+        except Exception:  # noqa: BLE001 - an exception that does not pickle still gets reported, as text
+            exc_bytes = None
+        self._failure = (message, exc_bytes)
+
+    @ray.method(concurrency_group="outcome")
+    def outcome(self) -> tuple[str, bytes | None] | None:
+        """Returns once run has ended: None if fn finished, else (message, pickled exception or None)."""
+        self._ended.wait()
+        return self._failure
+
+
+class _Stream:
+    """The feeder's state for one actor: its chunk stream, its outcome, and (ordered) the rows taken but not put."""
+
+    def __init__(self, index: int, actor: Any, chunks: Any, outcome: Any):
+        self.index = index
+        self.actor = actor
+        self.chunks = chunks  # ray.ObjectRefGenerator
+        self.outcome = outcome  # ray.ObjectRef of actor.outcome()
+        self.ended = False  # the stream has no more chunks
+        self.held: deque = deque()  # ordered: [arrays, first row not yet put]
+
+    def held_rows(self) -> int:
+        return sum(len(arrays[0]) - start for arrays, start in self.held)
+
+    def take_rows(self, n: int) -> list[np.ndarray]:
+        """The next n held rows, per component (views if they lie in one chunk)."""
+        parts: list[list[np.ndarray]] = []
+        while n:
+            arrays, start = self.held[0]
+            k = min(n, len(arrays[0]) - start)
+            parts.append([a[start : start + k] for a in arrays])
+            if start + k == len(arrays[0]):
+                self.held.popleft()
+            else:
+                self.held[0][1] = start + k
+            n -= k
+        if len(parts) == 1:
+            return parts[0]
+        return [np.concatenate(c) for c in zip(*parts, strict=True)]
+
+
+class RayActors:
+    """The trainer's side: starts the actors, feeds their chunks into the queue, watches them, kills them.
+
+    A worker's exception or an actor's death is appended to ``errors`` and fails
+    the queue; when every worker has finished normally, ``on_all_done`` runs.
+    """
+
+    def __init__(
+        self,
+        queue: Any,
+        fn: Callable[[int, int], Iterable[Any]],
+        workers: int,
+        seed: int,
+        ordered: bool,
+        errors: list[BaseException],
+        stopping: threading.Event,
+        on_all_done: Callable[[], None],
+        ray_options: dict | None,
+    ):
+        self._queue = queue
+        self._layout: Layout = queue._layout
+        self._actor_layout = Layout(queue._layout.skeleton)  # TF-free, whatever the queue's is
+        self._workers = workers
+        self._seed = seed
+        self._ordered = ordered
+        self._errors = errors
+        self._stopping = stopping
+        self._on_all_done = on_all_done
+        # Pickled once, here, so that what does not pickle is a TypeError before anything starts.
+        self._payload, fds = pickle_for_workers(fn, "ray")
+        if fds:
+            raise TypeError(
+                'mode="ray" sends fn to actors that may run on other machines, and fn holds a shared queue, '
+                "which only another process on this machine can use: yield the elements instead"
+            )
+        self._options = {**DEFAULT_OPTIONS, **(ray_options or {})}
+        ProducerActor.options(**self._options)  # Ray checks the options now, before anything starts
+        self.actors: list = []
+        self._streams: list[_Stream] = []
+        self._feeder: threading.Thread | None = None
+        self._killed = False
+        self._lock = threading.Lock()
+
+    # -- lifecycle -----------------------------------------------------------------
+    def start(self) -> None:
+        if not ray.is_initialized():
+            ray.init()  # connects to the cluster in RAY_ADDRESS, or to one started here, else starts a local one
+        try:
+            payload = ray.put(self._payload)  # one copy in the object store for every actor
+            for _ in range(self._workers):
+                self.actors.append(ProducerActor.options(**self._options).remote())
+            for i, actor in enumerate(self.actors):
+                chunks = actor.run.options(
+                    num_returns="streaming", _generator_backpressure_num_objects=IN_FLIGHT
+                ).remote(payload, i, self._workers, self._seed, sys.path, self._actor_layout)
+                self._streams.append(_Stream(i, actor, chunks, actor.outcome.remote()))
+        except BaseException:
+            self._stopping.set()  # nothing half-started: the actors made so far are killed
+            self.stop()
+            raise
+        self._feeder = threading.Thread(target=self._feed, name=f"pyfastq-{self._queue.name}-ray-feeder", daemon=True)
+        self._feeder.start()
+
+    def running(self) -> bool:
+        return self._feeder is not None and self._feeder.is_alive()
+
+    def stop(self) -> None:
+        """Kills the actors (they hold nothing of the queue's: nothing is half-enqueued) and joins the feeder."""
+        self._kill()
+        if self._feeder is not None and self._feeder is not threading.current_thread():
+            self._feeder.join(5.0)
+
+    def _kill(self) -> None:
+        with self._lock:
+            if self._killed:
+                return
+            self._killed = True
+        for actor in self.actors:
+            with contextlib.suppress(Exception):  # already dead, or Ray already shut down
+                ray.kill(actor)
+
+    # -- the feeder ------------------------------------------------------------------
+    def _feed(self) -> None:
+        finished = False
+        try:
+            if self._ordered:
+                self._feed_in_turn()
+            else:
+                self._feed_as_they_come()
+            self._await_outcomes()  # every stream has ended: did each fn finish, or raise?
+            finished = True
+        except (_Ended, QueueClosed):
+            pass  # stopped, failed (already reported), or the consumer side ended the queue
+        except BaseException as e:  # noqa: BLE001 - every error must reach the consumer
+            if not self._stopping.is_set():  # else stop() was called (and Ray may be shut down already)
+                self._errors.append(e)
+                self._queue.fail(
+                    f"pyfastq's Ray feeder for queue '{self._queue.name}' failed: {type(e).__name__}: {e}"
+                )
+                self._stopping.set()
+        finally:
+            self._kill()  # finished, failed or stopped: no actor keeps its CPU
+        if finished and not self._stopping.is_set():
+            self._on_all_done()
+
+    def _feed_as_they_come(self) -> None:
+        streams = list(self._streams)
+        while streams:
+            stream, chunk = self._next_chunk(streams)
+            if chunk is None:
+                streams.remove(stream)
+            else:
+                self._put(chunk)
+
+    def _feed_in_turn(self) -> None:
+        """Round-robin as thread workers take turns: worker 0's first element, worker 1's first, ...; ended ones leave.
+
+        Only the actor whose turn it is is read from, so the others wait in Ray's backpressure, not here.
+        """
+        rotation = list(self._streams)
+        turn = 0  # index into rotation of the worker whose element is next
+        while rotation:
+            order = rotation[turn:] + rotation[:turn]
+            rounds = min(s.held_rows() for s in order)
+            if rounds:  # whole rounds: m rows of each worker, interleaved
+                parts = [s.take_rows(rounds) for s in order]
+                rows = [np.empty((rounds * len(order), *a.shape[1:]), a.dtype) for a in parts[0]]
+                for j, part in enumerate(parts):
+                    for out, a in zip(rows, part, strict=True):
+                        out[j :: len(order)] = a
+                self._put(rows)
+                continue
+            # A part round: one row of each worker in turn up to the first with none held.
+            short = next(j for j, s in enumerate(order) if not s.held_rows())
+            if short:
+                parts = [s.take_rows(1) for s in order[:short]]
+                self._put([np.concatenate(c) for c in zip(*parts, strict=True)])
+            waiting = order[short]
+            turn = rotation.index(waiting)
+            if waiting.ended:
+                rotation.remove(waiting)
+                turn = turn % len(rotation) if rotation else 0
+                continue
+            _, chunk = self._next_chunk([waiting])
+            if chunk is None:
+                waiting.ended = True
+            else:
+                waiting.held.append([chunk, 0])
+
+    def _next_chunk(self, streams: list[_Stream]) -> tuple[_Stream, list[np.ndarray] | None]:
+        """The next chunk of whichever of streams has one first (None: that stream has ended); watches every actor."""
+        by_waitable: dict = {s.chunks: s for s in streams}
+        while True:
+            if self._stopping.is_set():
+                raise _Ended()
+            watched = {s.outcome: s for s in self._streams if s.outcome is not None}
+            ready, _ = ray.wait([*by_waitable, *watched], num_returns=1, timeout=STOP_CHECK_S)
+            for r in ready:
+                if not isinstance(r, ray.ObjectRefGenerator):
+                    self._outcome(watched[r])
+                    continue
+                stream = by_waitable[r]
+                try:
+                    ref = next(stream.chunks)
+                except StopIteration:
+                    stream.ended = True
+                    return stream, None
+                try:
+                    return stream, ray.get(ref)
+                except ray.exceptions.RayError as e:
+                    self._died(stream, e)
+
+    def _put(self, rows: list[np.ndarray]) -> None:
+        """put_many of every row, in slices that fit the free slots, so that stop() and failures are seen."""
+        n, done = len(rows[0]), 0
+        fit = max(1, min(n, self._queue.capacity - self._queue.size()))
+        while done < n:
+            if self._stopping.is_set():
+                raise _Ended()
+            k = min(n - done, fit)
+            try:
+                self._queue.put_many(self._layout.pack([a[done : done + k] for a in rows]), timeout=STOP_CHECK_S)
+            except TimeoutError:
+                # Full (or slots held by consumers' tensors): a smaller slice, and a look at the actors.
+                self._check_outcomes()
+                fit = max(1, min(k // 2, self._queue.capacity - self._queue.size()))
+                continue
+            done += k
+            fit = max(1, self._queue.capacity - self._queue.size())
+
+    def _await_outcomes(self) -> None:
+        while any(s.outcome is not None for s in self._streams):
+            if self._stopping.is_set():
+                raise _Ended()
+            watched = {s.outcome: s for s in self._streams if s.outcome is not None}
+            ready, _ = ray.wait(list(watched), num_returns=len(watched), timeout=STOP_CHECK_S, fetch_local=False)
+            for r in ready:
+                self._outcome(watched[r])
+
+    def _check_outcomes(self) -> None:
+        watched = {s.outcome: s for s in self._streams if s.outcome is not None}
+        if watched:
+            ready, _ = ray.wait(list(watched), num_returns=len(watched), timeout=0, fetch_local=False)
+            for r in ready:
+                self._outcome(watched[r])
+
+    def _outcome(self, stream: _Stream) -> None:
+        """An actor's run has ended (its outcome is ready): fails the queue if fn raised or the actor died."""
+        ref, stream.outcome = stream.outcome, None
+        try:
+            failure = ray.get(ref)
+        except ray.exceptions.RayError as e:
+            self._died(stream, e)  # raises
+        if failure is None:
+            return  # fn finished: its last chunks are still to be read from its stream
+        message, exc_bytes = failure
+        try:
+            exc = pickle.loads(exc_bytes) if exc_bytes else RuntimeError(message)
+        except Exception:  # noqa: BLE001 - an exception that does not unpickle here still gets reported
+            exc = RuntimeError(message)
+        self._fail(exc, message)
+
+    def _died(self, stream: _Stream, e: BaseException) -> None:
+        if self._stopping.is_set():
+            raise _Ended()  # killed by stop()
+        actor_id = stream.actor._actor_id.hex()
+        message = (
+            f"pyfastq producer worker {stream.index} of {self._workers} (Ray actor {actor_id}) died before it "
+            f"finished; chunks it had sent may be lost. Ray says: {type(e).__name__}: {e}"
+        )
+        self._fail(RuntimeError(message), message)
+
+    def _fail(self, exc: BaseException, message: str) -> None:
+        self._errors.append(exc)
+        self._stopping.set()
+        self._queue.fail(message)
+        raise _Ended()
