@@ -352,6 +352,7 @@ if __name__ == "__main__":
     try:
         main(*sys.argv[1:])
     except (KeyboardInterrupt, tf.errors.CancelledError) as e:
+        faulthandler.cancel_dump_traceback_later()
         print("stopped by", type(e).__name__, flush=True)  # the with block has killed the actors
         sys.exit(1)
 """
