@@ -322,7 +322,7 @@ def test_actors_that_finish_are_freed(local_ray, native):
 
 
 TRAINER = """
-import sys, time
+import faulthandler, sys, time
 import numpy as np, ray, tensorflow as tf, pyfastq
 from _workers import pid_then_sleeps, pids
 
@@ -340,6 +340,9 @@ def main(address, how):
         if how == "consume":
             next(batches)
         print("ready", flush=True)
+        # The test's Ctrl-C comes within a second: if this process is still here a minute on, its threads'
+        # stacks go to stderr (the test's report) and it ends, rather than leave the test waiting.
+        faulthandler.dump_traceback_later(60, exit=True)
         for batch in batches:
             pass
         time.sleep(3600)
@@ -349,6 +352,7 @@ if __name__ == "__main__":
     try:
         main(*sys.argv[1:])
     except (KeyboardInterrupt, tf.errors.CancelledError) as e:
+        faulthandler.cancel_dump_traceback_later()
         print("stopped by", type(e).__name__, flush=True)  # the with block has killed the actors
         sys.exit(1)
 """
