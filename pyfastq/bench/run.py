@@ -54,6 +54,7 @@ import queue as pyqueue
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -655,7 +656,9 @@ def run_startup(options: Options, results: Results, progress: Progress) -> None:
         label = f"{how} P={workers}"
         progress.working_on(f"startup {label}")
         trainer = [sys.executable, "-m", "pyfastq.bench.startup_trainer", str(workers), how]
-        proc = subprocess.run(trainer, capture_output=True, text=True, timeout=600,
+        # Outside any checkout: `-m` puts the working directory first on sys.path, and a source tree
+        # there (no compiled parts) would shadow the installed pyfastq.
+        proc = subprocess.run(trainer, capture_output=True, text=True, timeout=600, cwd=tempfile.gettempdir(),
                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
         progress.advance()
         if proc.returncode != 0:
