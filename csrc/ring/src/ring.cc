@@ -19,6 +19,7 @@ namespace {
 constexpr std::uint64_t kMagic = 0x7079666173747131ull;  // "pyfastq1"
 constexpr int kSpins = 128;
 constexpr int kYields = 4;
+constexpr int kClockEvery = 16;  // spins between looks at the clock, which costs about as much as a few spins
 // A parked waiter re-checks at least this often, so a missed wake (or a
 // waker in a process that died) costs latency, never a hang.
 constexpr auto kMaxPark = std::chrono::milliseconds(200);
@@ -79,7 +80,8 @@ bool ended_badly(const std::atomic<std::uint32_t>& state) noexcept {
 }
 
 // Vyukov push. The queue can never be full (every slot index is in one place
-// at a time), so this only retries while racing other pushers.
+// at a time), so this only retries while racing other pushers. Parked
+// poppers are not told: the caller notifies, once for all it pushes.
 void push(IndexQueueState& q, IndexCell* cells, std::uint32_t cap, std::uint32_t value,
           const std::atomic<std::uint32_t>& state) noexcept {
   std::uint64_t pos = q.tail.load(std::memory_order_relaxed);
@@ -109,6 +111,12 @@ void push(IndexQueueState& q, IndexCell* cells, std::uint32_t cap, std::uint32_t
   }
   cell->value = value;
   cell->seq.store(pos + 1, std::memory_order_release);
+}
+
+// push() and the wake it may owe parked poppers.
+void push_and_notify(IndexQueueState& q, IndexCell* cells, std::uint32_t cap, std::uint32_t value,
+                     const std::atomic<std::uint32_t>& state) noexcept {
+  push(q, cells, cap, value, state);
   notify(q);
 }
 
@@ -157,13 +165,19 @@ template <typename F, typename Announce, typename Parked>
 Status park_until(std::atomic<std::uint32_t>& epoch, std::atomic<std::uint32_t>& waiters, Deadline deadline,
                   const std::atomic<bool>* abandon, F try_once, Announce announce, Parked parked) {
   Status st = Status::kOk;
-  for (int i = 0; i < kSpins + kYields; ++i) {
+  // Spin first: a partner that keeps pace answers within it, at no system
+  // call. The spin stops at the deadline, so one that has passed makes this a
+  // single try, and a short one a spin that never gives the core away.
+  const bool timed = deadline != Deadline::max();
+  for (int i = 0; i < kSpins; ++i) {
     if (try_once(&st) == Try::kDone) return st;
-    if (i < kSpins) {
-      cpu_relax();
-    } else {
-      sched_yield();
-    }
+    if (timed && i % kClockEvery == 0 && Clock::now() >= deadline) return Status::kTimeout;
+    cpu_relax();
+  }
+  for (int i = 0; i < kYields; ++i) {
+    if (try_once(&st) == Try::kDone) return st;
+    if (timed && Clock::now() >= deadline) return Status::kTimeout;
+    sched_yield();
   }
   for (;;) {
     const std::uint32_t seen = epoch.load(std::memory_order_seq_cst);
@@ -487,13 +501,13 @@ Status Ring::acquire_begun(std::uint32_t n, std::uint32_t* slots, std::uint32_t*
 }
 
 void Ring::commit(std::uint32_t slot) noexcept {
-  push(header_->ready_q, ready_cells(), header_->capacity, slot, header_->state);
+  push_and_notify(header_->ready_q, ready_cells(), header_->capacity, slot, header_->state);
   header_->inflight.fetch_sub(1, std::memory_order_seq_cst);
   if (state() != State::kOpen) notify_all(header_->ready_q);
 }
 
 void Ring::abort(std::uint32_t slot) noexcept {
-  push(header_->free_q, free_cells(), header_->capacity, slot, header_->state);
+  push_and_notify(header_->free_q, free_cells(), header_->capacity, slot, header_->state);
   header_->inflight.fetch_sub(1, std::memory_order_seq_cst);
   if (state() != State::kOpen) notify_all(header_->ready_q);
 }
@@ -526,7 +540,14 @@ Status Ring::pop(std::uint32_t n, std::uint32_t* slots, std::uint32_t* got, bool
 }
 
 void Ring::release(std::uint32_t slot) noexcept {
-  push(header_->free_q, free_cells(), header_->capacity, slot, header_->state);
+  push_and_notify(header_->free_q, free_cells(), header_->capacity, slot, header_->state);
+}
+
+void Ring::release_many(const std::uint32_t* slots, std::uint32_t n) noexcept {
+  if (n == 0) return;
+  for (std::uint32_t i = 0; i < n; ++i) push(header_->free_q, free_cells(), header_->capacity, slots[i], header_->state);
+  // One notify for the batch: a producer parked for a slot is woken once, not n times.
+  notify(header_->free_q);
 }
 
 Status Ring::pop_shuffled(std::uint32_t n, std::uint32_t* slots, std::uint32_t* got, bool allow_smaller,

@@ -275,6 +275,8 @@ class PYFASTQ_API Ring {
              Deadline deadline = no_deadline(), const std::atomic<bool>* abandon = nullptr) noexcept;
   // consumer side: gives a slot whose data is no longer needed back to producers.
   void release(std::uint32_t slot) noexcept;
+  // consumer side: release() of n slots, waking parked producers once for all of them.
+  void release_many(const std::uint32_t* slots, std::uint32_t n) noexcept;
   // consumer side, once per dequeue as it begins: counts how full it finds
   // the ring in the fill-level histogram (Counters::fill_hist).
   void record_fill() noexcept;
