@@ -19,6 +19,8 @@ namespace {
 constexpr std::uint64_t kMagic = 0x7079666173747131ull;  // "pyfastq1"
 constexpr int kSpins = 128;
 constexpr int kYields = 4;
+// A popper that finds its queue empty spins this long before it parks (see spin_first).
+constexpr auto kSpinFirst = std::chrono::microseconds(50);
 constexpr int kClockEvery = 16;  // spins between looks at the clock, which costs about as much as a few spins
 // A parked waiter re-checks at least this often, so a missed wake (or a
 // waker in a process that died) costs latency, never a hang.
@@ -238,6 +240,32 @@ Status wait_until(IndexQueueState& q, std::uint32_t n, Deadline deadline, const 
   return wait_until(q, deadline, abandon, try_once, [&] { return q.head.load(std::memory_order_seq_cst) + n; });
 }
 
+// Tries until kSpinFirst has passed (or the deadline, or the abandon flag),
+// if no other popper of `q` is spinning. A partner that keeps pace pushes
+// every few microseconds, and each push to a parked popper costs the pusher
+// a futex wake and the popper a trip through the scheduler: a popper that
+// spins across the gap costs nobody but its own core. One spinner per
+// queue at a time, so that many producers of a full ring do not all burn a
+// core. True if try_once finished (*st).
+template <typename F>
+bool spin_first(IndexQueueState& q, Deadline deadline, const std::atomic<bool>* abandon, F try_once, Status* st) {
+  std::uint32_t none = 0;
+  if (!q.spinners.compare_exchange_strong(none, 1, std::memory_order_acquire, std::memory_order_relaxed)) return false;
+  const Deadline until = std::min<Deadline>(deadline, Clock::now() + kSpinFirst);
+  bool done = false;
+  for (int i = 0;; ++i) {
+    if (try_once(st) == Try::kDone) {
+      done = true;
+      break;
+    }
+    if (abandon != nullptr && abandon->load(std::memory_order_acquire)) break;
+    if (i % kClockEvery == 0 && Clock::now() >= until) break;
+    cpu_relax();
+  }
+  q.spinners.store(0, std::memory_order_release);
+  return done;
+}
+
 // xoshiro256** (Blackman and Vigna): small state that fits in the block,
 // fast, and good enough for picking among at most 2^31 slots.
 std::uint64_t rotl(std::uint64_t x, int k) noexcept { return (x << k) | (x >> (64 - k)); }
@@ -390,6 +418,7 @@ Ring Ring::create(void* memory, std::size_t memory_bytes, std::uint32_t capacity
     q->parked.store(0, std::memory_order_relaxed);
     q->parked_since.store(0, std::memory_order_relaxed);
     q->blocked_ns.store(0, std::memory_order_relaxed);
+    q->spinners.store(0, std::memory_order_relaxed);
   }
   h->pool.lock.store(0, std::memory_order_relaxed);
   h->pool.enabled = options.shuffle ? 1 : 0;
@@ -483,7 +512,7 @@ Status Ring::acquire_begun(std::uint32_t n, std::uint32_t* slots, std::uint32_t*
   *got = 0;
   if (n > header_->capacity) return Status::kTooLarge;
   if (n == 0) return Status::kOk;
-  const Status st = wait_until(header_->free_q, allow_smaller ? 1 : n, deadline, abandon, [&](Status* out) {
+  auto try_once = [&](Status* out) {
     if (ended_badly(header_->state)) {
       *out = status_of(state());
       return Try::kDone;
@@ -494,7 +523,11 @@ Status Ring::acquire_begun(std::uint32_t n, std::uint32_t* slots, std::uint32_t*
       return Try::kDone;
     }
     return Try::kPending;
-  });
+  };
+  Status st = Status::kTimeout;
+  if (!spin_first(header_->free_q, deadline, abandon, try_once, &st)) {
+    st = wait_until(header_->free_q, allow_smaller ? 1 : n, deadline, abandon, try_once);
+  }
   // One in-flight count per slot held: commit and abort each give one back.
   if (st == Status::kOk) header_->inflight.fetch_add(*got, std::memory_order_seq_cst);
   return st;
@@ -518,7 +551,7 @@ Status Ring::pop(std::uint32_t n, std::uint32_t* slots, std::uint32_t* got, bool
   if (shuffled()) return pop_shuffled(n, slots, got, allow_smaller, deadline, abandon);
   if (n > header_->capacity) return Status::kTooLarge;
   if (n == 0) return Status::kOk;
-  return wait_until(header_->ready_q, n, deadline, abandon, [&](Status* out) {
+  auto try_once = [&](Status* out) {
     const State s = state();
     if (s == State::kCancelled || s == State::kFailed) {
       *out = status_of(s);
@@ -536,7 +569,10 @@ Status Ring::pop(std::uint32_t n, std::uint32_t* slots, std::uint32_t* got, bool
       return Try::kDone;
     }
     return Try::kPending;
-  });
+  };
+  Status st = Status::kTimeout;
+  if (spin_first(header_->ready_q, deadline, abandon, try_once, &st)) return st;
+  return wait_until(header_->ready_q, n, deadline, abandon, try_once);
 }
 
 void Ring::release(std::uint32_t slot) noexcept {
