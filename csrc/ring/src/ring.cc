@@ -249,6 +249,7 @@ Status wait_until(IndexQueueState& q, std::uint32_t n, Deadline deadline, const 
 // core. True if try_once finished (*st).
 template <typename F>
 bool spin_first(IndexQueueState& q, Deadline deadline, const std::atomic<bool>* abandon, F try_once, Status* st) {
+  if (deadline != Deadline::max() && Clock::now() >= deadline) return false;  // a single try: not a spinner
   std::uint32_t none = 0;
   if (!q.spinners.compare_exchange_strong(none, 1, std::memory_order_acquire, std::memory_order_relaxed)) return false;
   const Deadline until = std::min<Deadline>(deadline, Clock::now() + kSpinFirst);
@@ -525,7 +526,8 @@ Status Ring::acquire_begun(std::uint32_t n, std::uint32_t* slots, std::uint32_t*
     return Try::kPending;
   };
   Status st = Status::kTimeout;
-  if (!spin_first(header_->free_q, deadline, abandon, try_once, &st)) {
+  // One try before anything else: the common case, at no clock read and no write to the queue's shared line.
+  if (try_once(&st) == Try::kPending && !spin_first(header_->free_q, deadline, abandon, try_once, &st)) {
     st = wait_until(header_->free_q, allow_smaller ? 1 : n, deadline, abandon, try_once);
   }
   // One in-flight count per slot held: commit and abort each give one back.
@@ -571,7 +573,8 @@ Status Ring::pop(std::uint32_t n, std::uint32_t* slots, std::uint32_t* got, bool
     return Try::kPending;
   };
   Status st = Status::kTimeout;
-  if (spin_first(header_->ready_q, deadline, abandon, try_once, &st)) return st;
+  // One try before anything else: the common case, at no clock read and no write to the queue's shared line.
+  if (try_once(&st) == Try::kDone || spin_first(header_->ready_q, deadline, abandon, try_once, &st)) return st;
   return wait_until(header_->ready_q, n, deadline, abandon, try_once);
 }
 
