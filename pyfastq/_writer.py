@@ -22,17 +22,17 @@ class Producing:
     name: str
 
     def _init_fast_put(self) -> None:
-        # The producer's hot path for a one-component native ring: an exact
-        # array goes straight to the ring; anything else takes put's way.
+        # The producer's hot path for a one-component native ring: a builtin
+        # that puts an exact array straight into the ring and hands anything
+        # else to put's way. `slow` must not hold the queue: the builtin is
+        # stored on it, and a cycle through a builtin is never collected.
         if self._layout.single and isinstance(self._impl, RingWriter):
-            ring_put, slow, flatten = self._impl.put_one, self._impl.put, self._layout.flatten
+            impl_put, flatten = self._impl.put, self._layout.flatten
 
-            def put(element: Any, timeout: float | None = None) -> None:
-                if not ring_put(element, timeout):
-                    slow(flatten(element), timeout)
+            def slow(element: Any, timeout: float | None) -> None:
+                impl_put(flatten(element), timeout)
 
-            put.__doc__ = Producing.put.__doc__
-            self.put = put
+            self.put = self._impl.fast_put(slow, Producing.put.__doc__)
 
     def put(self, element: Any, timeout: float | None = None) -> None:
         """Enqueues one element; blocks while the queue is full.
@@ -149,9 +149,9 @@ class RingWriter:
         if not self._ring.put(self._layout.convert(flat), timeout, ticket):
             raise AssertionError(f"pyfastq internal error: converted element rejected by the ring of '{self._name}'")
 
-    @property
-    def put_one(self):
-        return self._ring.put_one
+    def fast_put(self, slow, doc: str):
+        """put(element, timeout=None) as a builtin: exact arrays go straight in, anything else to slow."""
+        return self._ring.fast_put(slow, doc)
 
     def put_many(self, flat: list, timeout: float | None) -> None:
         if not self._ring.put_many(flat, timeout):

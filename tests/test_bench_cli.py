@@ -46,3 +46,21 @@ def test_without_matplotlib_the_table_and_json_are_still_written(native, tmp_pat
 def test_bad_arguments_are_usage_errors(args, says):
     proc = bench(*args)
     assert proc.returncode == 2 and says in proc.stderr
+
+
+def test_the_limits_and_producers_of_issue_13_run_and_report(native):
+    methods = "native,put_many,reserve,fresh_put,np_copyto_cold,graph_loop"
+    proc = bench("--workloads", "seed,image", "--methods", methods, "--quick", "--inter-op-threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "inter-op threads: 1" in proc.stdout
+    for row in ("| seed | put_many |", "| seed | graph_loop |", "| image | reserve |", "| image | fresh_put |",
+                "| image | np_copyto_cold |"):
+        assert row in proc.stdout
+    assert "seed: one producer thread calling put per element:" in proc.stdout and "put_many of 128" in proc.stdout
+    assert "image: pyfastq native is" in proc.stdout and "cache-cold np.copyto" in proc.stdout
+    assert "image: a producer making its batch in place (reserve) is" in proc.stdout
+
+
+def test_inter_op_threads_must_be_positive():
+    proc = bench("--inter-op-threads", "0")
+    assert proc.returncode == 2 and "--inter-op-threads takes an int >= 1" in proc.stderr

@@ -3,6 +3,7 @@
 import gc
 import threading
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -490,3 +491,34 @@ def test_breaking_out_of_a_dataset_loop_on_an_empty_open_queue_returns(backend):
     q.put(np.int64(2))
     q.close()
     assert [int(x) for x in q.dataset()] == [2]  # nothing was taken by the abandoned iterator
+
+
+def test_put_takes_its_arguments_as_the_documented_signature(backend):
+    q = pyfastq.Queue(SPEC, capacity=4, backend=backend)
+    q.put(f32(3, value=1))
+    q.put(f32(3, value=2), 1.0)
+    q.put(element=f32(3, value=3), timeout=1.0)
+    q.put([4, 4, 4], timeout=None)  # not an exact array: converted, as ever
+    with pytest.raises(TypeError):
+        q.put()
+    with pytest.raises(TypeError):
+        q.put(f32(3), 1.0, 2.0)
+    with pytest.raises(TypeError):
+        q.put(f32(3), deadline=1.0)
+    with pytest.raises(TypeError):
+        q.put(f32(3), element=f32(3))
+    with pytest.raises(TimeoutError):
+        q.put(f32(3), timeout=0.01)  # full: nothing enqueued
+    assert q.size() == 4
+    assert "Enqueues one element" in q.put.__doc__
+    q.close()
+    assert [float(t[0]) for t in drain(q)] == [1, 2, 3, 4]
+
+
+def test_a_dropped_queue_is_collected(backend):
+    q = pyfastq.Queue(SPEC, capacity=4, backend=backend)
+    q.put(f32(3))
+    gone = weakref.ref(q)
+    del q
+    gc.collect()
+    assert gone() is None  # the fast put stored on the queue must not keep it alive

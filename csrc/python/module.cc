@@ -193,10 +193,34 @@ class PyRing {
   }
 
   // put() for a ring of one component, given the array itself: the producer's hot path.
-  bool put_one(const py::handle& obj, const py::object& timeout, std::optional<std::uint64_t> ticket) {
-    std::vector<py::array> arrays;
-    if (dtypes_.size() != 1 || !exact_item(0, obj, kOneElement, &arrays)) return false;
-    put_arrays(arrays, timeout, ticket);
+  // One element of a one-component ring, for Queue.put's builtin (make_fast_put),
+  // without pybind11's argument handling in the way: an exact array goes into
+  // the ring, and anything else returns false before anything is done, for the
+  // caller to convert.
+  bool put_exact(PyObject* obj, PyObject* timeout) {
+    if (dtypes_.size() != 1) return false;
+    const auto& api = py::detail::npy_api::get();
+    if (!api.PyArray_Check_(obj)) return false;
+    const auto* a = py::detail::array_proxy(obj);
+    if (!(a->flags & py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_)) return false;
+    auto* descr = reinterpret_cast<PyObject*>(a->descr);
+    if (descr != dtypes_[0].ptr() && !api.PyArray_EquivTypes_(descr, dtypes_[0].ptr())) return false;
+    if (!fits(0, a->dimensions, static_cast<std::size_t>(a->nd))) return false;
+    std::size_t nbytes = itemsize_;
+    for (int d = 0; d < a->nd; ++d) nbytes *= static_cast<std::size_t>(a->dimensions[d]);
+    const Deadline deadline =
+        timeout == Py_None ? no_deadline() : deadline_from(py::reinterpret_borrow<py::object>(timeout));
+    std::uint32_t slot;
+    acquire(&slot, 1, false, deadline);
+    std::uint8_t* dst = ring_->slot_data(slot) + ring_->component(0).offset;
+    if (nbytes >= kReleaseGilBytes) {
+      py::gil_scoped_release nogil;  // a large copy: other producers may run meanwhile
+      std::memcpy(dst, a->data, nbytes);
+    } else {
+      std::memcpy(dst, a->data, nbytes);
+    }
+    if (shapes_.variable[0]) write_dims(slot, 0, a->dimensions);
+    ring_->commit(slot);
     return true;
   }
 
@@ -339,7 +363,12 @@ class PyRing {
       : PyRing(create_memory(capacity, component_bytes(dtypes, shapes), shared, options), dtypes, shapes,
                std::move(name)) {}
   PyRing(std::shared_ptr<RingMemory> mem, const std::vector<py::dtype>& dtypes, const Shapes& shapes, std::string name)
-      : mem_(std::move(mem)), ring_(&mem_->ring()), dtypes_(dtypes), shapes_(shapes), name_(std::move(name)) {}
+      : mem_(std::move(mem)),
+        ring_(&mem_->ring()),
+        dtypes_(dtypes),
+        itemsize_(dtypes_.empty() ? 0 : static_cast<std::size_t>(dtypes_[0].itemsize())),
+        shapes_(shapes),
+        name_(std::move(name)) {}
 
   static std::string shape_string(const std::vector<py::ssize_t>& shape) {
     std::string out = "[";
@@ -504,9 +533,91 @@ class PyRing {
   std::shared_ptr<RingMemory> mem_;
   Ring* ring_ = nullptr;
   std::vector<py::dtype> dtypes_;
+  std::size_t itemsize_;  // the first component's, for put_exact
   Shapes shapes_;
   std::string name_;
 };
+
+// Queue.put as a builtin function: put(element, timeout=None) runs
+// PyRing::put_exact, and for anything it does not take calls `slow` (the
+// Python put, which converts or raises the precise error). A builtin, and not
+// a pybind11 method behind a Python function, because at a few million puts a
+// second the call itself is most of the cost.
+struct FastPut {
+  PyMethodDef def;
+  std::string doc;
+  PyObject* ring_object;  // a reference: keeps the ring alive
+  PyRing* ring;
+  PyObject* slow;  // a reference
+};
+
+PyObject* fast_put_call(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  auto* fp = static_cast<FastPut*>(PyCapsule_GetPointer(self, nullptr));
+  PyObject* element = nargs >= 1 ? args[0] : nullptr;
+  PyObject* timeout = nargs >= 2 ? args[1] : nullptr;
+  const Py_ssize_t keywords = kwnames == nullptr ? 0 : PyTuple_GET_SIZE(kwnames);
+  if (nargs > 2) {
+    PyErr_Format(PyExc_TypeError, "put() takes at most 2 arguments (%zd given)", nargs);
+    return nullptr;
+  }
+  for (Py_ssize_t i = 0; i < keywords; ++i) {
+    PyObject* key = PyTuple_GET_ITEM(kwnames, i);
+    PyObject** into = PyUnicode_CompareWithASCIIString(key, "timeout") == 0   ? &timeout
+                      : PyUnicode_CompareWithASCIIString(key, "element") == 0 ? &element
+                                                                               : nullptr;
+    if (into == nullptr || *into != nullptr) {
+      PyErr_Format(PyExc_TypeError, into == nullptr ? "put() got an unexpected keyword argument '%U'"
+                                                    : "put() got multiple values for argument '%U'", key);
+      return nullptr;
+    }
+    *into = args[nargs + i];
+  }
+  if (element == nullptr) {
+    PyErr_SetString(PyExc_TypeError, "put() missing 1 required positional argument: 'element'");
+    return nullptr;
+  }
+  if (timeout == nullptr) timeout = Py_None;
+  try {
+    if (fp->ring->put_exact(element, timeout)) Py_RETURN_NONE;
+  } catch (py::error_already_set& e) {
+    e.restore();
+    return nullptr;
+  } catch (py::builtin_exception& e) {
+    e.set_error();
+    return nullptr;
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+    return nullptr;
+  }
+  PyObject* call[] = {element, timeout};
+  return PyObject_Vectorcall(fp->slow, call, 2, nullptr);
+}
+
+py::object make_fast_put(py::object ring, py::object slow, std::string doc) {
+  auto* fp = new FastPut{};
+  fp->doc = "put(element, timeout=None)\n--\n\n" + doc;
+  fp->def = PyMethodDef{"put", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&fast_put_call)),
+                        METH_FASTCALL | METH_KEYWORDS, fp->doc.c_str()};
+  fp->ring = ring.cast<PyRing*>();
+  fp->ring_object = ring.release().ptr();
+  fp->slow = slow.release().ptr();
+  PyObject* capsule = PyCapsule_New(fp, nullptr, [](PyObject* c) {
+    auto* p = static_cast<FastPut*>(PyCapsule_GetPointer(c, nullptr));
+    Py_DECREF(p->ring_object);
+    Py_DECREF(p->slow);
+    delete p;
+  });
+  if (capsule == nullptr) {
+    Py_DECREF(fp->ring_object);
+    Py_DECREF(fp->slow);
+    delete fp;
+    throw py::error_already_set();
+  }
+  PyObject* fn = PyCFunction_NewEx(&fp->def, capsule, nullptr);
+  Py_DECREF(capsule);  // the function holds it
+  if (fn == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::object>(fn);
+}
 
 // SIGINT: raise the consumer-interrupt flag, then run Python's own C handler,
 // which trips the KeyboardInterrupt. In that order, Python's handler (which
@@ -574,8 +685,9 @@ PYBIND11_MODULE(_core, m) {
       .def_static("attach", &PyRing::attach, py::arg("fd"), py::arg("dtypes"), py::arg("shapes"), py::arg("name"),
                   py::kw_only(), py::arg("bounds") = py::none())
       .def("put", &PyRing::put, py::arg("components"), py::arg("timeout") = py::none(), py::arg("ticket") = py::none())
-      .def("put_one", &PyRing::put_one, py::arg("component"), py::arg("timeout") = py::none(), py::arg("ticket") = py::none())
       .def("put_many", &PyRing::put_many, py::arg("components"), py::arg("timeout") = py::none())
+      .def("fast_put", &make_fast_put, py::arg("slow"), py::arg("doc"),
+           "put(element, timeout=None) as a builtin: exact arrays straight into the ring, anything else to slow")
       .def("reserve", &PyRing::reserve, py::arg("timeout") = py::none(), py::arg("shapes") = py::none())
       .def("begin_turns", &PyRing::begin_turns, py::arg("workers"))
       .def("finish_turns", &PyRing::finish_turns, py::arg("worker"), py::arg("count"))

@@ -6,9 +6,10 @@
 // component. dequeue aliases it at its true shape; dequeue_many pads every
 // component to the largest shape in the batch.
 //
-// All are AsyncOpKernels: they try the ring once without blocking, and only
-// when it is empty hand the wait to a thread of their own, so a starved
-// consumer never holds one of TF's inter-op threads. A wait ends on data,
+// All are AsyncOpKernels: they try the ring for a few microseconds without
+// blocking, and only when it stays empty hand the wait to a thread of their
+// own (kept between waits), so a starved consumer never holds one of TF's
+// inter-op threads. A wait ends on data,
 // close, cancel, fail, or the op's CancellationManager (session timeouts,
 // step cancellation), which raises the wait's abandon flag and wakes the ring.
 //
@@ -23,11 +24,15 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <utility>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -49,7 +54,11 @@ namespace {
 using pyfastq::RingMemory;
 using RingStatus = pyfastq::Status;
 
-constexpr auto kInlineWait = std::chrono::microseconds(200);
+// The fast path spins this long on TF's thread, never parking nor yielding it:
+// other iterations of the step may be what frees the ring's slots.
+constexpr auto kInlineSpin = std::chrono::microseconds(5);
+// A dequeue_many that copies more than this is worth a thread of TF's pool of its own.
+constexpr std::uint64_t kInlineGatherBytes = 256 * 1024;
 // A parked wait re-checks for Ctrl-C (pyfastq::take_consumer_interrupt) this often.
 constexpr auto kInterruptCheck = std::chrono::milliseconds(50);
 // GPU dequeue_many from a pinned ring, PYFASTQ_GPU_COPY=auto: rows of at least
@@ -151,6 +160,93 @@ class Transfer {
 // Where a GPU dequeue_many copies its rows from (PYFASTQ_GPU_COPY).
 enum class CopyMode { kAuto, kGather, kRows };
 
+// Waits served in arrival order by one thread, kept between waits: starting
+// a thread per starved dequeue (Env::SchedClosure) costs more than a batch
+// takes to arrive. Not one of TF's pools either: a wait may last the whole
+// run. The thread ends after kIdle without work and starts again on demand.
+class WaitThread : public std::enable_shared_from_this<WaitThread> {
+ public:
+  struct Job {
+    // Waits at most one slice, ending early once `attention` is raised; kTimeout: not yet.
+    std::function<RingStatus(const std::atomic<bool>* attention)> wait;
+    const std::atomic<bool>* abandon;  // the job's own flag, raised when its step is cancelled
+    std::function<void(RingStatus, bool interrupted)> finish;  // runs on the thread, with no lock held
+  };
+
+  // any thread.
+  void Add(Job job) {
+    std::lock_guard<std::mutex> lock(mu_);
+    jobs_.push_back(std::move(job));
+    if (!running_) {
+      running_ = true;
+      std::thread([self = shared_from_this()] { self->Serve(); }).detach();
+    } else if (idle_) {
+      ready_.notify_one();
+    }
+  }
+  // any thread, after raising a job's abandon flag and waking the ring: look at every job, not only the first.
+  void Attend() { attention_.store(true, std::memory_order_release); }
+  // owner only, when no job is left: the thread ends.
+  void Stop() {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+    ready_.notify_one();
+  }
+
+ private:
+  static constexpr auto kIdle = std::chrono::seconds(1);
+
+  void Serve() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      if (jobs_.empty()) {
+        idle_ = true;
+        const bool work = ready_.wait_for(lock, kIdle, [this] { return !jobs_.empty() || stop_; });
+        idle_ = false;
+        if (!work || jobs_.empty()) {
+          running_ = false;
+          return;
+        }
+      }
+      Job& head = jobs_.front();
+      lock.unlock();
+      const RingStatus st = head.wait(&attention_);
+      std::vector<std::pair<Job, bool>> done;  // (job, interrupted), finished outside the lock
+      lock.lock();
+      if (st == RingStatus::kAbandoned) {
+        attention_.store(false, std::memory_order_release);  // before looking: a later raise is seen next time
+        for (auto it = jobs_.begin(); it != jobs_.end();) {
+          if (it->abandon->load(std::memory_order_acquire)) {
+            done.emplace_back(std::move(*it), false);
+            it = jobs_.erase(it);
+          } else {
+            ++it;
+          }
+        }
+      } else if (st != RingStatus::kTimeout) {
+        done.emplace_back(std::move(jobs_.front()), false);
+        jobs_.pop_front();
+      } else if (pyfastq::take_consumer_interrupt()) {
+        while (!jobs_.empty()) {  // Ctrl-C ends every waiting dequeue
+          done.emplace_back(std::move(jobs_.front()), true);
+          jobs_.pop_front();
+        }
+      }
+      lock.unlock();
+      for (auto& [job, interrupted] : done) job.finish(interrupted ? RingStatus::kAbandoned : st, interrupted);
+      lock.lock();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable ready_;
+  std::deque<Job> jobs_;
+  std::atomic<bool> attention_{false};
+  bool running_ = false;
+  bool idle_ = false;
+  bool stop_ = false;
+};
+
 // One dequeue in flight: shared by the kernel, the waiting thread and the cancellation callback.
 struct Wait {
   std::shared_ptr<RingMemory> mem;
@@ -215,6 +311,9 @@ class DequeueOp : public AsyncOpKernel {
       if (is_variable_.back()) dims += static_cast<std::uint64_t>(shapes_[i].dims());
     }
     dims_bytes_ = dims * sizeof(std::int64_t);
+    if (batched_) {
+      for (const std::uint64_t bytes : nbytes_) gather_bytes_ += bytes * n_;
+    }
   }
 
   void ComputeAsync(OpKernelContext* ctx, DoneCallback done) override {
@@ -232,11 +331,16 @@ class DequeueOp : public AsyncOpKernel {
     wait->mem = std::move(mem);
     wait->slots.resize(n_);
     pyfastq::Ring& ring = wait->mem->ring();
-    // Fast path: wait briefly on this thread (spin, then a futex park). A
-    // producer that keeps pace wakes us within it, which costs far less than
-    // handing the wait to another thread; a starved consumer gives the
-    // inter-op thread back after kInlineWait.
-    RingStatus st = ring.pop(n_, wait->slots.data(), &wait->got, allow_smaller_, pyfastq::Clock::now() + kInlineWait);
+    // Fast path: a short spin of single tries (a deadline that has passed
+    // makes pop one try). A producer that keeps pace commits within it, which
+    // costs far less than handing the wait to another thread. Parking or
+    // yielding here instead would hold TF's thread while the step's other
+    // iterations, which release slots, wait behind it.
+    const auto spin_until = pyfastq::Clock::now() + kInlineSpin;
+    RingStatus st;
+    do {
+      st = ring.pop(n_, wait->slots.data(), &wait->got, allow_smaller_, pyfastq::Clock::now());
+    } while (st == RingStatus::kTimeout && pyfastq::Clock::now() < spin_until);
     if (st != RingStatus::kTimeout) {
       Finish(ctx, wait, st, std::move(done));
       return;
@@ -246,31 +350,34 @@ class DequeueOp : public AsyncOpKernel {
     CancellationToken token = CancellationManager::kInvalidToken;
     if (cm != nullptr) {
       token = cm->get_cancellation_token();
-      const bool registered = cm->RegisterCallback(token, [wait] {
+      const bool registered = cm->RegisterCallback(token, [wait, waits = waits_] {
         wait->abandon.store(true, std::memory_order_release);
+        waits->Attend();
         wait->mem->ring().wake_all();
       });
       OP_REQUIRES_ASYNC(ctx, registered,
                         absl::CancelledError(absl::StrCat(where_, ": the step was cancelled")),
                         done);
     }
-    // Env::SchedClosure runs the closure on a thread of its own, not one of
-    // TF's pools: a wait that may last the whole run must not starve them.
-    ctx->env()->SchedClosure([this, ctx, wait, cm, token, done = std::move(done)]() {
-      RingStatus st;
-      for (;;) {
-        st = wait->mem->ring().pop(n_, wait->slots.data(), &wait->got, allow_smaller_,
-                                   pyfastq::Clock::now() + kInterruptCheck, &wait->abandon);
-        if (st != RingStatus::kTimeout) break;
-        if (pyfastq::take_consumer_interrupt()) {
-          wait->interrupted = true;
-          break;
-        }
-      }
-      if (cm != nullptr) cm->DeregisterCallback(token);  // waits for a running callback to end
-      Finish(ctx, wait, st, std::move(done));
-    });
+    waits_->Add(WaitThread::Job{
+        [this, wait](const std::atomic<bool>* attention) {
+          return wait->mem->ring().pop(n_, wait->slots.data(), &wait->got, allow_smaller_,
+                                       pyfastq::Clock::now() + kInterruptCheck, attention);
+        },
+        &wait->abandon,
+        [this, ctx, wait, cm, token, done = std::move(done)](RingStatus st, bool interrupted) mutable {
+          wait->interrupted = interrupted;
+          if (cm != nullptr) cm->DeregisterCallback(token);  // waits for a running callback to end
+          Finish(ctx, wait, st, std::move(done));
+        }});
   }
+
+  ~DequeueOp() override { waits_->Stop(); }
+
+  // A dequeue that finds its data copies at most a batch, else hands its wait
+  // to another thread: TF may run it inline, without a trip through its pool
+  // (async kernels never get the cost estimate that would tell TF so).
+  bool IsExpensive() override { return gather_bytes_ > kInlineGatherBytes; }
 
  protected:
   // Before the first try of each dequeue.
@@ -315,9 +422,11 @@ class DequeueOp : public AsyncOpKernel {
   std::vector<bool> is_variable_;
   std::vector<std::uint64_t> dims_at_;          // a variable component's first dim in the dims component
   std::uint64_t dims_bytes_ = 0;                // the dims component's size; 0 without one
+  std::uint64_t gather_bytes_ = 0;              // what a dequeue_many copies at most; 0 for dequeue
   bool end_as_flag_ = false;
   bool allow_smaller_ = false;
   std::uint32_t n_ = 1;
+  std::shared_ptr<WaitThread> waits_ = std::make_shared<WaitThread>();
 
  private:
   absl::Status Validate(const pyfastq::Ring& ring) const {
@@ -439,7 +548,7 @@ class CpuDequeueOp : public DequeueOp {
       const std::vector<std::uint32_t>& slots;
       std::uint32_t n;
       ~Release() {
-        for (std::uint32_t r = 0; r < n; ++r) ring.release(slots[r]);
+        ring.release_many(slots.data(), n);
       }
     } release{ring, wait->slots, got};
     SetDone(ctx, false);

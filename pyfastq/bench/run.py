@@ -32,6 +32,15 @@ queue (native) of the same run (target: >= 0.8x). It is sized by TF's rule for s
 capacity = min_after_dequeue + the slack producers and consumers need: the slack kept as the FIFO queue's
 capacity, and min_after_dequeue as large (seed: 1024 kept back of 2048; small: 8 of 16). So both queues
 give producers the same room and the figure is the cost of picking slots at random.
+Limits and producers beside them (bench/README.md tells what each measures):
+"graph_loop" is the same graph loop reading a pre-made batch from a tf.Variable each step: no feeding at
+all, the floor any input pipeline sits on (small's target: native >= 0.8x it). "np_copyto_cold" is the
+producer's one copy with its destination rotating through buffers as large as the ring, as the ring's slots
+do, so it is cache-cold as the producer's copy is (image and large: native >= 0.9x it). "reserve" is a
+producer that makes its data in place, rng.random(out=view) inside q.reserve(); "fresh_put" is the same
+producer making a fresh array and calling put (image and large; reserve saves the copy). "put_many" (seed)
+puts 128 elements per call. --inter-op-threads sets TensorFlow's inter-op pool before anything runs
+(the figures of one run share it).
 "startup" runs pyfastq/bench/startup_trainer.py, a script that imports TensorFlow at its top, with
 1, 2 and 8 process workers: seconds from entering the producer to the first element in the
 trainer, and each worker's USS; beside it, the same fn in multiprocessing's forkserver
@@ -72,13 +81,21 @@ from . import gpu_copy as gpu
 
 BASELINES = ("from_generator", "numpy_function", "fifo_queue", "ray_data")
 METHODS = ("native", "python", "from_generator", "numpy_function", "fifo_queue", "np_copyto")
+GRAPH_LOOP = "graph_loop"  # the consumer's loop with no feeding: a limit
+COLD_COPY = "np_copyto_cold"  # the producer's copy into ring-sized rotating buffers: a limit
+LIMITS = ("np_copyto", COLD_COPY, GRAPH_LOOP)
+IN_PLACE = ("reserve", "fresh_put")  # a producer making its data in the slot, against the same making an array
+GRAPH_LOOP_TARGET = 0.8  # small: native x graph_loop, same run
+COLD_COPY_TARGET = 0.9  # image and large: native x np_copyto_cold, same run
+SEED_TARGET = 3e6  # seed: elements/s with one producer thread calling put per element
+PUT_MANY_ROWS = 128  # seed's put_many: elements per call
 SHUFFLE = "shuffle"  # pyfastq native, Queue(shuffle=True): the seed and small workloads measure it against native
 SHUFFLE_TARGET = 0.8  # x native's (FIFO) batches/s, same run
 # The "python" workload's methods: Producer threads, processes and Ray actors, each with P workers, and from_generator.
 PRODUCER_METHODS = ("thread", "process", "ray", "from_generator")
 WORKER_METHODS = ("thread", "process", "ray")  # measured once per worker count P
 # What --methods takes.
-ALL_METHODS = ("native", SHUFFLE, "python", "thread", "process", "ray", *BASELINES, "np_copyto")
+ALL_METHODS = ("native", SHUFFLE, "put_many", *IN_PLACE, "python", "thread", "process", "ray", *BASELINES, *LIMITS)
 
 
 @dataclass
@@ -106,11 +123,13 @@ class Workload:
 
 WORKLOADS = {
     "seed": Workload("seed: [100] float32 elements, dequeue_many(128)", (100,), np.float32, 128, 1024,
-                     (*METHODS, SHUFFLE)),
+                     (*METHODS, SHUFFLE, "put_many", GRAPH_LOOP)),
     "small": Workload("small batch [128,100] float32 (51 KB)", (128, 100), np.float32, 1, 8,
-                      (*METHODS, SHUFFLE, "ray", "ray_data")),
-    "image": Workload("image batch [32,224,224,3] uint8 (4.8 MB)", (32, 224, 224, 3), np.uint8, 1, 8),
-    "large": Workload("large batch [16,1024,1024] float32 (64 MB)", (16, 1024, 1024), np.float32, 1, 8),
+                      (*METHODS, SHUFFLE, "ray", "ray_data", GRAPH_LOOP)),
+    "image": Workload("image batch [32,224,224,3] uint8 (4.8 MB)", (32, 224, 224, 3), np.uint8, 1, 8,
+                      (*METHODS, *IN_PLACE, COLD_COPY)),
+    "large": Workload("large batch [16,1024,1024] float32 (64 MB)", (16, 1024, 1024), np.float32, 1, 8,
+                      (*METHODS, *IN_PLACE, COLD_COPY)),
     "python": Workload("Python-heavy producer: ~1 ms of GIL-bound Python per [100] float32 element, dequeue_many(32)",
                        gil_work.SHAPE, gil_work.DTYPE, 32, 128, PRODUCER_METHODS, gil_work.make),
 }
@@ -200,6 +219,61 @@ def measure_pyfastq(w: Workload, backend: str, seconds: float, shuffle: bool = F
         return timed(graph_loop(take), seconds)
     finally:
         feeder.stop(lambda: q.close(cancel=True))
+
+
+def measure_put_many(w: Workload, seconds: float) -> float:
+    """pyfastq native, the producer putting PUT_MANY_ROWS elements per put_many call."""
+    q = pyfastq.Queue(w.spec(), capacity=w.capacity, backend="native")
+    rows = np.ones((PUT_MANY_ROWS, *w.element_shape), w.dtype)
+    feeder = Feeder(q.put_many, rows)
+    try:
+        return timed(graph_loop(lambda: q.dequeue_many(w.batch)), seconds)
+    finally:
+        feeder.stop(lambda: q.close(cancel=True))
+
+
+def random_fill(rng: np.random.Generator, out: np.ndarray) -> None:
+    """Random bytes into a C-contiguous array of any dtype: float32 draws over its memory (rng.random(out=...))."""
+    rng.random(out=out.reshape(-1).view(np.float32), dtype=np.float32)
+
+
+def measure_reserve(w: Workload, seconds: float) -> float:
+    """pyfastq native, the producer making each batch in place: rng.random(out=view) inside q.reserve()."""
+    q = pyfastq.Queue(w.spec(), capacity=w.capacity, backend="native")
+    rng = np.random.default_rng(0)
+
+    def produce(_):
+        with q.reserve() as view:
+            random_fill(rng, view)
+
+    feeder = Feeder(produce, None)
+    try:
+        return timed(graph_loop(q.dequeue), seconds)
+    finally:
+        feeder.stop(lambda: q.close(cancel=True))
+
+
+def measure_fresh_put(w: Workload, seconds: float) -> float:
+    """measure_reserve's producer making a fresh array instead, then calling put (one copy more)."""
+    q = pyfastq.Queue(w.spec(), capacity=w.capacity, backend="native")
+    rng = np.random.default_rng(0)
+
+    def produce(_):
+        batch = np.empty(w.element_shape, w.dtype)
+        random_fill(rng, batch)
+        q.put(batch)
+
+    feeder = Feeder(produce, None)
+    try:
+        return timed(graph_loop(q.dequeue), seconds)
+    finally:
+        feeder.stop(lambda: q.close(cancel=True))
+
+
+def measure_graph_loop(w: Workload, seconds: float) -> float:
+    """The consumer's graph loop with no feeding: each step reads a pre-made batch from a tf.Variable."""
+    batch = tf.Variable(np.ones((w.batch, *w.element_shape) if w.batch > 1 else w.element_shape, w.dtype))
+    return timed(graph_loop(batch.read_value), seconds)
 
 
 def wait_for_workers(q, producer, workers: int, batch: int, timeout: float = 120.0) -> None:
@@ -334,6 +408,20 @@ def measure_np_copyto(w: Workload, seconds: float) -> float:
     return batches / (time.perf_counter() - start)
 
 
+def measure_np_copyto_cold(w: Workload, seconds: float) -> float:
+    """np.copyto of one pre-made batch into buffers as large as the ring, in turn, as a producer fills its slots."""
+    src = np.ones((w.batch, *w.element_shape), w.dtype)
+    dsts = [np.empty_like(src) for _ in range(w.capacity // w.batch or 1)]
+    for dst in dsts:
+        np.copyto(dst, src)  # fault the pages in
+    batches, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for dst in dsts:
+            np.copyto(dst, src)
+        batches += len(dsts)
+    return batches / (time.perf_counter() - start)
+
+
 def measure(w: Workload, method: str, seconds: float, workers: int = 1) -> float:
     if method in WORKER_METHODS:
         return measure_producer(w, method, workers, seconds)
@@ -448,7 +536,8 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     versions = f"Python {platform.python_version()}, TensorFlow {tf.__version__}, pyfastq {pyfastq.__version__}"
-    return f"{cpu}, {os.cpu_count()} cores, {versions}"
+    inter_op = tf.config.threading.get_inter_op_parallelism_threads() or "TF's default"
+    return f"{cpu}, {os.cpu_count()} cores, {versions}, inter-op threads: {inter_op}"
 
 
 @dataclass
@@ -464,6 +553,7 @@ class Options:
     repeat: int = 1  # measurements per figure: the median is reported, with the spread
     out: str | None = None  # a directory for bench.json and bench.png
     device: str = "cpu"  # "gpu": gpu_copy.py host-to-device methods on seed, small, image, large
+    inter_op_threads: int | None = None  # TensorFlow's inter-op pool, set before anything runs; None: TF's default
 
 
 def parse_args(argv) -> Options:
@@ -491,9 +581,14 @@ def parse_args(argv) -> Options:
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
                         help="gpu: host-to-device GB/s of the GPU kernel, prefetch_to_device and a bare pinned copy")
+    parser.add_argument("--inter-op-threads", type=int, metavar="N",
+                        help="TensorFlow's inter-op threads for the whole run (default: TF's own choice); "
+                        "1 on a 2-core machine: see bench/README.md")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error(f"--repeat takes an int >= 1, got {args.repeat}")
+    if args.inter_op_threads is not None and args.inter_op_threads < 1:
+        parser.error(f"--inter-op-threads takes an int >= 1, got {args.inter_op_threads}")
     if args.device == "gpu" and args.workloads == ",".join(WORKLOAD_NAMES):
         args.workloads = ",".join(gpu.GPU_WORKLOADS)
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
@@ -519,13 +614,13 @@ def parse_args(argv) -> Options:
                 parser.error(f"--device gpu runs {', '.join(gpu.GPU_WORKLOADS)}; not {name!r}")
     seconds = 0.3 if args.quick else args.seconds
     return Options(workloads, methods, worker_counts, seconds, args.json, args.quick, args.repeat, args.out,
-                   args.device)
+                   args.device, args.inter_op_threads)
 
 
 def runnable(methods: list) -> list:
     """methods less those that need the native backend when it cannot load here, each skip said on stderr."""
     methods = list(methods)
-    for m in ("native", SHUFFLE):
+    for m in ("native", SHUFFLE, "put_many", *IN_PLACE):
         if m in methods and pyfastq.native_unavailable():
             print(f"native backend unavailable, {m} skipped: {pyfastq.native_unavailable()}", file=sys.stderr)
             methods.remove(m)
@@ -764,9 +859,44 @@ def print_summary(results: Results) -> None:
                   f"target >= {SHUFFLE_TARGET}x: {met})")
         for line in ray_data_summary(name, row):
             print(line)
+    for line in limit_summary(results.rows):
+        print(line)
     if "python" in results.rows:
         for line in producer_summary(results.rows["python"], WORKLOADS["python"].batch, results.element_ms):
             print(line)
+
+
+def verdict(ratio: float, target: float) -> str:
+    return f"target >= {target}x: {'met' if ratio >= target else 'NOT met'}"
+
+
+def limit_summary(rows: dict) -> list:
+    """native against the limits measured in the same run, seed's elements/s, and reserve against fresh_put."""
+    lines = []
+    for name, row in rows.items():
+        w, native = WORKLOADS[name], row.get("native")
+        if native and row.get(GRAPH_LOOP):
+            ratio = native / row[GRAPH_LOOP]
+            line = (f"{name}: pyfastq native is {ratio:.2f}x the graph loop with no feeding "
+                    f"({row[GRAPH_LOOP]:,.0f} steps/s)")
+            lines.append(line + (f"; {verdict(ratio, GRAPH_LOOP_TARGET)}" if name == "small" else ""))
+        if native and row.get(COLD_COPY):
+            ratio = native / row[COLD_COPY]
+            lines.append(f"{name}: pyfastq native is {ratio:.2f}x one cache-cold np.copyto ({row[COLD_COPY]:,.1f}/s); "
+                         f"{verdict(ratio, COLD_COPY_TARGET)}")
+        if name == "seed" and native:
+            got = native * w.batch
+            met = "met" if got >= SEED_TARGET else "NOT met"
+            line = (f"seed: one producer thread calling put per element: {got:,.0f} elements/s "
+                    f"(target >= {SEED_TARGET:,.0f}: {met})")
+            if row.get("put_many"):
+                line += (f"; put_many of {PUT_MANY_ROWS}: {row['put_many'] * w.batch:,.0f} elements/s "
+                         f"({row['put_many'] / native:.2f}x)")
+            lines.append(line)
+        if row.get("reserve") and row.get("fresh_put"):
+            lines.append(f"{name}: a producer making its batch in place (reserve) is "
+                         f"{row['reserve'] / row['fresh_put']:.2f}x the same producer making an array and calling put")
+    return lines
 
 
 def write_json(path: str, results: Results, options: Options) -> None:
@@ -841,6 +971,8 @@ def run_gpu(argv, options: Options) -> int:
 
 def main(argv=None) -> int:
     options = parse_args(argv)
+    if options.inter_op_threads is not None:
+        tf.config.threading.set_inter_op_parallelism_threads(options.inter_op_threads)
     if options.device == "gpu":
         return run_gpu(argv, options)
     options.methods = runnable(options.methods)

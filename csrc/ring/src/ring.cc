@@ -19,6 +19,9 @@ namespace {
 constexpr std::uint64_t kMagic = 0x7079666173747131ull;  // "pyfastq1"
 constexpr int kSpins = 128;
 constexpr int kYields = 4;
+// A popper that finds its queue empty spins this long before it parks (see spin_first).
+constexpr auto kSpinFirst = std::chrono::microseconds(50);
+constexpr int kClockEvery = 16;  // spins between looks at the clock, which costs about as much as a few spins
 // A parked waiter re-checks at least this often, so a missed wake (or a
 // waker in a process that died) costs latency, never a hang.
 constexpr auto kMaxPark = std::chrono::milliseconds(200);
@@ -79,7 +82,8 @@ bool ended_badly(const std::atomic<std::uint32_t>& state) noexcept {
 }
 
 // Vyukov push. The queue can never be full (every slot index is in one place
-// at a time), so this only retries while racing other pushers.
+// at a time), so this only retries while racing other pushers. Parked
+// poppers are not told: the caller notifies, once for all it pushes.
 void push(IndexQueueState& q, IndexCell* cells, std::uint32_t cap, std::uint32_t value,
           const std::atomic<std::uint32_t>& state) noexcept {
   std::uint64_t pos = q.tail.load(std::memory_order_relaxed);
@@ -109,6 +113,12 @@ void push(IndexQueueState& q, IndexCell* cells, std::uint32_t cap, std::uint32_t
   }
   cell->value = value;
   cell->seq.store(pos + 1, std::memory_order_release);
+}
+
+// push() and the wake it may owe parked poppers.
+void push_and_notify(IndexQueueState& q, IndexCell* cells, std::uint32_t cap, std::uint32_t value,
+                     const std::atomic<std::uint32_t>& state) noexcept {
+  push(q, cells, cap, value, state);
   notify(q);
 }
 
@@ -157,13 +167,19 @@ template <typename F, typename Announce, typename Parked>
 Status park_until(std::atomic<std::uint32_t>& epoch, std::atomic<std::uint32_t>& waiters, Deadline deadline,
                   const std::atomic<bool>* abandon, F try_once, Announce announce, Parked parked) {
   Status st = Status::kOk;
-  for (int i = 0; i < kSpins + kYields; ++i) {
+  // Spin first: a partner that keeps pace answers within it, at no system
+  // call. The spin stops at the deadline, so one that has passed makes this a
+  // single try, and a short one a spin that never gives the core away.
+  const bool timed = deadline != Deadline::max();
+  for (int i = 0; i < kSpins; ++i) {
     if (try_once(&st) == Try::kDone) return st;
-    if (i < kSpins) {
-      cpu_relax();
-    } else {
-      sched_yield();
-    }
+    if (timed && i % kClockEvery == 0 && Clock::now() >= deadline) return Status::kTimeout;
+    cpu_relax();
+  }
+  for (int i = 0; i < kYields; ++i) {
+    if (try_once(&st) == Try::kDone) return st;
+    if (timed && Clock::now() >= deadline) return Status::kTimeout;
+    sched_yield();
   }
   for (;;) {
     const std::uint32_t seen = epoch.load(std::memory_order_seq_cst);
@@ -222,6 +238,33 @@ template <typename F>
 Status wait_until(IndexQueueState& q, std::uint32_t n, Deadline deadline, const std::atomic<bool>* abandon,
                   F try_once) {
   return wait_until(q, deadline, abandon, try_once, [&] { return q.head.load(std::memory_order_seq_cst) + n; });
+}
+
+// Tries until kSpinFirst has passed (or the deadline, or the abandon flag),
+// if no other popper of `q` is spinning. A partner that keeps pace pushes
+// every few microseconds, and each push to a parked popper costs the pusher
+// a futex wake and the popper a trip through the scheduler: a popper that
+// spins across the gap costs nobody but its own core. One spinner per
+// queue at a time, so that many producers of a full ring do not all burn a
+// core. True if try_once finished (*st).
+template <typename F>
+bool spin_first(IndexQueueState& q, Deadline deadline, const std::atomic<bool>* abandon, F try_once, Status* st) {
+  if (deadline != Deadline::max() && Clock::now() >= deadline) return false;  // a single try: not a spinner
+  std::uint32_t none = 0;
+  if (!q.spinners.compare_exchange_strong(none, 1, std::memory_order_acquire, std::memory_order_relaxed)) return false;
+  const Deadline until = std::min<Deadline>(deadline, Clock::now() + kSpinFirst);
+  bool done = false;
+  for (int i = 0;; ++i) {
+    if (try_once(st) == Try::kDone) {
+      done = true;
+      break;
+    }
+    if (abandon != nullptr && abandon->load(std::memory_order_acquire)) break;
+    if (i % kClockEvery == 0 && Clock::now() >= until) break;
+    cpu_relax();
+  }
+  q.spinners.store(0, std::memory_order_release);
+  return done;
 }
 
 // xoshiro256** (Blackman and Vigna): small state that fits in the block,
@@ -376,6 +419,7 @@ Ring Ring::create(void* memory, std::size_t memory_bytes, std::uint32_t capacity
     q->parked.store(0, std::memory_order_relaxed);
     q->parked_since.store(0, std::memory_order_relaxed);
     q->blocked_ns.store(0, std::memory_order_relaxed);
+    q->spinners.store(0, std::memory_order_relaxed);
   }
   h->pool.lock.store(0, std::memory_order_relaxed);
   h->pool.enabled = options.shuffle ? 1 : 0;
@@ -469,7 +513,7 @@ Status Ring::acquire_begun(std::uint32_t n, std::uint32_t* slots, std::uint32_t*
   *got = 0;
   if (n > header_->capacity) return Status::kTooLarge;
   if (n == 0) return Status::kOk;
-  const Status st = wait_until(header_->free_q, allow_smaller ? 1 : n, deadline, abandon, [&](Status* out) {
+  auto try_once = [&](Status* out) {
     if (ended_badly(header_->state)) {
       *out = status_of(state());
       return Try::kDone;
@@ -480,20 +524,25 @@ Status Ring::acquire_begun(std::uint32_t n, std::uint32_t* slots, std::uint32_t*
       return Try::kDone;
     }
     return Try::kPending;
-  });
+  };
+  Status st = Status::kTimeout;
+  // One try before anything else: the common case, at no clock read and no write to the queue's shared line.
+  if (try_once(&st) == Try::kPending && !spin_first(header_->free_q, deadline, abandon, try_once, &st)) {
+    st = wait_until(header_->free_q, allow_smaller ? 1 : n, deadline, abandon, try_once);
+  }
   // One in-flight count per slot held: commit and abort each give one back.
   if (st == Status::kOk) header_->inflight.fetch_add(*got, std::memory_order_seq_cst);
   return st;
 }
 
 void Ring::commit(std::uint32_t slot) noexcept {
-  push(header_->ready_q, ready_cells(), header_->capacity, slot, header_->state);
+  push_and_notify(header_->ready_q, ready_cells(), header_->capacity, slot, header_->state);
   header_->inflight.fetch_sub(1, std::memory_order_seq_cst);
   if (state() != State::kOpen) notify_all(header_->ready_q);
 }
 
 void Ring::abort(std::uint32_t slot) noexcept {
-  push(header_->free_q, free_cells(), header_->capacity, slot, header_->state);
+  push_and_notify(header_->free_q, free_cells(), header_->capacity, slot, header_->state);
   header_->inflight.fetch_sub(1, std::memory_order_seq_cst);
   if (state() != State::kOpen) notify_all(header_->ready_q);
 }
@@ -504,7 +553,7 @@ Status Ring::pop(std::uint32_t n, std::uint32_t* slots, std::uint32_t* got, bool
   if (shuffled()) return pop_shuffled(n, slots, got, allow_smaller, deadline, abandon);
   if (n > header_->capacity) return Status::kTooLarge;
   if (n == 0) return Status::kOk;
-  return wait_until(header_->ready_q, n, deadline, abandon, [&](Status* out) {
+  auto try_once = [&](Status* out) {
     const State s = state();
     if (s == State::kCancelled || s == State::kFailed) {
       *out = status_of(s);
@@ -522,11 +571,22 @@ Status Ring::pop(std::uint32_t n, std::uint32_t* slots, std::uint32_t* got, bool
       return Try::kDone;
     }
     return Try::kPending;
-  });
+  };
+  Status st = Status::kTimeout;
+  // One try before anything else: the common case, at no clock read and no write to the queue's shared line.
+  if (try_once(&st) == Try::kDone || spin_first(header_->ready_q, deadline, abandon, try_once, &st)) return st;
+  return wait_until(header_->ready_q, n, deadline, abandon, try_once);
 }
 
 void Ring::release(std::uint32_t slot) noexcept {
-  push(header_->free_q, free_cells(), header_->capacity, slot, header_->state);
+  push_and_notify(header_->free_q, free_cells(), header_->capacity, slot, header_->state);
+}
+
+void Ring::release_many(const std::uint32_t* slots, std::uint32_t n) noexcept {
+  if (n == 0) return;
+  for (std::uint32_t i = 0; i < n; ++i) push(header_->free_q, free_cells(), header_->capacity, slots[i], header_->state);
+  // One notify for the batch: a producer parked for a slot is woken once, not n times.
+  notify(header_->free_q);
 }
 
 Status Ring::pop_shuffled(std::uint32_t n, std::uint32_t* slots, std::uint32_t* got, bool allow_smaller,

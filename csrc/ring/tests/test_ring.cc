@@ -273,6 +273,43 @@ TEST(timeouts_leave_state_unchanged) {
   CHECK_EQ(got, 0);
 }
 
+TEST(a_deadline_that_has_passed_is_one_try) {
+  auto m = private_ring(1);
+  Ring& r = m->ring();
+  std::uint32_t slots[1], got;
+  auto t0 = Clock::now();
+  CHECK_EQ(r.pop(1, slots, &got, false, Clock::now()), Status::kTimeout);  // empty
+  put_value(r, 7);
+  std::uint32_t s;
+  CHECK_EQ(r.acquire(&s, Clock::now()), Status::kTimeout);  // full
+  CHECK_LT(Clock::now() - t0, 20ms);  // neither spun nor yielded nor parked for long
+  CHECK_EQ(r.pop(1, slots, &got, false, Clock::now()), Status::kOk);
+  CHECK_EQ(read_value<int>(r, slots[0]), 7);
+  r.release(slots[0]);
+}
+
+TEST(release_many_frees_every_slot_and_wakes_a_producer) {
+  auto m = private_ring(4);
+  Ring& r = m->ring();
+  for (int i = 0; i < 4; ++i) put_value(r, i);
+  std::uint32_t slots[4], got;
+  CHECK_EQ(r.pop(4, slots, &got), Status::kOk);
+  Status result{};
+  std::uint32_t taken = 0;
+  const auto woke = wake_latency(
+      [&] {
+        std::uint32_t three[3];
+        result = r.acquire_many(3, three, &taken);  // parks: no slot is free
+        for (std::uint32_t i = 0; i < taken; ++i) r.abort(three[i]);
+      },
+      [&] { r.release_many(slots, 4); });
+  CHECK_EQ(result, Status::kOk);
+  CHECK_EQ(taken, 3);
+  CHECK_LE(woke, 1s);
+  for (int i = 0; i < 4; ++i) put_value(r, 10 + i);  // all four are free again
+  CHECK_EQ(r.size(), 4);
+}
+
 TEST(attach_views_the_same_ring) {
   auto m = private_ring(4);
   put_value(m->ring(), 5);

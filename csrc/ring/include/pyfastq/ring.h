@@ -14,8 +14,10 @@
 // indices and a push never waits. They are Vyukov bounded MPMC queues (one
 // sequence number per cell), so the fast path is a CAS and two stores.
 //
-// Waiting is a short spin, then a park on a futex word (an epoch counter that
-// is bumped on every push); wakes are only issued when someone is parked. The
+// Waiting is a spin, then a park on a futex word (an epoch counter that is
+// bumped on every push); wakes are only issued when someone is parked. The
+// first waiter of a queue spins for up to 50 us, the others briefly: a
+// partner that keeps pace then never pays for a wake. The
 // futex words are not process-private, so producers in other processes that
 // map the same block park and wake with the consumer.
 //
@@ -44,7 +46,7 @@ namespace pyfastq {
 // The block's layout and the library's ABI: bumped on any change to either.
 // Rings of another version are refused (attach), and so are libraries
 // (ring_library_version) of another version than the modules' headers.
-inline constexpr std::uint32_t kRingVersion = 4;
+inline constexpr std::uint32_t kRingVersion = 5;
 
 // any thread: kRingVersion as the loaded library was built with. The modules
 // that link it compare it with their own, so a stale library is refused, not misread.
@@ -126,6 +128,8 @@ struct alignas(kCacheLineSize) IndexQueueState {
   std::atomic<std::uint32_t> parked;        // poppers parked now, for blocked_ns
   std::atomic<std::uint64_t> parked_since;  // Clock ns when parked last left 0
   std::atomic<std::uint64_t> blocked_ns;
+  // Poppers spinning before they park (at most one: see Ring::acquire_begun).
+  std::atomic<std::uint32_t> spinners;
 };
 
 // A shuffled ring's pool: the slot indices consumers pick from. Everything
@@ -275,6 +279,8 @@ class PYFASTQ_API Ring {
              Deadline deadline = no_deadline(), const std::atomic<bool>* abandon = nullptr) noexcept;
   // consumer side: gives a slot whose data is no longer needed back to producers.
   void release(std::uint32_t slot) noexcept;
+  // consumer side: release() of n slots, waking parked producers once for all of them.
+  void release_many(const std::uint32_t* slots, std::uint32_t n) noexcept;
   // consumer side, once per dequeue as it begins: counts how full it finds
   // the ring in the fill-level histogram (Counters::fill_hist).
   void record_fill() noexcept;
