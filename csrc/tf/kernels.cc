@@ -256,14 +256,17 @@ struct Wait {
   bool interrupted = false;
 };
 
-// What the CPU and GPU kernels share: attributes, checks, and the wait.
-class DequeueOp : public AsyncOpKernel {
+// What every dequeue kernel shares: attributes, checks, and reading a slot.
+// Base is AsyncOpKernel for the waiting kernels, OpKernel for PyfastqTryDequeue.
+template <class Base>
+class DequeueCommon : public Base {
  public:
-  explicit DequeueOp(OpKernelConstruction* ctx) : AsyncOpKernel(ctx) {
-    batched_ = type_string() == "PyfastqDequeueMany";
+  explicit DequeueCommon(OpKernelConstruction* ctx) : Base(ctx) {
+    const std::string& type_string = this->type_string();
+    batched_ = type_string == "PyfastqDequeueMany";
     OP_REQUIRES(ctx, pyfastq::ring_library_version() == pyfastq::kRingVersion,
                 absl::FailedPreconditionError(absl::StrCat(
-                    type_string(), ": pyfastq's ring library is version ", pyfastq::ring_library_version(),
+                    type_string, ": pyfastq's ring library is version ", pyfastq::ring_library_version(),
                     ", the op library was built for version ", pyfastq::kRingVersion,
                     ": a stale libpyfastq_ring.so; reinstall pyfastq")));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("queue_id", &queue_id_));
@@ -271,9 +274,9 @@ class DequeueOp : public AsyncOpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("component_types", &types_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("shapes", &shapes_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("max_shapes", &max_shapes_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("end_as_flag", &end_as_flag_));
+    if (ctx->HasAttr("end_as_flag")) OP_REQUIRES_OK(ctx, ctx->GetAttr("end_as_flag", &end_as_flag_));
     // Every error names the op and the queue.
-    where_ = absl::StrCat(type_string(), " on pyfastq queue '", queue_name_, "'");
+    where_ = absl::StrCat(type_string, " on pyfastq queue '", queue_name_, "'");
     if (batched_) {
       int64_t n;
       OP_REQUIRES_OK(ctx, ctx->GetAttr("n", &n));
@@ -316,6 +319,105 @@ class DequeueOp : public AsyncOpKernel {
     }
   }
 
+ protected:
+  // A host-memory bool scalar output: `done` in the waiting kernels, `ok` in PyfastqTryDequeue.
+  void SetFlag(OpKernelContext* ctx, const char* name, bool value) {
+    Tensor* flag = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(name, TensorShape({}), &flag));
+    flag->scalar<bool>()() = value;
+  }
+  void SetDone(OpKernelContext* ctx, bool value) { SetFlag(ctx, "done", value); }
+
+  // Component i's shape in `slot`: the spec's, or its true dims from the slot.
+  TensorShape ShapeIn(const pyfastq::Ring& ring, std::uint32_t slot, std::uint32_t i) const {
+    if (!is_variable_[i]) return full_shapes_[i];
+    const auto* dims = reinterpret_cast<const std::int64_t*>(
+                           ring.slot_data(slot) + ring.component(static_cast<std::uint32_t>(types_.size())).offset) +
+                       dims_at_[i];
+    TensorShape s;
+    for (int d = 0; d < shapes_[i].dims(); ++d) {
+      // Clamped to the bound: a producer writes dims it has checked, but the op must not read past the slot.
+      s.AddDim(std::min<int64_t>(std::max<int64_t>(dims[d], 0), full_shapes_[i].dim_size(d)));
+    }
+    return s;
+  }
+
+  bool batched_ = false;
+  int64_t queue_id_ = 0;
+  std::string queue_name_;
+  std::string where_;  // "<op> on pyfastq queue '<name>'": the start of every error
+  DataTypeVector types_;
+  std::vector<PartialTensorShape> shapes_;
+  std::vector<PartialTensorShape> max_shapes_;  // empty unless some dims are variable
+  std::vector<std::string> padding_;            // per component, one value's bytes; empty: zeros
+  bool variable_ = false;
+  std::vector<TensorShape> full_shapes_;        // the spec's shapes, or with variable dims the bounds
+  std::vector<std::uint64_t> nbytes_;           // bytes of each component's region in a slot
+  std::vector<bool> is_variable_;
+  std::vector<std::uint64_t> dims_at_;          // a variable component's first dim in the dims component
+  std::uint64_t dims_bytes_ = 0;                // the dims component's size; 0 without one
+  std::uint64_t gather_bytes_ = 0;              // what a dequeue_many copies at most; 0 for dequeue
+  bool end_as_flag_ = false;
+  bool allow_smaller_ = false;
+  std::uint32_t n_ = 1;
+
+  // One element: the components as tensors that point into `slot`, which
+  // goes back to producers when the last of them is freed.
+  void AliasSlot(OpKernelContext* ctx, const std::shared_ptr<RingMemory>& mem, std::uint32_t slot) {
+    const pyfastq::Ring& ring = mem->ring();
+    auto lease = std::make_shared<SlotLease>(mem, slot);
+    OpOutputList outputs;
+    OP_REQUIRES_OK(ctx, ctx->output_list("components", &outputs));
+    for (std::uint32_t i = 0; i < types_.size(); ++i) {
+      const TensorShape shape = ShapeIn(ring, slot, i);
+      const std::size_t bytes = static_cast<std::size_t>(shape.num_elements()) * DataTypeSize(types_[i]);
+      auto* buf = new SlotBuffer(ring.slot_data(slot) + ring.component(i).offset, bytes, lease);
+      outputs.set(static_cast<int>(i), Tensor(types_[i], shape, buf));
+      buf->Unref();  // the Tensor holds its own reference
+    }
+  }
+
+  absl::Status Validate(const pyfastq::Ring& ring) const {
+    const std::size_t components = types_.size() + (dims_bytes_ != 0 ? 1 : 0);
+    if (ring.num_components() != components) {
+      return absl::InvalidArgumentError(absl::StrCat(where_, ": the queue has ", ring.num_components(),
+                                                     " ring components, the op expects ", components));
+    }
+    if (dims_bytes_ != 0 && ring.component(static_cast<std::uint32_t>(types_.size())).nbytes != dims_bytes_) {
+      return absl::InvalidArgumentError(absl::StrCat(where_, ": the queue's shape component holds ",
+                                                     ring.component(static_cast<std::uint32_t>(types_.size())).nbytes,
+                                                     " bytes, the op expects ", dims_bytes_));
+    }
+    for (std::uint32_t i = 0; i < types_.size(); ++i) {
+      if (ring.component(i).nbytes != nbytes_[i]) {
+        return absl::InvalidArgumentError(absl::StrCat(where_, ": component ", i, " holds ", ring.component(i).nbytes,
+                                                       " bytes, the op expects ", nbytes_[i], " (",
+                                                       DataTypeString(types_[i]), " ", full_shapes_[i].DebugString(),
+                                                       ")"));
+      }
+    }
+    if (n_ > ring.capacity()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where_, ": n=", n_, " is more than the queue's capacity ", ring.capacity()));
+    }
+    if (n_ + ring.min_after_dequeue() > ring.capacity()) {
+      return absl::InvalidArgumentError(absl::StrCat(where_, ": n=", n_, " with min_after_dequeue ",
+                                                     ring.min_after_dequeue(), " is more than the queue's capacity ",
+                                                     ring.capacity(), " can hold"));
+    }
+    return absl::OkStatus();
+  }
+
+};
+
+// The waiting kernels (CPU and GPU): a short spin on TF's thread, then the
+// wait thread.
+class DequeueOp : public DequeueCommon<AsyncOpKernel> {
+ public:
+  explicit DequeueOp(OpKernelConstruction* ctx) : DequeueCommon(ctx) {
+    if (ctx->HasAttr("record_fill")) OP_REQUIRES_OK(ctx, ctx->GetAttr("record_fill", &record_fill_));
+  }
+
   void ComputeAsync(OpKernelContext* ctx, DoneCallback done) override {
     auto mem = pyfastq::find_ring(static_cast<std::uint64_t>(queue_id_));
     OP_REQUIRES_ASYNC(ctx, mem != nullptr,
@@ -324,7 +426,9 @@ class DequeueOp : public AsyncOpKernel {
                           "): the queue no longer exists; keep the pyfastq.Queue alive while its ops run")),
                       done);
     OP_REQUIRES_OK_ASYNC(ctx, Validate(mem->ring()), done);
-    mem->ring().record_fill();  // once per dequeue, as it comes: how full it finds the queue
+    // Once per dequeue, as it comes: how full it finds the queue (not again
+    // after a PyfastqTryDequeue that found nothing: record_fill=false).
+    if (record_fill_) mem->ring().record_fill();
     Prepare(*mem);
 
     auto wait = std::make_shared<Wait>();
@@ -387,79 +491,7 @@ class DequeueOp : public AsyncOpKernel {
   // Closed and drained, with end_as_flag: done=true and empty (or zero) components. Calls done.
   virtual void DeliverEnd(OpKernelContext* ctx, DoneCallback done) = 0;
 
-  // The output `done`, a host-memory scalar in both kernels.
-  void SetDone(OpKernelContext* ctx, bool value) {
-    Tensor* done = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output("done", TensorShape({}), &done));
-    done->scalar<bool>()() = value;
-  }
-
-  // Component i's shape in `slot`: the spec's, or its true dims from the slot.
-  TensorShape ShapeIn(const pyfastq::Ring& ring, std::uint32_t slot, std::uint32_t i) const {
-    if (!is_variable_[i]) return full_shapes_[i];
-    const auto* dims = reinterpret_cast<const std::int64_t*>(
-                           ring.slot_data(slot) + ring.component(static_cast<std::uint32_t>(types_.size())).offset) +
-                       dims_at_[i];
-    TensorShape s;
-    for (int d = 0; d < shapes_[i].dims(); ++d) {
-      // Clamped to the bound: a producer writes dims it has checked, but the op must not read past the slot.
-      s.AddDim(std::min<int64_t>(std::max<int64_t>(dims[d], 0), full_shapes_[i].dim_size(d)));
-    }
-    return s;
-  }
-
-  bool batched_ = false;
-  int64_t queue_id_ = 0;
-  std::string queue_name_;
-  std::string where_;  // "<op> on pyfastq queue '<name>'": the start of every error
-  DataTypeVector types_;
-  std::vector<PartialTensorShape> shapes_;
-  std::vector<PartialTensorShape> max_shapes_;  // empty unless some dims are variable
-  std::vector<std::string> padding_;            // per component, one value's bytes; empty: zeros
-  bool variable_ = false;
-  std::vector<TensorShape> full_shapes_;        // the spec's shapes, or with variable dims the bounds
-  std::vector<std::uint64_t> nbytes_;           // bytes of each component's region in a slot
-  std::vector<bool> is_variable_;
-  std::vector<std::uint64_t> dims_at_;          // a variable component's first dim in the dims component
-  std::uint64_t dims_bytes_ = 0;                // the dims component's size; 0 without one
-  std::uint64_t gather_bytes_ = 0;              // what a dequeue_many copies at most; 0 for dequeue
-  bool end_as_flag_ = false;
-  bool allow_smaller_ = false;
-  std::uint32_t n_ = 1;
-  std::shared_ptr<WaitThread> waits_ = std::make_shared<WaitThread>();
-
  private:
-  absl::Status Validate(const pyfastq::Ring& ring) const {
-    const std::size_t components = types_.size() + (dims_bytes_ != 0 ? 1 : 0);
-    if (ring.num_components() != components) {
-      return absl::InvalidArgumentError(absl::StrCat(where_, ": the queue has ", ring.num_components(),
-                                                     " ring components, the op expects ", components));
-    }
-    if (dims_bytes_ != 0 && ring.component(static_cast<std::uint32_t>(types_.size())).nbytes != dims_bytes_) {
-      return absl::InvalidArgumentError(absl::StrCat(where_, ": the queue's shape component holds ",
-                                                     ring.component(static_cast<std::uint32_t>(types_.size())).nbytes,
-                                                     " bytes, the op expects ", dims_bytes_));
-    }
-    for (std::uint32_t i = 0; i < types_.size(); ++i) {
-      if (ring.component(i).nbytes != nbytes_[i]) {
-        return absl::InvalidArgumentError(absl::StrCat(where_, ": component ", i, " holds ", ring.component(i).nbytes,
-                                                       " bytes, the op expects ", nbytes_[i], " (",
-                                                       DataTypeString(types_[i]), " ", full_shapes_[i].DebugString(),
-                                                       ")"));
-      }
-    }
-    if (n_ > ring.capacity()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where_, ": n=", n_, " is more than the queue's capacity ", ring.capacity()));
-    }
-    if (n_ + ring.min_after_dequeue() > ring.capacity()) {
-      return absl::InvalidArgumentError(absl::StrCat(where_, ": n=", n_, " with min_after_dequeue ",
-                                                     ring.min_after_dequeue(), " is more than the queue's capacity ",
-                                                     ring.capacity(), " can hold"));
-    }
-    return absl::OkStatus();
-  }
-
   void Finish(OpKernelContext* ctx, std::shared_ptr<Wait> wait, RingStatus st, DoneCallback done) {
     if (wait->interrupted) {
       ctx->SetStatus(
@@ -497,6 +529,9 @@ class DequeueOp : public AsyncOpKernel {
     }
     done();
   }
+
+  std::shared_ptr<WaitThread> waits_ = std::make_shared<WaitThread>();
+  bool record_fill_ = true;
 };
 
 // Outputs in host memory: one element aliases its slot, n elements are gathered into one tensor.
@@ -509,7 +544,8 @@ class CpuDequeueOp : public DequeueOp {
     if (batched_) {
       Gather(ctx, wait.get());
     } else {
-      Alias(ctx, wait.get());
+      SetDone(ctx, false);
+      AliasSlot(ctx, wait->mem, wait->slots[0]);
     }
     done();
   }
@@ -520,23 +556,6 @@ class CpuDequeueOp : public DequeueOp {
   }
 
  private:
-  // One element: outputs that point into the slot.
-  void Alias(OpKernelContext* ctx, Wait* wait) {
-    pyfastq::Ring& ring = wait->mem->ring();
-    const std::uint32_t slot = wait->slots[0];
-    auto lease = std::make_shared<SlotLease>(wait->mem, slot);
-    SetDone(ctx, false);
-    OpOutputList outputs;
-    OP_REQUIRES_OK(ctx, ctx->output_list("components", &outputs));
-    for (std::uint32_t i = 0; i < types_.size(); ++i) {
-      const TensorShape shape = ShapeIn(ring, slot, i);
-      const std::size_t bytes = static_cast<std::size_t>(shape.num_elements()) * DataTypeSize(types_[i]);
-      auto* buf = new SlotBuffer(ring.slot_data(slot) + ring.component(i).offset, bytes, lease);
-      outputs.set(static_cast<int>(i), Tensor(types_[i], shape, buf));
-      buf->Unref();  // the Tensor holds its own reference
-    }
-  }
-
   // n elements: one output per component, row r copied from slot r; with
   // variable shapes, padded to the largest shape in the batch.
   void Gather(OpKernelContext* ctx, Wait* wait) {
@@ -756,7 +775,51 @@ class GpuDequeueOp : public DequeueOp {
   CopyMode mode_ = CopyMode::kAuto;
 };
 
+// PyfastqTryDequeue: one element if one is ready now, else ok=false and
+// nothing taken; it never waits. A sync kernel, so TF runs what consumes its
+// outputs inline on the same thread, where the waiting kernel's completion
+// (an async kernel's done) sends every successor through TF's inter-op pool.
+// Queue.dequeue in a graph tries with it first and waits with PyfastqDequeue
+// only when it finds nothing.
+class TryDequeueOp : public DequeueCommon<OpKernel> {
+ public:
+  using DequeueCommon::DequeueCommon;
+
+  void Compute(OpKernelContext* ctx) override {
+    auto mem = pyfastq::find_ring(static_cast<std::uint64_t>(queue_id_));
+    OP_REQUIRES(ctx, mem != nullptr,
+                absl::FailedPreconditionError(absl::StrCat(
+                    where_, " (id ", queue_id_,
+                    "): the queue no longer exists; keep the pyfastq.Queue alive while its ops run")));
+    OP_REQUIRES_OK(ctx, Validate(mem->ring()));
+    pyfastq::Ring& ring = mem->ring();
+    ring.record_fill();
+    std::uint32_t slot = 0, got = 0;
+    // A deadline that has passed: a single try.
+    const bool ok = ring.pop(1, &slot, &got, false, pyfastq::Clock::now()) == RingStatus::kOk;
+    SetFlag(ctx, "ok", ok);
+    if (ok) {
+      AliasSlot(ctx, mem, slot);
+      return;
+    }
+    // Nothing taken: placeholders (no rows, or a zero scalar), never handed on.
+    OpOutputList outputs;
+    OP_REQUIRES_OK(ctx, ctx->output_list("components", &outputs));
+    for (std::uint32_t i = 0; i < types_.size(); ++i) {
+      TensorShape shape = full_shapes_[i];
+      if (shape.dims() > 0) shape.set_dim(0, 0);
+      Tensor* out = nullptr;
+      OP_REQUIRES_OK(ctx, outputs.allocate(static_cast<int>(i), shape, &out));
+      if (out->TotalBytes() > 0) std::memset(const_cast<char*>(out->tensor_data().data()), 0, out->TotalBytes());
+    }
+  }
+
+  // A try is one look at the ring: TF should run it inline.
+  bool IsExpensive() override { return false; }
+};
+
 REGISTER_KERNEL_BUILDER(Name("PyfastqDequeue").Device(DEVICE_CPU), CpuDequeueOp);
+REGISTER_KERNEL_BUILDER(Name("PyfastqTryDequeue").Device(DEVICE_CPU), TryDequeueOp);
 REGISTER_KERNEL_BUILDER(Name("PyfastqDequeueMany").Device(DEVICE_CPU), CpuDequeueOp);
 // Registered in every build: DEVICE_GPU is a name, and a CPU-only TF never places a kernel on it.
 REGISTER_KERNEL_BUILDER(Name("PyfastqDequeue").Device(DEVICE_GPU).HostMemory("done"), GpuDequeueOp);

@@ -53,6 +53,7 @@ REGISTER_OP("PyfastqDequeue")
     .Attr("shapes: list(shape) >= 1")
     .Attr("max_shapes: list(shape) = []")
     .Attr("end_as_flag: bool = false")
+    .Attr("record_fill: bool = true")
     .SetIsStateful()
     .SetShapeFn([](InferenceContext* c) { return DequeueShapes(c, /*batched=*/false); })
     .Doc(R"doc(
@@ -64,6 +65,26 @@ max_shapes: empty, or for a queue whose shapes have unknown dims, every
 
 done: true only with end_as_flag, once the queue is closed and drained
   (the components are then zeros).
+
+record_fill: count this dequeue in the queue's fill histogram (false after a
+  PyfastqTryDequeue that found nothing, which counted it).
+)doc");
+
+REGISTER_OP("PyfastqTryDequeue")
+    .Output("ok: bool")
+    .Output("components: component_types")
+    .Attr("queue_id: int")
+    .Attr("queue_name: string")
+    .Attr("component_types: list(type) >= 1")
+    .Attr("shapes: list(shape) >= 1")
+    .Attr("max_shapes: list(shape) = []")
+    .SetIsStateful()
+    .SetShapeFn([](InferenceContext* c) { return DequeueShapes(c, /*batched=*/false); })
+    .Doc(R"doc(
+Takes one element from a pyfastq queue if one is ready, without waiting: ok is
+true and the components alias its slot, as PyfastqDequeue's do. Otherwise ok
+is false, nothing is taken, and the components are placeholders to be dropped.
+A synchronous kernel: what consumes its outputs runs on the same thread.
 )doc");
 
 REGISTER_OP("PyfastqDequeueMany")

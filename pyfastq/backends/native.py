@@ -7,6 +7,7 @@ compiled parts are missing or were built against another TensorFlow.
 
 from __future__ import annotations
 
+import functools
 import glob
 import importlib.util
 import os
@@ -56,6 +57,11 @@ def _pip_cudart() -> list[str]:
 _core.set_cudart_candidates(_pip_cudart())
 
 
+@functools.cache
+def _gpu_visible() -> bool:
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
 class NativeBackend(RingWriter):
     """The ring's producer side (RingWriter) and the dequeue ops."""
 
@@ -84,8 +90,28 @@ class NativeBackend(RingWriter):
         )
 
     def dequeue(self, end_as_flag: bool = False):
-        done, comps = _ops.pyfastq_dequeue(end_as_flag=end_as_flag, **self._op_attrs)
-        return done, list(comps)
+        if _gpu_visible():
+            # Under a GPU device scope the op runs the GPU kernel, which copies into device memory;
+            # the try op has no GPU kernel and would bring the element to the host instead.
+            done, comps = _ops.pyfastq_dequeue(end_as_flag=end_as_flag, **self._op_attrs)
+            return done, list(comps)
+        # A synchronous try first: when an element is ready, what consumes it runs inline on TF's
+        # thread; the waiting op, an async kernel, would send it through TF's inter-op pool.
+        ok, fast = _ops.pyfastq_try_dequeue(**self._op_attrs)
+        if tf.executing_eagerly():
+            if ok:
+                return tf.constant(False), list(fast)
+            done, comps = _ops.pyfastq_dequeue(end_as_flag=end_as_flag, record_fill=False, **self._op_attrs)
+            return done, list(comps)
+
+        def wait():
+            done, comps = _ops.pyfastq_dequeue(end_as_flag=end_as_flag, record_fill=False, **self._op_attrs)
+            return [done, *comps] if end_as_flag else list(comps)
+
+        if not end_as_flag:  # done is always False: one output fewer through the cond, which costs per output
+            return tf.constant(False), list(tf.cond(ok, lambda: list(fast), wait))
+        done, *comps = tf.cond(ok, lambda: [tf.constant(False), *fast], wait)
+        return done, comps
 
     def dequeue_many(self, n: int, allow_smaller: bool, end_as_flag: bool = False, padding: list | None = None):
         """padding: None (zeros), or one numpy scalar (None: zero) per component."""

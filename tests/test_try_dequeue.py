@@ -1,0 +1,149 @@
+"""dequeue() in a graph on the native backend: a synchronous try (PyfastqTryDequeue), then the waiting op.
+
+The split is for speed (TF runs a sync kernel's consumers inline); these tests hold it to the
+contract: each path delivers, nothing is taken twice or lost, each dequeue counts once in the
+fill histogram, and errors still come from the waiting op.
+"""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import pyfastq
+
+from support import f32
+
+pytestmark = pytest.mark.usefixtures("native_only")
+
+SPEC = tf.TensorSpec([3], tf.float32)
+
+
+@pytest.fixture
+def native_only():
+    if pyfastq.native_unavailable() is not None:
+        pytest.fail(f"the native backend does not load: {pyfastq.native_unavailable()}")
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("with a GPU visible, dequeue() is the waiting op alone")
+
+
+def _ops():
+    from pyfastq.backends import native
+
+    return native._ops
+
+
+def op_types(fn, *args):
+    """Every op type in fn's graph, the cond's branch functions included."""
+    graph_def = fn.get_concrete_function(*args).graph.as_graph_def()
+    types = {node.op for node in graph_def.node}
+    for function in graph_def.library.function:
+        types |= {node.op for node in function.node_def}
+    return types
+
+
+def test_the_try_op_takes_a_ready_element_and_nothing_from_an_empty_queue():
+    q = pyfastq.Queue(SPEC, capacity=4)
+    attrs = q._impl._op_attrs
+    ok, (value,) = _ops().pyfastq_try_dequeue(**attrs)
+    assert not bool(ok) and q.stats()["gets"] == 0
+    q.put(f32(3, value=7))
+    ok, (value,) = _ops().pyfastq_try_dequeue(**attrs)
+    assert bool(ok) and value.numpy().tolist() == [7, 7, 7]
+    assert q.stats()["gets"] == 1 and q.size() == 0
+    assert sum(q.stats()["fill_histogram"]) == 2
+
+
+def test_a_graph_dequeue_tries_first_and_waits_when_it_finds_nothing():
+    q = pyfastq.Queue(SPEC, capacity=4)
+
+    @tf.function
+    def take():
+        return q.dequeue()
+
+    assert {"PyfastqTryDequeue", "PyfastqDequeue"} <= op_types(take)
+    q.put(f32(3, value=1))
+    assert take().numpy().tolist() == [1, 1, 1]  # the try found it
+    threading.Timer(0.3, q.put, args=(f32(3, value=2),)).start()
+    start = time.monotonic()
+    assert take().numpy().tolist() == [2, 2, 2]  # the try found nothing; the waiting op got it
+    assert time.monotonic() - start >= 0.2
+    stats = q.stats()
+    assert stats["gets"] == 2 and stats["puts"] == 2
+    hist = stats["fill_histogram"]
+    assert sum(hist) == 2 and hist[0] == 1  # once per dequeue: the wait after the try is not counted again
+
+
+def test_every_element_once_through_a_graph_loop_with_a_racing_producer():
+    q = pyfastq.Queue(SPEC, capacity=4)  # fewer slots than the loop's iterations in flight: both paths run
+    n = 3000
+
+    @tf.function
+    def total(steps):
+        acc = tf.constant(0.0)
+        for _ in tf.range(steps):
+            acc += q.dequeue()[0]
+        return acc
+
+    def produce():
+        for i in range(n):
+            q.put(f32(3, value=i))
+
+    t = threading.Thread(target=produce)
+    t.start()
+    got = float(total(tf.constant(n)))
+    t.join(30)
+    assert got == sum(range(n))
+    stats = q.stats()
+    assert stats["gets"] == n and sum(stats["fill_histogram"]) == n
+
+
+def test_errors_come_from_the_waiting_op():
+    q = pyfastq.Queue(SPEC, capacity=4, name="tried")
+
+    @tf.function
+    def take():
+        return q.dequeue()
+
+    q.put(f32(3))
+    q.close()
+    take()
+    with pytest.raises(tf.errors.OutOfRangeError, match=r"PyfastqDequeue on pyfastq queue 'tried'.*closed"):
+        take()
+    q2 = pyfastq.Queue(SPEC, capacity=4)
+
+    @tf.function
+    def take2():
+        return q2.dequeue()
+
+    q2.put(f32(3))
+    q2.close(cancel=True)
+    with pytest.raises(tf.errors.CancelledError, match="cancelled"):
+        take2()
+
+
+def test_the_try_aliases_a_variable_shape_element_at_its_own_shape():
+    q = pyfastq.Queue(tf.TensorSpec([None, 2], tf.int32), capacity=4, max_shapes=[5, 2])
+
+    @tf.function
+    def take():
+        return q.dequeue()
+
+    q.put(np.arange(6, dtype=np.int32).reshape(3, 2))
+    out = take()
+    assert out.shape == (3, 2) and out.numpy().ravel().tolist() == list(range(6))
+
+
+def test_a_session_dequeue_tries_then_times_out_taking_nothing():
+    q = pyfastq.Queue(SPEC, capacity=4)
+    with tf.Graph().as_default():
+        x = q.dequeue()
+        assert "PyfastqTryDequeue" in {op.type for op in tf.compat.v1.get_default_graph().get_operations()}
+        with tf.compat.v1.Session() as sess:
+            with pytest.raises(tf.errors.DeadlineExceededError):
+                sess.run(x, options=tf.compat.v1.RunOptions(timeout_in_ms=200))
+            q.put(f32(3, value=5))
+            assert sess.run(x).tolist() == [5, 5, 5]
+    assert q.stats()["gets"] == 1
