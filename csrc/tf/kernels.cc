@@ -786,12 +786,20 @@ class TryDequeueOp : public DequeueCommon<OpKernel> {
   using DequeueCommon::DequeueCommon;
 
   void Compute(OpKernelContext* ctx) override {
-    auto mem = pyfastq::find_ring(static_cast<std::uint64_t>(queue_id_));
+    // Found and checked once: a queue id is never reused, and a ring's layout never changes.
+    std::call_once(found_, [this] {
+      auto mem = pyfastq::find_ring(static_cast<std::uint64_t>(queue_id_));
+      if (mem != nullptr) {
+        found_status_ = Validate(mem->ring());
+        found_ring_ = mem;
+      }
+    });
+    OP_REQUIRES_OK(ctx, found_status_);
+    const std::shared_ptr<RingMemory> mem = found_ring_.lock();
     OP_REQUIRES(ctx, mem != nullptr,
                 absl::FailedPreconditionError(absl::StrCat(
                     where_, " (id ", queue_id_,
                     "): the queue no longer exists; keep the pyfastq.Queue alive while its ops run")));
-    OP_REQUIRES_OK(ctx, Validate(mem->ring()));
     pyfastq::Ring& ring = mem->ring();
     ring.record_fill();
     std::uint32_t slot = 0, got = 0;
@@ -816,6 +824,11 @@ class TryDequeueOp : public DequeueCommon<OpKernel> {
 
   // A try is one look at the ring: TF should run it inline.
   bool IsExpensive() override { return false; }
+
+ private:
+  std::once_flag found_;
+  absl::Status found_status_;           // Validate's verdict on the ring, once found
+  std::weak_ptr<RingMemory> found_ring_;  // empty if the queue was gone at the first run
 };
 
 REGISTER_KERNEL_BUILDER(Name("PyfastqDequeue").Device(DEVICE_CPU), CpuDequeueOp);
