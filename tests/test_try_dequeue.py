@@ -147,3 +147,65 @@ def test_a_session_dequeue_tries_then_times_out_taking_nothing():
             q.put(f32(3, value=5))
             assert sess.run(x).tolist() == [5, 5, 5]
     assert q.stats()["gets"] == 1
+
+
+def test_the_batch_try_takes_n_or_nothing():
+    q = pyfastq.Queue(SPEC, capacity=8)
+    attrs = q._impl._op_attrs
+    q.put_many(np.arange(9, dtype=np.float32).reshape(3, 3))
+    ok, (batch,) = _ops().pyfastq_try_dequeue_many(n=4, **attrs)
+    assert not bool(ok) and q.size() == 3 and q.stats()["gets"] == 0  # 3 of 4: nothing taken
+    ok, (batch,) = _ops().pyfastq_try_dequeue_many(n=2, **attrs)
+    assert bool(ok) and batch.numpy().tolist() == [[0, 1, 2], [3, 4, 5]] and q.size() == 1
+
+
+def test_a_graph_dequeue_many_tries_first_waits_and_gives_the_short_final_batch():
+    q = pyfastq.Queue(SPEC, capacity=8)
+
+    @tf.function
+    def take():
+        return q.dequeue_many(2, allow_smaller_final_batch=True)
+
+    assert {"PyfastqTryDequeueMany", "PyfastqDequeueMany"} <= op_types(take)
+    q.put_many(np.ones([2, 3], np.float32))
+    assert take().shape == (2, 3)  # the try found two
+    threading.Timer(0.3, q.put_many, args=(np.full([2, 3], 2, np.float32),)).start()
+    assert take().numpy()[:, 0].tolist() == [2, 2]  # the try found none; the wait got them
+    q.put(f32(3, value=3))
+    q.close()
+    assert take().numpy().tolist() == [[3, 3, 3]]  # one left after close: the waiting op's short batch
+    with pytest.raises(tf.errors.OutOfRangeError):
+        take()
+    assert sum(q.stats()["fill_histogram"]) == 4
+
+
+def test_a_tried_padded_batch_is_the_waiting_ops_batch():
+    spec = tf.TensorSpec([None], tf.int32)
+    q = pyfastq.Queue(spec, capacity=8, max_shapes=[4])
+
+    @tf.function
+    def take():
+        return q.dequeue_many(2, padding_values=-1)
+
+    q.put(np.array([1, 2, 3], np.int32))
+    q.put(np.array([4], np.int32))
+    tried = take().numpy().tolist()
+    threading.Timer(0.3, lambda: [q.put(np.array([1, 2, 3], np.int32)), q.put(np.array([4], np.int32))]).start()
+    waited = take().numpy().tolist()
+    assert tried == waited == [[1, 2, 3], [4, -1, -1]]
+
+
+def test_a_dataset_of_batches_gets_every_element_once():
+    q = pyfastq.Queue(SPEC, capacity=16)
+    n = 2000
+
+    def produce():
+        for i in range(n):
+            q.put(f32(3, value=i))
+        q.close()
+
+    t = threading.Thread(target=produce)
+    t.start()
+    seen = [float(v) for batch in q.dataset(batch_size=7) for v in batch[:, 0].numpy()]
+    t.join(30)
+    assert sorted(seen) == list(range(n)) and seen == sorted(seen)

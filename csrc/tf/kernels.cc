@@ -263,7 +263,7 @@ class DequeueCommon : public Base {
  public:
   explicit DequeueCommon(OpKernelConstruction* ctx) : Base(ctx) {
     const std::string& type_string = this->type_string();
-    batched_ = type_string == "PyfastqDequeueMany";
+    batched_ = type_string == "PyfastqDequeueMany" || type_string == "PyfastqTryDequeueMany";
     OP_REQUIRES(ctx, pyfastq::ring_library_version() == pyfastq::kRingVersion,
                 absl::FailedPreconditionError(absl::StrCat(
                     type_string, ": pyfastq's ring library is version ", pyfastq::ring_library_version(),
@@ -280,7 +280,9 @@ class DequeueCommon : public Base {
     if (batched_) {
       int64_t n;
       OP_REQUIRES_OK(ctx, ctx->GetAttr("n", &n));
-      OP_REQUIRES_OK(ctx, ctx->GetAttr("allow_smaller_final_batch", &allow_smaller_));
+      if (ctx->HasAttr("allow_smaller_final_batch")) {
+        OP_REQUIRES_OK(ctx, ctx->GetAttr("allow_smaller_final_batch", &allow_smaller_));
+      }
       OP_REQUIRES_OK(ctx, ctx->GetAttr("padding", &padding_));
       n_ = static_cast<std::uint32_t>(n);
     }
@@ -374,6 +376,93 @@ class DequeueCommon : public Base {
       auto* buf = new SlotBuffer(ring.slot_data(slot) + ring.component(i).offset, bytes, lease);
       outputs.set(static_cast<int>(i), Tensor(types_[i], shape, buf));
       buf->Unref();  // the Tensor holds its own reference
+    }
+  }
+
+  // n elements: one output per component, row r copied from slot r; with
+  // variable shapes, padded to the largest shape in the batch.
+  void GatherSlots(OpKernelContext* ctx, pyfastq::Ring& ring, const std::vector<std::uint32_t>& slots,
+                   std::uint32_t got) {
+    // Slots go back to producers however this ends.
+    struct Release {
+      pyfastq::Ring& ring;
+      const std::vector<std::uint32_t>& slots;
+      std::uint32_t n;
+      ~Release() {
+        ring.release_many(slots.data(), n);
+      }
+    } release{ring, slots, got};
+    OpOutputList outputs;
+    OP_REQUIRES_OK(ctx, ctx->output_list("components", &outputs));
+    std::vector<TensorShape> rows(got);
+    for (std::uint32_t i = 0; i < types_.size(); ++i) {
+      const std::uint64_t offset = ring.component(i).offset;
+      const std::size_t item = static_cast<std::size_t>(DataTypeSize(types_[i]));
+      TensorShape shape = full_shapes_[i];
+      bool ragged = false;
+      if (is_variable_[i]) {
+        for (std::uint32_t r = 0; r < got; ++r) rows[r] = ShapeIn(ring, slots[r], i);
+        for (int d = 0; d < shape.dims(); ++d) {
+          int64_t largest = 0;
+          for (std::uint32_t r = 0; r < got; ++r) largest = std::max(largest, rows[r].dim_size(d));
+          shape.set_dim(d, largest);
+        }
+        for (std::uint32_t r = 0; r < got && !ragged; ++r) ragged = rows[r] != shape;
+      }
+      const std::size_t row_bytes = static_cast<std::size_t>(shape.num_elements()) * item;
+      shape.InsertDim(0, got);
+      Tensor* out = nullptr;
+      OP_REQUIRES_OK(ctx, outputs.allocate(static_cast<int>(i), shape, &out));
+      char* dst = const_cast<char*>(out->tensor_data().data());
+      if (!ragged) {
+        for (std::uint32_t r = 0; r < got; ++r) {
+          std::memcpy(dst + r * row_bytes, ring.slot_data(slots[r]) + offset, row_bytes);
+        }
+        continue;
+      }
+      Pad(dst, out->TotalBytes(), i);
+      const auto batch_dims = shape.dim_sizes();
+      const std::vector<int64_t> to(batch_dims.begin() + 1, batch_dims.end());
+      for (std::uint32_t r = 0; r < got; ++r) {
+        const auto row_dims = rows[r].dim_sizes();
+        const std::vector<int64_t> from(row_dims.begin(), row_dims.end());
+        CopyPadded(reinterpret_cast<const char*>(ring.slot_data(slots[r]) + offset), from.data(),
+                   dst + r * row_bytes, to.data(), static_cast<int>(to.size()), item);
+      }
+    }
+  }
+
+  // Fills an output with component i's padding value (zeros unless given).
+  void Pad(char* dst, std::size_t bytes, std::uint32_t i) const {
+    if (padding_.empty()) {
+      std::memset(dst, 0, bytes);
+      return;
+    }
+    const std::string& value = padding_[i];
+    for (std::size_t at = 0; at + value.size() <= bytes; at += value.size()) {
+      std::memcpy(dst + at, value.data(), value.size());
+    }
+  }
+
+  // Copies a compact array of shape `from` into the top-left corner of one of
+  // shape `to` (same rank, each dim at least as large), a run of the last dim at a time.
+  static void CopyPadded(const char* src, const int64_t* from, char* dst, const int64_t* to, int rank,
+                         std::size_t item) {
+    if (rank == 0) {
+      std::memcpy(dst, src, item);
+      return;
+    }
+    std::size_t src_stride = item, dst_stride = item;
+    for (int d = 1; d < rank; ++d) {
+      src_stride *= static_cast<std::size_t>(from[d]);
+      dst_stride *= static_cast<std::size_t>(to[d]);
+    }
+    if (rank == 1) {
+      std::memcpy(dst, src, static_cast<std::size_t>(from[0]) * item);
+      return;
+    }
+    for (int64_t k = 0; k < from[0]; ++k) {
+      CopyPadded(src + k * src_stride, from + 1, dst + k * dst_stride, to + 1, rank - 1, item);
     }
   }
 
@@ -541,10 +630,10 @@ class CpuDequeueOp : public DequeueOp {
 
  protected:
   void Deliver(OpKernelContext* ctx, std::shared_ptr<Wait> wait, DoneCallback done) override {
+    SetDone(ctx, false);
     if (batched_) {
-      Gather(ctx, wait.get());
+      GatherSlots(ctx, wait->mem->ring(), wait->slots, wait->got);
     } else {
-      SetDone(ctx, false);
       AliasSlot(ctx, wait->mem, wait->slots[0]);
     }
     done();
@@ -556,95 +645,6 @@ class CpuDequeueOp : public DequeueOp {
   }
 
  private:
-  // n elements: one output per component, row r copied from slot r; with
-  // variable shapes, padded to the largest shape in the batch.
-  void Gather(OpKernelContext* ctx, Wait* wait) {
-    pyfastq::Ring& ring = wait->mem->ring();
-    const std::uint32_t got = wait->got;
-    // Slots go back to producers however this ends.
-    struct Release {
-      pyfastq::Ring& ring;
-      const std::vector<std::uint32_t>& slots;
-      std::uint32_t n;
-      ~Release() {
-        ring.release_many(slots.data(), n);
-      }
-    } release{ring, wait->slots, got};
-    SetDone(ctx, false);
-    OpOutputList outputs;
-    OP_REQUIRES_OK(ctx, ctx->output_list("components", &outputs));
-    std::vector<TensorShape> rows(got);
-    for (std::uint32_t i = 0; i < types_.size(); ++i) {
-      const std::uint64_t offset = ring.component(i).offset;
-      const std::size_t item = static_cast<std::size_t>(DataTypeSize(types_[i]));
-      TensorShape shape = full_shapes_[i];
-      bool ragged = false;
-      if (is_variable_[i]) {
-        for (std::uint32_t r = 0; r < got; ++r) rows[r] = ShapeIn(ring, wait->slots[r], i);
-        for (int d = 0; d < shape.dims(); ++d) {
-          int64_t largest = 0;
-          for (std::uint32_t r = 0; r < got; ++r) largest = std::max(largest, rows[r].dim_size(d));
-          shape.set_dim(d, largest);
-        }
-        for (std::uint32_t r = 0; r < got && !ragged; ++r) ragged = rows[r] != shape;
-      }
-      const std::size_t row_bytes = static_cast<std::size_t>(shape.num_elements()) * item;
-      shape.InsertDim(0, got);
-      Tensor* out = nullptr;
-      OP_REQUIRES_OK(ctx, outputs.allocate(static_cast<int>(i), shape, &out));
-      char* dst = const_cast<char*>(out->tensor_data().data());
-      if (!ragged) {
-        for (std::uint32_t r = 0; r < got; ++r) {
-          std::memcpy(dst + r * row_bytes, ring.slot_data(wait->slots[r]) + offset, row_bytes);
-        }
-        continue;
-      }
-      Pad(dst, out->TotalBytes(), i);
-      const auto batch_dims = shape.dim_sizes();
-      const std::vector<int64_t> to(batch_dims.begin() + 1, batch_dims.end());
-      for (std::uint32_t r = 0; r < got; ++r) {
-        const auto row_dims = rows[r].dim_sizes();
-        const std::vector<int64_t> from(row_dims.begin(), row_dims.end());
-        CopyPadded(reinterpret_cast<const char*>(ring.slot_data(wait->slots[r]) + offset), from.data(),
-                   dst + r * row_bytes, to.data(), static_cast<int>(to.size()), item);
-      }
-    }
-  }
-
-  // Fills an output with component i's padding value (zeros unless given).
-  void Pad(char* dst, std::size_t bytes, std::uint32_t i) const {
-    if (padding_.empty()) {
-      std::memset(dst, 0, bytes);
-      return;
-    }
-    const std::string& value = padding_[i];
-    for (std::size_t at = 0; at + value.size() <= bytes; at += value.size()) {
-      std::memcpy(dst + at, value.data(), value.size());
-    }
-  }
-
-  // Copies a compact array of shape `from` into the top-left corner of one of
-  // shape `to` (same rank, each dim at least as large), a run of the last dim at a time.
-  static void CopyPadded(const char* src, const int64_t* from, char* dst, const int64_t* to, int rank,
-                         std::size_t item) {
-    if (rank == 0) {
-      std::memcpy(dst, src, item);
-      return;
-    }
-    std::size_t src_stride = item, dst_stride = item;
-    for (int d = 1; d < rank; ++d) {
-      src_stride *= static_cast<std::size_t>(from[d]);
-      dst_stride *= static_cast<std::size_t>(to[d]);
-    }
-    if (rank == 1) {
-      std::memcpy(dst, src, static_cast<std::size_t>(from[0]) * item);
-      return;
-    }
-    for (int64_t k = 0; k < from[0]; ++k) {
-      CopyPadded(src + k * src_stride, from + 1, dst + k * dst_stride, to + 1, rank - 1, item);
-    }
-  }
-
   // Closed and drained, with end_as_flag: done=true and empty (or zero) components.
   void EmitEnd(OpKernelContext* ctx) {
     SetDone(ctx, true);
@@ -779,8 +779,8 @@ class GpuDequeueOp : public DequeueOp {
 // nothing taken; it never waits. A sync kernel, so TF runs what consumes its
 // outputs inline on the same thread, where the waiting kernel's completion
 // (an async kernel's done) sends every successor through TF's inter-op pool.
-// Queue.dequeue in a graph tries with it first and waits with PyfastqDequeue
-// only when it finds nothing.
+// Queue.dequeue (dequeue_many) in a graph tries with it first and waits with
+// PyfastqDequeue (PyfastqDequeueMany) only when it finds nothing.
 class TryDequeueOp : public DequeueCommon<OpKernel> {
  public:
   using DequeueCommon::DequeueCommon;
@@ -802,12 +802,17 @@ class TryDequeueOp : public DequeueCommon<OpKernel> {
                     "): the queue no longer exists; keep the pyfastq.Queue alive while its ops run")));
     pyfastq::Ring& ring = mem->ring();
     ring.record_fill();
-    std::uint32_t slot = 0, got = 0;
-    // A deadline that has passed: a single try.
-    const bool ok = ring.pop(1, &slot, &got, false, pyfastq::Clock::now()) == RingStatus::kOk;
+    std::vector<std::uint32_t> slots(n_);
+    std::uint32_t got = 0;
+    // A deadline that has passed: a single try, all n or nothing.
+    const bool ok = ring.pop(n_, slots.data(), &got, false, pyfastq::Clock::now()) == RingStatus::kOk;
     SetFlag(ctx, "ok", ok);
+    if (ok && batched_) {
+      GatherSlots(ctx, ring, slots, got);
+      return;
+    }
     if (ok) {
-      AliasSlot(ctx, mem, slot);
+      AliasSlot(ctx, mem, slots[0]);
       return;
     }
     // Nothing taken: placeholders (no rows, or a zero scalar), never handed on.
@@ -815,15 +820,19 @@ class TryDequeueOp : public DequeueCommon<OpKernel> {
     OP_REQUIRES_OK(ctx, ctx->output_list("components", &outputs));
     for (std::uint32_t i = 0; i < types_.size(); ++i) {
       TensorShape shape = full_shapes_[i];
-      if (shape.dims() > 0) shape.set_dim(0, 0);
+      if (batched_) {
+        shape.InsertDim(0, 0);
+      } else if (shape.dims() > 0) {
+        shape.set_dim(0, 0);
+      }
       Tensor* out = nullptr;
       OP_REQUIRES_OK(ctx, outputs.allocate(static_cast<int>(i), shape, &out));
       if (out->TotalBytes() > 0) std::memset(const_cast<char*>(out->tensor_data().data()), 0, out->TotalBytes());
     }
   }
 
-  // A try is one look at the ring: TF should run it inline.
-  bool IsExpensive() override { return false; }
+  // A try is one look at the ring (and a gather of at most kInlineGatherBytes): TF should run it inline.
+  bool IsExpensive() override { return gather_bytes_ > kInlineGatherBytes; }
 
  private:
   std::once_flag found_;
@@ -833,6 +842,7 @@ class TryDequeueOp : public DequeueCommon<OpKernel> {
 
 REGISTER_KERNEL_BUILDER(Name("PyfastqDequeue").Device(DEVICE_CPU), CpuDequeueOp);
 REGISTER_KERNEL_BUILDER(Name("PyfastqTryDequeue").Device(DEVICE_CPU), TryDequeueOp);
+REGISTER_KERNEL_BUILDER(Name("PyfastqTryDequeueMany").Device(DEVICE_CPU), TryDequeueOp);
 REGISTER_KERNEL_BUILDER(Name("PyfastqDequeueMany").Device(DEVICE_CPU), CpuDequeueOp);
 // Registered in every build: DEVICE_GPU is a name, and a CPU-only TF never places a kernel on it.
 REGISTER_KERNEL_BUILDER(Name("PyfastqDequeue").Device(DEVICE_GPU).HostMemory("done"), GpuDequeueOp);

@@ -26,10 +26,11 @@ absl::Status DequeueShapes(InferenceContext* c, bool batched) {
   DimensionHandle lead;
   if (batched) {
     int64_t n;
-    bool allow_smaller, end_as_flag;
+    bool allow_smaller = false, end_as_flag = false;  // PyfastqTryDequeueMany has neither: n rows or none
     TF_RETURN_IF_ERROR(c->GetAttr("n", &n));
-    TF_RETURN_IF_ERROR(c->GetAttr("allow_smaller_final_batch", &allow_smaller));
-    TF_RETURN_IF_ERROR(c->GetAttr("end_as_flag", &end_as_flag));
+    if (c->GetAttr("allow_smaller_final_batch", &allow_smaller).ok()) {
+      TF_RETURN_IF_ERROR(c->GetAttr("end_as_flag", &end_as_flag));
+    }
     lead = allow_smaller || end_as_flag ? c->UnknownDim() : c->MakeDim(n);
   }
   c->set_output(0, c->Scalar());
@@ -99,6 +100,7 @@ REGISTER_OP("PyfastqDequeueMany")
     .Attr("n: int >= 1")
     .Attr("allow_smaller_final_batch: bool = false")
     .Attr("end_as_flag: bool = false")
+    .Attr("record_fill: bool = true")
     .SetIsStateful()
     .SetShapeFn([](InferenceContext* c) { return DequeueShapes(c, /*batched=*/true); })
     .Doc(R"doc(
@@ -111,6 +113,28 @@ padding: empty (pad with zeros), or per component the bytes of one scalar of
 
 done: true only with end_as_flag, once the queue is closed with too few
   elements left (the components then have 0 rows).
+
+record_fill: count this dequeue in the queue's fill histogram (false after a
+  PyfastqTryDequeueMany that found too few, which counted it).
+)doc");
+
+REGISTER_OP("PyfastqTryDequeueMany")
+    .Output("ok: bool")
+    .Output("components: component_types")
+    .Attr("queue_id: int")
+    .Attr("queue_name: string")
+    .Attr("component_types: list(type) >= 1")
+    .Attr("shapes: list(shape) >= 1")
+    .Attr("max_shapes: list(shape) = []")
+    .Attr("padding: list(string) = []")
+    .Attr("n: int >= 1")
+    .SetIsStateful()
+    .SetShapeFn([](InferenceContext* c) { return DequeueShapes(c, /*batched=*/true); })
+    .Doc(R"doc(
+Takes n elements from a pyfastq queue if n are ready, without waiting: ok is
+true and the components are the batch, as PyfastqDequeueMany makes it.
+Otherwise ok is false, nothing is taken, and the components are placeholders
+with no rows, to be dropped.
 )doc");
 
 }  // namespace tensorflow

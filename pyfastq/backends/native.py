@@ -90,28 +90,13 @@ class NativeBackend(RingWriter):
         )
 
     def dequeue(self, end_as_flag: bool = False):
-        if _gpu_visible():
-            # Under a GPU device scope the op runs the GPU kernel, which copies into device memory;
-            # the try op has no GPU kernel and would bring the element to the host instead.
-            done, comps = _ops.pyfastq_dequeue(end_as_flag=end_as_flag, **self._op_attrs)
-            return done, list(comps)
-        # A synchronous try first: when an element is ready, what consumes it runs inline on TF's
-        # thread; the waiting op, an async kernel, would send it through TF's inter-op pool.
-        ok, fast = _ops.pyfastq_try_dequeue(**self._op_attrs)
-        if tf.executing_eagerly():
-            if ok:
-                return tf.constant(False), list(fast)
-            done, comps = _ops.pyfastq_dequeue(end_as_flag=end_as_flag, record_fill=False, **self._op_attrs)
-            return done, list(comps)
-
-        def wait():
-            done, comps = _ops.pyfastq_dequeue(end_as_flag=end_as_flag, record_fill=False, **self._op_attrs)
-            return [done, *comps] if end_as_flag else list(comps)
-
-        if not end_as_flag:  # done is always False: one output fewer through the cond, which costs per output
-            return tf.constant(False), list(tf.cond(ok, lambda: list(fast), wait))
-        done, *comps = tf.cond(ok, lambda: [tf.constant(False), *fast], wait)
-        return done, comps
+        return self._tried(
+            lambda: _ops.pyfastq_try_dequeue(**self._op_attrs),
+            lambda record_fill: _ops.pyfastq_dequeue(
+                end_as_flag=end_as_flag, record_fill=record_fill, **self._op_attrs
+            ),
+            end_as_flag,
+        )
 
     def dequeue_many(self, n: int, allow_smaller: bool, end_as_flag: bool = False, padding: list | None = None):
         """padding: None (zeros), or one numpy scalar (None: zero) per component."""
@@ -121,7 +106,40 @@ class NativeBackend(RingWriter):
                 (np.zeros((), d) if v is None else v).astype(d).tobytes()
                 for v, d in zip(padding, self._layout.dtypes, strict=True)
             ]
-        done, comps = _ops.pyfastq_dequeue_many(
-            n=n, allow_smaller_final_batch=allow_smaller, end_as_flag=end_as_flag, padding=pad, **self._op_attrs
+        return self._tried(
+            lambda: _ops.pyfastq_try_dequeue_many(n=n, padding=pad, **self._op_attrs),
+            lambda record_fill: _ops.pyfastq_dequeue_many(
+                n=n, allow_smaller_final_batch=allow_smaller, end_as_flag=end_as_flag, padding=pad,
+                record_fill=record_fill, **self._op_attrs,
+            ),
+            end_as_flag,
         )
-        return done, list(comps)
+
+    @staticmethod
+    def _tried(try_op, wait_op, end_as_flag: bool):
+        """(done, components): try_op's if it took something, else wait_op's, which waits.
+
+        The try is a synchronous kernel, so what consumes an element it found runs inline on TF's
+        thread; the waiting op, an async kernel, would send it through TF's inter-op pool. Each
+        dequeue counts once in the fill histogram: the try counts it, the wait after it does not.
+        """
+        if _gpu_visible():
+            # Under a GPU device scope the waiting op runs its GPU kernel, which copies into device
+            # memory; the try has no GPU kernel and would bring the element to the host instead.
+            done, comps = wait_op(True)
+            return done, list(comps)
+        ok, fast = try_op()
+        if tf.executing_eagerly():
+            if ok:
+                return tf.constant(False), list(fast)
+            done, comps = wait_op(False)
+            return done, list(comps)
+
+        def wait():
+            done, comps = wait_op(False)
+            return [done, *comps] if end_as_flag else list(comps)
+
+        if not end_as_flag:  # done is always False: one output fewer through the cond, which costs per output
+            return tf.constant(False), list(tf.cond(ok, lambda: list(fast), wait))
+        done, *comps = tf.cond(ok, lambda: [tf.constant(False), *fast], wait)
+        return done, comps
