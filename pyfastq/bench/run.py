@@ -239,31 +239,30 @@ def random_fill(rng: np.random.Generator, out: np.ndarray) -> None:
 
 def measure_reserve(w: Workload, seconds: float) -> float:
     """pyfastq native, the producer making each batch in place: rng.random(out=view) inside q.reserve()."""
-    q = pyfastq.Queue(w.spec(), capacity=w.capacity, backend="native")
-    rng = np.random.default_rng(0)
 
-    def produce(_):
+    def produce(q, rng):
         with q.reserve() as view:
             random_fill(rng, view)
 
-    feeder = Feeder(produce, None)
-    try:
-        return timed(graph_loop(q.dequeue), seconds)
-    finally:
-        feeder.stop(lambda: q.close(cancel=True))
+    return measure_making(w, seconds, produce)
 
 
 def measure_fresh_put(w: Workload, seconds: float) -> float:
     """measure_reserve's producer making a fresh array instead, then calling put (one copy more)."""
-    q = pyfastq.Queue(w.spec(), capacity=w.capacity, backend="native")
-    rng = np.random.default_rng(0)
 
-    def produce(_):
+    def produce(q, rng):
         batch = np.empty(w.element_shape, w.dtype)
         random_fill(rng, batch)
         q.put(batch)
 
-    feeder = Feeder(produce, None)
+    return measure_making(w, seconds, produce)
+
+
+def measure_making(w: Workload, seconds: float, produce) -> float:
+    """pyfastq native, a producer thread calling produce(q, rng) for each batch it makes."""
+    q = pyfastq.Queue(w.spec(), capacity=w.capacity, backend="native")
+    rng = np.random.default_rng(0)
+    feeder = Feeder(lambda _: produce(q, rng), None)
     try:
         return timed(graph_loop(q.dequeue), seconds)
     finally:
