@@ -322,13 +322,18 @@ class DequeueCommon : public Base {
   }
 
  protected:
-  // A host-memory bool scalar output: `done` in the waiting kernels, `ok` in PyfastqTryDequeue.
-  void SetFlag(OpKernelContext* ctx, const char* name, bool value) {
+  // Every dequeue op's outputs are a host-memory bool scalar (`done` in the
+  // waiting kernels, `ok` in the tries), then the components. The hot paths
+  // address them by index: a lookup by name costs a search per call.
+  static constexpr int kFlagOutput = 0;
+  static constexpr int kFirstComponent = 1;
+
+  void SetFlag(OpKernelContext* ctx, bool value) {
     Tensor* flag = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(name, TensorShape({}), &flag));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(kFlagOutput, TensorShape({}), &flag));
     flag->scalar<bool>()() = value;
   }
-  void SetDone(OpKernelContext* ctx, bool value) { SetFlag(ctx, "done", value); }
+  void SetDone(OpKernelContext* ctx, bool value) { SetFlag(ctx, value); }
 
   // Component i's shape in `slot`: the spec's, or its true dims from the slot.
   TensorShape ShapeIn(const pyfastq::Ring& ring, std::uint32_t slot, std::uint32_t i) const {
@@ -368,13 +373,11 @@ class DequeueCommon : public Base {
   void AliasSlot(OpKernelContext* ctx, const std::shared_ptr<RingMemory>& mem, std::uint32_t slot) {
     const pyfastq::Ring& ring = mem->ring();
     auto lease = std::make_shared<SlotLease>(mem, slot);
-    OpOutputList outputs;
-    OP_REQUIRES_OK(ctx, ctx->output_list("components", &outputs));
     for (std::uint32_t i = 0; i < types_.size(); ++i) {
       const TensorShape shape = ShapeIn(ring, slot, i);
       const std::size_t bytes = static_cast<std::size_t>(shape.num_elements()) * DataTypeSize(types_[i]);
       auto* buf = new SlotBuffer(ring.slot_data(slot) + ring.component(i).offset, bytes, lease);
-      outputs.set(static_cast<int>(i), Tensor(types_[i], shape, buf));
+      ctx->set_output(kFirstComponent + static_cast<int>(i), Tensor(types_[i], shape, buf));
       buf->Unref();  // the Tensor holds its own reference
     }
   }
@@ -392,8 +395,6 @@ class DequeueCommon : public Base {
         ring.release_many(slots.data(), n);
       }
     } release{ring, slots, got};
-    OpOutputList outputs;
-    OP_REQUIRES_OK(ctx, ctx->output_list("components", &outputs));
     std::vector<TensorShape> rows(got);
     for (std::uint32_t i = 0; i < types_.size(); ++i) {
       const std::uint64_t offset = ring.component(i).offset;
@@ -412,7 +413,7 @@ class DequeueCommon : public Base {
       const std::size_t row_bytes = static_cast<std::size_t>(shape.num_elements()) * item;
       shape.InsertDim(0, got);
       Tensor* out = nullptr;
-      OP_REQUIRES_OK(ctx, outputs.allocate(static_cast<int>(i), shape, &out));
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(kFirstComponent + static_cast<int>(i), shape, &out));
       char* dst = const_cast<char*>(out->tensor_data().data());
       if (!ragged) {
         for (std::uint32_t r = 0; r < got; ++r) {
@@ -802,11 +803,12 @@ class TryDequeueOp : public DequeueCommon<OpKernel> {
                     "): the queue no longer exists; keep the pyfastq.Queue alive while its ops run")));
     pyfastq::Ring& ring = mem->ring();
     ring.record_fill();
-    std::vector<std::uint32_t> slots(n_);
+    thread_local std::vector<std::uint32_t> slots;  // this thread's, kept: no allocation per try
+    slots.resize(n_);
     std::uint32_t got = 0;
     // A deadline that has passed: a single try, all n or nothing.
     const bool ok = ring.pop(n_, slots.data(), &got, false, pyfastq::Clock::now()) == RingStatus::kOk;
-    SetFlag(ctx, "ok", ok);
+    SetFlag(ctx, ok);
     if (ok && batched_) {
       GatherSlots(ctx, ring, slots, got);
       return;
