@@ -24,17 +24,28 @@ def run(script):
     )
 
 
-def test_interpreter_exits_while_producers_are_blocked(backend):
+@pytest.mark.parametrize("daemon", [False, True], ids=["threads", "daemon-threads"])
+def test_interpreter_exits_while_producers_are_blocked(backend, daemon):
+    # Daemon threads are still blocked (then woken by the exit hook) when the interpreter finalizes, and
+    # CPython ends a daemon thread that wants the GIL back then with pthread_exit: that must end the thread,
+    # not abort the process (as a forced unwind through a noexcept GIL guard did).
     proc = run(f"""
         import threading, time, numpy as np, tensorflow as tf, pyfastq
         q = pyfastq.Queue(tf.TensorSpec([4], tf.float32), capacity=2, backend={backend!r})
-        def produce():
+        def put():
+            q.put(np.zeros(4, np.float32))
+        def put_many():
+            q.put_many(np.zeros([2, 4], np.float32))
+        def reserve():
+            with q.reserve() as view:
+                view[:] = 0
+        def produce(call):
             try:
                 while True:
-                    q.put(np.zeros(4, np.float32))
+                    call()
             except pyfastq.QueueClosed:
                 pass
-        threads = [threading.Thread(target=produce) for _ in range(3)]  # not daemons
+        threads = [threading.Thread(target=produce, args=(c,), daemon={daemon!r}) for c in (put, put_many, reserve)]
         for t in threads:
             t.start()
         while q.size() < 2:
@@ -44,6 +55,7 @@ def test_interpreter_exits_while_producers_are_blocked(backend):
         print(time.monotonic(), flush=True)
     """)
     assert proc.returncode == 0, proc.stderr
+    assert "terminate called" not in proc.stderr
     lines = proc.stdout.split()
     assert lines[0] == "blocked"
     # From the end of the script to the end of the process: prompt, not a hang (a generous bound:

@@ -44,6 +44,23 @@ constexpr std::size_t kReleaseGilBytes = 256 * 1024;
 // A blocked call wakes this often to let Ctrl-C (PyErr_CheckSignals) through.
 constexpr auto kSignalCheck = std::chrono::milliseconds(50);
 
+// py::gil_scoped_release, but one whose destructor may let an exception out.
+// A daemon thread that wants the GIL back while the interpreter finalizes is
+// ended by CPython with pthread_exit, which unwinds the thread's stack with a
+// forced-unwind exception; through gil_scoped_release's (noexcept) destructor
+// that is std::terminate, and the whole process aborts at exit. Here the
+// unwind goes on up to CPython's thread start, and only that thread ends.
+class ReleaseGil {
+ public:
+  ReleaseGil() : state_(PyEval_SaveThread()) {}
+  ~ReleaseGil() noexcept(false) { PyEval_RestoreThread(state_); }
+  ReleaseGil(const ReleaseGil&) = delete;
+  ReleaseGil& operator=(const ReleaseGil&) = delete;
+
+ private:
+  PyThreadState* state_;
+};
+
 py::object closed_error() { return py::module_::import("pyfastq._errors").attr("QueueClosed"); }
 
 Deadline deadline_from(const py::object& timeout) {
@@ -214,7 +231,7 @@ class PyRing {
     acquire(&slot, 1, false, deadline);
     std::uint8_t* dst = ring_->slot_data(slot) + ring_->component(0).offset;
     if (nbytes >= kReleaseGilBytes) {
-      py::gil_scoped_release nogil;  // a large copy: other producers may run meanwhile
+      ReleaseGil nogil;  // a large copy: other producers may run meanwhile
       std::memcpy(dst, a->data, nbytes);
     } else {
       std::memcpy(dst, a->data, nbytes);
@@ -317,7 +334,7 @@ class PyRing {
     std::string why;
     bool pinned;
     {
-      py::gil_scoped_release release;  // registering a large block with the CUDA runtime takes a while
+      ReleaseGil release;  // registering a large block with the CUDA runtime takes a while
       pinned = mem_->pin(&why);
     }
     return {pinned, why};
@@ -474,7 +491,7 @@ class PyRing {
       const Deadline slice = std::min(deadline, Clock::now() + kSignalCheck);
       Status st;
       {
-        py::gil_scoped_release nogil;  // parked: let other threads run
+        ReleaseGil nogil;  // parked: let other threads run
         st = wait(slice);
       }
       if (st == Status::kOk) return;
@@ -519,7 +536,7 @@ class PyRing {
       }
     };
     if (total >= kReleaseGilBytes) {
-      py::gil_scoped_release nogil;  // a large copy: other producers may run meanwhile
+      ReleaseGil nogil;  // a large copy: other producers may run meanwhile
       copy();
     } else {
       copy();
