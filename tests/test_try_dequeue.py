@@ -16,15 +16,13 @@ import pyfastq
 
 from support import f32
 
-pytestmark = pytest.mark.usefixtures("native_only")
+pytestmark = pytest.mark.usefixtures("native_without_gpu")
 
 SPEC = tf.TensorSpec([3], tf.float32)
 
 
 @pytest.fixture
-def native_only():
-    if pyfastq.native_unavailable() is not None:
-        pytest.fail(f"the native backend does not load: {pyfastq.native_unavailable()}")
+def native_without_gpu(native):
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("with a GPU visible, dequeue() is the waiting op alone")
 
