@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "pyfastq/interrupt.h"
 #include "pyfastq/ring_memory.h"
@@ -367,6 +368,9 @@ class DequeueCommon : public Base {
   bool end_as_flag_ = false;
   bool allow_smaller_ = false;
   std::uint32_t n_ = 1;
+  std::once_flag found_;
+  absl::Status found_status_;             // Validate's verdict on the ring, once found
+  std::weak_ptr<RingMemory> found_ring_;  // empty if the queue was gone at the first dequeue
 
   // One element: the components as tensors that point into `slot`, which
   // goes back to producers when the last of them is freed.
@@ -467,6 +471,25 @@ class DequeueCommon : public Base {
     }
   }
 
+  // The queue's ring, found and checked by the first dequeue: a queue id is
+  // never reused and a ring's layout never changes, so later ones only lock it.
+  absl::StatusOr<std::shared_ptr<RingMemory>> FindRing() {
+    std::call_once(found_, [this] {
+      auto mem = pyfastq::find_ring(static_cast<std::uint64_t>(queue_id_));
+      if (mem != nullptr) {
+        found_status_ = Validate(mem->ring());
+        found_ring_ = mem;
+      }
+    });
+    if (!found_status_.ok()) return found_status_;
+    std::shared_ptr<RingMemory> mem = found_ring_.lock();
+    if (mem == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          where_, " (id ", queue_id_, "): the queue no longer exists; keep the pyfastq.Queue alive while its ops run"));
+    }
+    return mem;
+  }
+
   absl::Status Validate(const pyfastq::Ring& ring) const {
     const std::size_t components = types_.size() + (dims_bytes_ != 0 ? 1 : 0);
     if (ring.num_components() != components) {
@@ -509,13 +532,9 @@ class DequeueOp : public DequeueCommon<AsyncOpKernel> {
   }
 
   void ComputeAsync(OpKernelContext* ctx, DoneCallback done) override {
-    auto mem = pyfastq::find_ring(static_cast<std::uint64_t>(queue_id_));
-    OP_REQUIRES_ASYNC(ctx, mem != nullptr,
-                      absl::FailedPreconditionError(absl::StrCat(
-                          where_, " (id ", queue_id_,
-                          "): the queue no longer exists; keep the pyfastq.Queue alive while its ops run")),
-                      done);
-    OP_REQUIRES_OK_ASYNC(ctx, Validate(mem->ring()), done);
+    auto found = FindRing();
+    OP_REQUIRES_OK_ASYNC(ctx, found.status(), done);
+    std::shared_ptr<RingMemory> mem = *std::move(found);
     // Once per dequeue, as it comes: how full it finds the queue (not again
     // after a PyfastqTryDequeue that found nothing: record_fill=false).
     if (record_fill_) mem->ring().record_fill();
@@ -787,20 +806,9 @@ class TryDequeueOp : public DequeueCommon<OpKernel> {
   using DequeueCommon::DequeueCommon;
 
   void Compute(OpKernelContext* ctx) override {
-    // Found and checked once: a queue id is never reused, and a ring's layout never changes.
-    std::call_once(found_, [this] {
-      auto mem = pyfastq::find_ring(static_cast<std::uint64_t>(queue_id_));
-      if (mem != nullptr) {
-        found_status_ = Validate(mem->ring());
-        found_ring_ = mem;
-      }
-    });
-    OP_REQUIRES_OK(ctx, found_status_);
-    const std::shared_ptr<RingMemory> mem = found_ring_.lock();
-    OP_REQUIRES(ctx, mem != nullptr,
-                absl::FailedPreconditionError(absl::StrCat(
-                    where_, " (id ", queue_id_,
-                    "): the queue no longer exists; keep the pyfastq.Queue alive while its ops run")));
+    auto found = FindRing();
+    OP_REQUIRES_OK(ctx, found.status());
+    const std::shared_ptr<RingMemory> mem = *std::move(found);
     pyfastq::Ring& ring = mem->ring();
     ring.record_fill();
     thread_local std::vector<std::uint32_t> slots;  // this thread's, kept: no allocation per try
@@ -836,10 +844,6 @@ class TryDequeueOp : public DequeueCommon<OpKernel> {
   // A try is one look at the ring (and a gather of at most kInlineGatherBytes): TF should run it inline.
   bool IsExpensive() override { return gather_bytes_ > kInlineGatherBytes; }
 
- private:
-  std::once_flag found_;
-  absl::Status found_status_;           // Validate's verdict on the ring, once found
-  std::weak_ptr<RingMemory> found_ring_;  // empty if the queue was gone at the first run
 };
 
 REGISTER_KERNEL_BUILDER(Name("PyfastqDequeue").Device(DEVICE_CPU), CpuDequeueOp);
