@@ -212,24 +212,27 @@ def measure_pyfastq(w: Workload, backend: str, seconds: float, shuffle: bool = F
         capacity = w.capacity + w.min_after_dequeue
         order = dict(shuffle=True, min_after_dequeue=w.min_after_dequeue, seed=0)
     q = pyfastq.Queue(w.spec(), capacity=capacity, backend=backend, **order)
-    item = np.ones(w.element_shape, w.dtype)
-    feeder = Feeder(q.put, item)
     take = (lambda: q.dequeue_many(w.batch)) if w.batch > 1 else q.dequeue
+    return timed_feeding(q.put, np.ones(w.element_shape, w.dtype), take, lambda: q.close(cancel=True), seconds)
+
+
+def timed_feeding(put, item, take, unblock, seconds: float) -> float:
+    """Batches per second of a graph loop of take() while a Feeder thread calls put(item).
+
+    unblock: None, or what wakes a put that waits for room when the loop is done.
+    """
+    feeder = Feeder(put, item)
     try:
         return timed(graph_loop(take), seconds)
     finally:
-        feeder.stop(lambda: q.close(cancel=True))
+        feeder.stop(unblock)
 
 
 def measure_put_many(w: Workload, seconds: float) -> float:
     """pyfastq native, the producer putting PUT_MANY_ROWS elements per put_many call."""
     q = pyfastq.Queue(w.spec(), capacity=w.capacity, backend="native")
     rows = np.ones((PUT_MANY_ROWS, *w.element_shape), w.dtype)
-    feeder = Feeder(q.put_many, rows)
-    try:
-        return timed(graph_loop(lambda: q.dequeue_many(w.batch)), seconds)
-    finally:
-        feeder.stop(lambda: q.close(cancel=True))
+    return timed_feeding(q.put_many, rows, lambda: q.dequeue_many(w.batch), lambda: q.close(cancel=True), seconds)
 
 
 def random_fill(rng: np.random.Generator, out: np.ndarray) -> None:
@@ -262,11 +265,7 @@ def measure_making(w: Workload, seconds: float, produce) -> float:
     """pyfastq native, a producer thread calling produce(q, rng) for each batch it makes."""
     q = pyfastq.Queue(w.spec(), capacity=w.capacity, backend="native")
     rng = np.random.default_rng(0)
-    feeder = Feeder(lambda _: produce(q, rng), None)
-    try:
-        return timed(graph_loop(q.dequeue), seconds)
-    finally:
-        feeder.stop(lambda: q.close(cancel=True))
+    return timed_feeding(lambda _: produce(q, rng), None, q.dequeue, lambda: q.close(cancel=True), seconds)
 
 
 def measure_graph_loop(w: Workload, seconds: float) -> float:
@@ -359,13 +358,11 @@ def measure_ray_data(w: Workload, seconds: float) -> float:
 
 def measure_numpy_function(w: Workload, seconds: float) -> float:
     q: pyqueue.Queue = pyqueue.Queue(maxsize=w.capacity)
-    item = np.ones(w.element_shape, w.dtype)
 
     def put(x):
         with contextlib.suppress(pyqueue.Full):
             q.put(x.copy(), timeout=0.1)  # returns within 0.1 s so the feeder sees stop
 
-    feeder = Feeder(put, item)
     shape = [w.batch, *w.element_shape] if w.batch > 1 else list(w.element_shape)
 
     def get():
@@ -378,21 +375,14 @@ def measure_numpy_function(w: Workload, seconds: float) -> float:
         out.set_shape(shape)
         return out
 
-    try:
-        return timed(graph_loop(take), seconds)
-    finally:
-        feeder.stop()
+    return timed_feeding(put, np.ones(w.element_shape, w.dtype), take, None, seconds)
 
 
 def measure_fifo_queue(w: Workload, seconds: float) -> float:
     fq = tf.queue.FIFOQueue(w.capacity, [tf.as_dtype(w.dtype)], shapes=[w.element_shape])
-    item = np.ones(w.element_shape, w.dtype)
-    feeder = Feeder(lambda x: fq.enqueue(x.copy()), item)
     take = (lambda: fq.dequeue_many(w.batch)) if w.batch > 1 else fq.dequeue
-    try:
-        return timed(graph_loop(take), seconds)
-    finally:
-        feeder.stop(lambda: fq.close(cancel_pending_enqueues=True))
+    return timed_feeding(lambda x: fq.enqueue(x.copy()), np.ones(w.element_shape, w.dtype), take,
+                         lambda: fq.close(cancel_pending_enqueues=True), seconds)
 
 
 def measure_np_copyto(w: Workload, seconds: float) -> float:
