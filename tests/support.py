@@ -33,6 +33,24 @@ def f32(*shape, value=0.0):
     return np.full(shape, value, np.float32)
 
 
+def session_dequeue_after_a_timeout(q, element):
+    """A TF1 session's dequeue of q times out taking nothing; then element is put: what the next run returns."""
+    graph = tf.Graph()
+    with graph.as_default():
+        x = q.dequeue()
+        with tf.compat.v1.Session(graph=graph) as sess:
+            size = q.size()
+            try:
+                sess.run(x, options=tf.compat.v1.RunOptions(timeout_in_ms=200))
+            except tf.errors.DeadlineExceededError:
+                pass
+            else:
+                raise AssertionError("the dequeue did not time out")
+            assert q.size() == size  # the step that timed out took nothing
+            q.put(element)
+            return sess.run(x)
+
+
 def error_class(backend, native_error):
     """The error a consumer sees: the python backend's numpy_function turns Aborted/Cancelled into UnknownError."""
     return native_error if backend == "native" else tf.errors.UnknownError

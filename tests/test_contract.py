@@ -11,7 +11,7 @@ import tensorflow as tf
 
 import pyfastq
 
-from support import error_class, f32
+from support import error_class, f32, session_dequeue_after_a_timeout
 
 SPEC = tf.TensorSpec([3], tf.float32)
 
@@ -381,14 +381,7 @@ def test_tf1_session_graph_mode(backend):
 
 def test_tf1_session_timeout_cancels_a_blocked_dequeue(native):
     q = pyfastq.Queue(SPEC, capacity=8, backend=native)
-    graph = tf.Graph()
-    with graph.as_default():
-        x = q.dequeue()
-        with tf.compat.v1.Session(graph=graph) as sess:
-            with pytest.raises(tf.errors.DeadlineExceededError):
-                sess.run(x, options=tf.compat.v1.RunOptions(timeout_in_ms=200))
-            q.put(f32(3, value=5))
-            assert sess.run(x).tolist() == [5, 5, 5]
+    assert session_dequeue_after_a_timeout(q, f32(3, value=5)).tolist() == [5, 5, 5]
 
 
 # -- many producers and consumers ------------------------------------------------------
