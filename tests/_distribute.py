@@ -88,26 +88,19 @@ def worker(index: int, ports: str, variant: str) -> None:
         model = tf.keras.Sequential([tf.keras.Input([FEATURES]), tf.keras.layers.Dense(1)])
         optimizer = tf.keras.optimizers.SGD(0.05)
 
+    def step(x, y):  # one replica's step, run by strategy.run
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x, training=True) - y))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return loss
+
     @tf.function
     def train_step(iterator):
-        def step(x, y):
-            with tf.GradientTape() as tape:
-                loss = tf.reduce_mean(tf.square(model(x, training=True) - y))
-            grads = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-            return loss
-
         return strategy.reduce("MEAN", strategy.run(step, args=next(iterator)), axis=None)
 
     @tf.function
     def train_batch(x, y):
-        def step(x, y):
-            with tf.GradientTape() as tape:
-                loss = tf.reduce_mean(tf.square(model(x, training=True) - y))
-            grads = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-            return loss
-
         return strategy.reduce("MEAN", strategy.run(step, args=(x, y)), axis=None)
 
     def train() -> list:
