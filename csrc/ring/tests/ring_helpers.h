@@ -12,8 +12,10 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <random>
 #include <memory>
 #include <ostream>
 #include <string>
@@ -80,14 +82,23 @@ inline std::int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
 }
 
-// Puts `value` as one element, in the slot's first component. A ring that
-// stays full for 20 s fails the test instead of running into the ctest timeout.
+// Puts `value` as one element, in the slot's first component, if acquire
+// gives a slot before `deadline`: acquire's answer.
 template <class T>
-void put_value(Ring& r, const T& value) {
+Status try_put_value(Ring& r, const T& value, Deadline deadline = pyfastq::no_deadline()) {
   std::uint32_t slot;
-  CHECK_EQ(r.acquire(&slot, in(std::chrono::milliseconds(20000))), Status::kOk);
+  const Status st = r.acquire(&slot, deadline);
+  if (st != Status::kOk) return st;
   std::memcpy(r.slot_data(slot), &value, sizeof value);
   r.commit(slot);
+  return st;
+}
+
+// try_put_value that must succeed. A ring that stays full for 20 s fails the
+// test instead of running into the ctest timeout.
+template <class T>
+void put_value(Ring& r, const T& value) {
+  CHECK_EQ(try_put_value(r, value, in(std::chrono::milliseconds(20000))), Status::kOk);
 }
 
 template <class T>
@@ -244,6 +255,115 @@ inline pid_t spawn(const std::function<void()>& child) {
     _exit(0);
   }
   return pid;
+}
+
+// PYFASTQ_STRESS_ITEMS: elements per producer of the stress tests, or `fallback`.
+inline std::uint32_t stress_items(std::uint32_t fallback) {
+  const char* env = std::getenv("PYFASTQ_STRESS_ITEMS");
+  return env ? static_cast<std::uint32_t>(std::strtoul(env, nullptr, 10)) : fallback;
+}
+
+// N producers x M consumers through `r` (a kItemAndTail ring), all started
+// behind a barrier: producers put `per` elements each and the last one
+// closes; consumers pop batches of 1 to max_batch (allow_smaller), count each
+// dequeue in the fill histogram, and give slots back one by one (even
+// consumers) or a batch at once (odd ones). Every element must arrive exactly
+// once and undamaged, checked by exact sums; with `fifo`, each consumer must
+// also see each producer's elements in order. Returns the elements taken.
+inline std::uint64_t exactly_once(Ring& r, int producers, int consumers, std::uint32_t per, std::uint32_t max_batch,
+                                  bool fifo) {
+  Barrier barrier(producers + consumers);
+  std::atomic<int> producers_left{producers};
+  std::vector<std::uint64_t> sum(consumers, 0), count(consumers, 0);
+  std::vector<std::vector<std::uint8_t>> seen(producers, std::vector<std::uint8_t>(per, 0));
+  std::vector<std::thread> threads;
+  for (int p = 0; p < producers; ++p) {
+    threads.emplace_back([&, p] {
+      barrier.wait();
+      for (std::uint32_t s = 0; s < per; ++s) {
+        std::uint32_t slot;
+        CHECK_EQ(r.acquire(&slot), Status::kOk);
+        fill_element(r, slot, static_cast<std::uint32_t>(p), s);
+        r.commit(slot);
+      }
+      if (producers_left.fetch_sub(1) == 1) r.close();
+    });
+  }
+  for (int c = 0; c < consumers; ++c) {
+    threads.emplace_back([&, c] {
+      std::mt19937 rng(c);
+      std::vector<std::int64_t> last(producers, -1);
+      std::vector<std::uint32_t> slots(max_batch);
+      std::uint32_t got;
+      barrier.wait();
+      for (;;) {
+        const std::uint32_t n = 1 + rng() % max_batch;
+        r.record_fill();
+        const Status st = r.pop(n, slots.data(), &got, /*allow_smaller=*/true);
+        if (st == Status::kClosed) break;
+        CHECK_EQ(st, Status::kOk);
+        CHECK_GE(got, 1);
+        CHECK_LE(got, n);
+        for (std::uint32_t i = 0; i < got; ++i) {
+          const Item item = read_item(r, slots[i]);
+          CHECK_EQ(damage(r, slots[i]), "");
+          CHECK_LT(item.producer, static_cast<std::uint32_t>(producers));
+          CHECK_LT(item.seq, per);
+          if (fifo) {
+            CHECK_GT(item.seq, last[item.producer]);
+            last[item.producer] = item.seq;
+          }
+          seen[item.producer][item.seq] += 1;  // each (p, s) is written by exactly one consumer
+          sum[c] += item.check;
+          ++count[c];
+          if (c % 2 == 0) r.release(slots[i]);
+        }
+        if (c % 2 == 1) r.release_many(slots.data(), got);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+
+  std::uint64_t want_sum = 0, got_sum = 0, got_count = 0;
+  for (int p = 0; p < producers; ++p) {
+    for (std::uint32_t s = 0; s < per; ++s) {
+      want_sum += mix(static_cast<std::uint32_t>(p), s);
+      CHECK_EQ(seen[p][s], 1);
+    }
+  }
+  for (int c = 0; c < consumers; ++c) {
+    got_sum += sum[c];
+    got_count += count[c];
+  }
+  CHECK_EQ(got_count, std::uint64_t(producers) * per);
+  CHECK_EQ(got_sum, want_sum);
+  CHECK_EQ(r.size(), 0);
+  return got_count;
+}
+
+// Forks `producers` children that attach to `m` (a shared kItemAndTail ring)
+// and, once all are forked, put `per` elements each (fill_element): their
+// pids, for wait_ok. Each child first checks it sees the ring as the parent does.
+inline std::vector<pid_t> forked_producers(RingMemory& m, std::uint32_t producers, std::uint32_t per) {
+  Gate gate;
+  std::vector<pid_t> kids;
+  for (std::uint32_t p = 0; p < producers; ++p) {
+    kids.push_back(spawn([&, p] {
+      // fork keeps a close-on-exec descriptor; only exec would drop it.
+      auto mine = RingMemory::attach(m.fd());
+      Ring& cr = mine->ring();
+      CHECK_EQ(cr.shuffled(), m.ring().shuffled());
+      gate.child_wait();
+      for (std::uint32_t s = 0; s < per; ++s) {
+        std::uint32_t slot;
+        CHECK_EQ(cr.acquire(&slot, in(std::chrono::milliseconds(20000))), Status::kOk);
+        fill_element(cr, slot, p, s);
+        cr.commit(slot);
+      }
+    }));
+  }
+  gate.open();
+  return kids;
 }
 
 // How a child ended, as a shell would say it.

@@ -161,15 +161,7 @@ TEST(a_put_waiting_for_room_completes_after_close) {
   put_value(r, 1);
   put_value(r, 2);
   Status result{};
-  Background producer([&] {
-    std::uint32_t s;
-    result = r.acquire(&s);
-    if (result == Status::kOk) {
-      int v = 3;
-      std::memcpy(r.slot_data(s), &v, sizeof v);
-      r.commit(s);
-    }
-  });
+  Background producer([&] { result = try_put_value(r, 3); });
   wait_parked(r.header()->free_q);
   CHECK(r.close());
   std::uint32_t s;

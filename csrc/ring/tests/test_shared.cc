@@ -298,23 +298,7 @@ TEST(forked_producers_through_one_shared_ring) {
   // often as the parent parks waiting for their commits.
   auto m = shared_ring(8, kItemAndTail);
   Ring& r = m->ring();
-  Gate gate;
-  std::vector<pid_t> kids;
-  for (std::uint32_t p = 0; p < kProducers; ++p) {
-    kids.push_back(spawn([&, p] {
-      // fork keeps a close-on-exec descriptor; only exec would drop it.
-      auto mine = RingMemory::attach(m->fd());
-      Ring& cr = mine->ring();
-      gate.child_wait();
-      for (std::uint32_t s = 0; s < kPer; ++s) {
-        std::uint32_t slot;
-        CHECK_EQ(cr.acquire(&slot, in(20000ms)), Status::kOk);
-        fill_element(cr, slot, p, s);
-        cr.commit(slot);
-      }
-    }));
-  }
-  gate.open();
+  const std::vector<pid_t> kids = forked_producers(*m, kProducers, kPer);
 
   std::mt19937 rng(7);
   std::vector<std::uint32_t> next(kProducers, 0);

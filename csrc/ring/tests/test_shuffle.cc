@@ -193,15 +193,7 @@ TEST(a_put_waiting_at_close_still_arrives_and_drains) {
   put_value(r, 1);
   put_value(r, 2);
   Status result{};
-  Background producer([&] {
-    std::uint32_t s;
-    result = r.acquire(&s);
-    if (result == Status::kOk) {
-      int v = 3;
-      std::memcpy(r.slot_data(s), &v, sizeof v);
-      r.commit(s);
-    }
-  });
+  Background producer([&] { result = try_put_value(r, 3); });
   wait_parked(r.header()->free_q);
   CHECK(r.close());
   std::vector<int> values = drain_values(r);
@@ -257,70 +249,12 @@ TEST(a_blocked_shuffled_consumer_wakes_on_every_end) {
 // N producers x M consumers through a small shuffled ring with a hold-back:
 // every element exactly once, by exact sums.
 TEST(stress_exactly_once) {
-  const char* env = std::getenv("PYFASTQ_STRESS_ITEMS");
-  const std::uint32_t per = env ? static_cast<std::uint32_t>(std::strtoul(env, nullptr, 10)) / 2 : 100000;
-  constexpr int kProducers = 3, kConsumers = 3;
   auto m = shuffled_ring(16, 5, 23, kItemAndTail);
   Ring& r = m->ring();
-  Barrier barrier(kProducers + kConsumers);
-  std::atomic<int> producers_left{kProducers};
-  std::vector<std::uint64_t> sum(kConsumers, 0), count(kConsumers, 0);
-  std::vector<std::vector<std::uint8_t>> seen(kProducers, std::vector<std::uint8_t>(per, 0));
-  std::vector<std::thread> threads;
-  for (int p = 0; p < kProducers; ++p) {
-    threads.emplace_back([&, p] {
-      barrier.wait();
-      for (std::uint32_t s = 0; s < per; ++s) {
-        std::uint32_t slot;
-        CHECK_EQ(r.acquire(&slot), Status::kOk);
-        fill_element(r, slot, static_cast<std::uint32_t>(p), s);
-        r.commit(slot);
-      }
-      if (producers_left.fetch_sub(1) == 1) r.close();
-    });
-  }
-  for (int c = 0; c < kConsumers; ++c) {
-    threads.emplace_back([&, c] {
-      std::mt19937 rng(c);
-      std::uint32_t slots[8], got;
-      barrier.wait();
-      for (;;) {
-        const std::uint32_t n = 1 + rng() % 8;  // up to 16 - 5 elements could be asked for; 8 is plenty
-        r.record_fill();
-        const Status st = r.pop(n, slots, &got, /*allow_smaller=*/true);
-        if (st == Status::kClosed) break;
-        CHECK_EQ(st, Status::kOk);
-        CHECK_GE(got, 1);
-        CHECK_LE(got, n);
-        for (std::uint32_t i = 0; i < got; ++i) {
-          const Item item = read_item(r, slots[i]);
-          CHECK_EQ(damage(r, slots[i]), "");
-          CHECK_LT(item.producer, kProducers);
-          CHECK_LT(item.seq, per);
-          seen[item.producer][item.seq] += 1;  // each (p, s) is written by exactly one consumer
-          sum[c] += item.check;
-          ++count[c];
-          r.release(slots[i]);
-        }
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  std::uint64_t want_sum = 0, got_sum = 0, got_count = 0;
-  for (int p = 0; p < kProducers; ++p) {
-    for (std::uint32_t s = 0; s < per; ++s) {
-      want_sum += mix(p, s);
-      CHECK_EQ(seen[p][s], 1);
-    }
-  }
-  for (int c = 0; c < kConsumers; ++c) {
-    got_sum += sum[c];
-    got_count += count[c];
-  }
-  CHECK_EQ(got_count, std::uint64_t(kProducers) * per);
-  CHECK_EQ(got_sum, want_sum);
+  // Up to 16 - 5 elements could be asked for at once; 8 is plenty.
+  const std::uint64_t got = exactly_once(r, 3, 3, stress_items(200000) / 2, 8, /*fifo=*/false);
   const Counters counters = r.counters();
-  CHECK_EQ(counters.gets, got_count);
+  CHECK_EQ(counters.gets, got);
   CHECK_EQ(counters.size, 0);
   std::uint64_t samples = 0;
   for (std::uint64_t bin : counters.fill_hist) samples += bin;
@@ -332,23 +266,8 @@ TEST(forked_producers_through_a_shared_shuffled_ring) {
   constexpr std::uint32_t kPer = 5000;
   auto m = shuffled_ring(8, 3, 29, kItemAndTail, /*shared=*/true);
   Ring& r = m->ring();
-  Gate gate;
-  std::vector<pid_t> kids;
-  for (std::uint32_t p = 0; p < kProducers; ++p) {
-    kids.push_back(spawn([&, p] {
-      auto mine = RingMemory::attach(m->fd());
-      Ring& cr = mine->ring();
-      CHECK(cr.shuffled());
-      gate.child_wait();
-      for (std::uint32_t s = 0; s < kPer; ++s) {
-        std::uint32_t slot;
-        CHECK_EQ(cr.acquire(&slot, in(20000ms)), Status::kOk);
-        fill_element(cr, slot, p, s);
-        cr.commit(slot);
-      }
-    }));
-  }
-  gate.open();
+  CHECK(r.shuffled());
+  const std::vector<pid_t> kids = forked_producers(*m, kProducers, kPer);
   std::uint64_t got_sum = 0, want_sum = 0;
   std::uint32_t left = kProducers * kPer;
   std::uint32_t out_of_order = 0;
