@@ -322,6 +322,11 @@ class DequeueCommon : public Base {
     }
   }
 
+  // A dequeue that finds its data copies at most a batch (a waiting one hands
+  // its wait to another thread): TF may run it inline, without a trip through
+  // its pool. Async kernels never get the cost estimate that would tell TF so.
+  bool IsExpensive() override { return gather_bytes_ > kInlineGatherBytes; }
+
  protected:
   // Every dequeue op's outputs are a host-memory bool scalar (`done` in the
   // waiting kernels, `ok` in the tries), then the components. The hot paths
@@ -587,11 +592,6 @@ class DequeueOp : public DequeueCommon<AsyncOpKernel> {
 
   ~DequeueOp() override { waits_->Stop(); }
 
-  // A dequeue that finds its data copies at most a batch, else hands its wait
-  // to another thread: TF may run it inline, without a trip through its pool
-  // (async kernels never get the cost estimate that would tell TF so).
-  bool IsExpensive() override { return gather_bytes_ > kInlineGatherBytes; }
-
  protected:
   // Before the first try of each dequeue.
   virtual void Prepare(RingMemory& /*mem*/) {}
@@ -826,8 +826,6 @@ class TryDequeueOp : public DequeueCommon<OpKernel> {
       return;
     }
     // Nothing taken: placeholders (no rows, or a zero scalar), never handed on.
-    OpOutputList outputs;
-    OP_REQUIRES_OK(ctx, ctx->output_list("components", &outputs));
     for (std::uint32_t i = 0; i < types_.size(); ++i) {
       TensorShape shape = full_shapes_[i];
       if (batched_) {
@@ -836,13 +834,10 @@ class TryDequeueOp : public DequeueCommon<OpKernel> {
         shape.set_dim(0, 0);
       }
       Tensor* out = nullptr;
-      OP_REQUIRES_OK(ctx, outputs.allocate(static_cast<int>(i), shape, &out));
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(kFirstComponent + static_cast<int>(i), shape, &out));
       if (out->TotalBytes() > 0) std::memset(const_cast<char*>(out->tensor_data().data()), 0, out->TotalBytes());
     }
   }
-
-  // A try is one look at the ring (and a gather of at most kInlineGatherBytes): TF should run it inline.
-  bool IsExpensive() override { return gather_bytes_ > kInlineGatherBytes; }
 
 };
 
