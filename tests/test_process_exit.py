@@ -114,6 +114,56 @@ def test_ctrl_c_interrupts_a_blocked_put(backend, tmp_path, leftovers):
     assert time.monotonic() - start < 2.0  # to the KeyboardInterrupt; interpreter teardown is not timed
 
 
+IN_A_FINALIZER = """
+import sys, time, weakref, numpy as np, tensorflow as tf, pyfastq
+q = pyfastq.Queue(tf.TensorSpec([4], tf.float32), capacity=1)  # takes over SIGINT
+
+def finalize(*_):
+    print("finalizing", flush=True)
+    time.sleep(1.0)  # Ctrl-C comes in here, where Python would print it as "Exception ignored" and go on
+    print("finalized", flush=True)
+
+class Finalized:
+    def __del__(self):
+        finalize()
+
+class Referenced:
+    pass
+
+try:
+    if sys.argv[1] == "__del__":
+        x = Finalized()
+    else:
+        x = Referenced()
+        ref = weakref.ref(x, finalize)
+    del x
+    print("went on", flush=True)
+    time.sleep(60)
+except KeyboardInterrupt:
+    print("KeyboardInterrupt", flush=True)
+"""
+
+
+@linux_only
+@pytest.mark.parametrize("finalizer", ["__del__", "weakref callback"])
+def test_ctrl_c_inside_a_finalizer_is_not_lost(native, finalizer, tmp_path, leftovers):
+    """TF's objects have finalizers the gc runs at any moment: Ctrl-C in one must still reach the main thread."""
+    script = tmp_path / "in_a_finalizer.py"
+    script.write_text(IN_A_FINALIZER)
+    proc = start_child(script, finalizer, cwd=tmp_path)
+    leftovers.append(proc)
+    assert read_line(proc) == "finalizing"
+    time.sleep(0.3)  # inside the finalizer's sleep
+    start = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    lines = []
+    while not lines or lines[-1] != "KeyboardInterrupt":
+        lines.append(read_line(proc, timeout=max(0.0, 2.0 - (time.monotonic() - start))))
+    if finalizer == "__del__":
+        assert lines[0] == "finalized", lines  # a __del__ is left to finish, then interrupted
+    assert time.monotonic() - start < 2.0
+
+
 # -- process producers: the trainer dying or interrupted ------------------------------------
 
 TRAINER = """
