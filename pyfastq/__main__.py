@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 
@@ -15,8 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--batch-size", type=int, default=64)
     demo.add_argument("--workers", type=int, default=2)
     demo.add_argument("--backend", choices=["auto", "native", "python"], default="auto")
-    demo.add_argument("--mode", choices=["thread", "process"], default="thread",
-                      help="producer threads, or worker processes writing into shared memory (native backend)")
+    demo.add_argument("--mode", choices=["thread", "process", "ray"], default="thread",
+                      help="producer threads, worker processes writing into shared memory (native backend), "
+                           "or Ray actors (pip install 'pyfastq[ray]'; RAY_ADDRESS names a cluster, else a local Ray)")
     demo.add_argument("--log-dir", help="also write the queue monitor's TensorBoard scalars here")
     sub.add_parser("info", help="print versions and whether the native backend loads")
     # Its options are its own (pyfastq bench --help lists them): everything after "bench" goes to it.
@@ -39,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         native = "available" if why is None else why
         print(f"pyfastq {pyfastq.__version__}, TensorFlow {tf.__version__}, native backend: {native}")
         return 0 if why is None else 1
+    if args.mode == "ray" and importlib.util.find_spec("ray") is None:
+        parser.error("--mode ray needs Ray, which is not installed here: pip install 'pyfastq[ray]'")
     from .demo import main as demo_main
 
     demo_main(args.examples, args.batch_size, args.workers, args.backend, args.mode, args.log_dir)

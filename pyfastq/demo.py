@@ -1,7 +1,8 @@
 """The end-to-end demo: Python producers feed Keras `fit` through a pyfastq queue.
 
-Run it with ``pyfastq demo`` (producer threads) or ``pyfastq demo --mode process``
-(worker processes writing into a ring in shared memory). It trains a small
+Run it with ``pyfastq demo`` (producer threads), ``pyfastq demo --mode process``
+(worker processes writing into a ring in shared memory) or ``pyfastq demo --mode ray``
+(Ray actors, on the cluster in RAY_ADDRESS or a local Ray started for it). It trains a small
 classifier on synthetic data that only Python code can make, then prints what
 went through the queue; a ``pyfastq.keras.QueueMonitor`` says at the end of ``fit``
 whether the model or the producers waited (``--log-dir`` also writes its TensorBoard scalars).
@@ -47,7 +48,7 @@ def main(
     specs = (tf.TensorSpec([32, 32, 3], tf.float32), tf.TensorSpec([], tf.int32))
     q = Queue(specs, capacity=1024, backend=backend, shared=mode == "process", name="demo")
     model = _model(tf)
-    kind = "threads" if mode == "thread" else "processes"
+    kind = {"thread": "threads", "process": "processes", "ray": "Ray actors"}[mode]
     print(f"pyfastq demo: {workers} producer {kind} -> queue ({q.backend} backend) -> Keras fit, "
           f"{examples} examples in batches of {batch_size}", flush=True)
     start = time.perf_counter()

@@ -390,3 +390,12 @@ def test_sigkill_of_the_trainer_ends_its_actors(local_ray, native, tmp_path, lef
     trainer.send_signal(signal.SIGKILL)
     trainer.wait(10)
     assert still_running(actor_pids, 30.0) == []  # Ray ends the actors of an owner that died
+
+
+def test_the_demo_trains_from_ray_actors(local_ray, native, capsys):
+    from pyfastq.__main__ import main
+
+    assert main(["demo", "--mode", "ray", "--examples", "2000", "--batch-size", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "2 producer Ray actors -> queue (native backend)" in out
+    assert "trained on 2000 examples" in out  # every example the actors made, once (the demo checks the count)
