@@ -1,9 +1,15 @@
 """Fixtures only; shared helpers are in support.py."""
 
 import os
+import signal
 import subprocess
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TF is first imported
+# The tests send Ctrl-C to child interpreters, as a terminal would. Started with SIGINT ignored (a
+# background job of a shell without job control), this process would pass that on to every child,
+# and they would ignore it: give SIGINT Python's usual handler, which a child starts without.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 # The Ray clusters the tests start listen on the loopback address only (before Ray is first imported;
 # Ray's switch for that is named for Windows and macOS, where it is the default).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
