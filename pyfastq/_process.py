@@ -36,7 +36,9 @@ from ._errors import QueueClosed
 from ._worker import (
     WorkerInfo,
     failure_message,
+    failure_report,
     put_until_stopped,
+    reported_exception,
     seed_this_process,
     set_process_info,
     worker_seed,
@@ -222,14 +224,9 @@ class WorkerProcesses:
             finished[i] = "died"
             return
         if kind == "error":
-            text, exc_bytes = payload
-            try:
-                exc = pickle.loads(exc_bytes) if exc_bytes else RuntimeError(text)
-            except Exception:  # noqa: BLE001 - an exception that does not unpickle still gets reported
-                exc = RuntimeError(text)
-            self._errors.append(exc)
+            self._errors.append(reported_exception(payload))
             self._stopping.set()
-            self._queue.fail(text)  # the worker failed the queue itself, unless it could not even load fn
+            self._queue.fail(payload[0])  # the worker failed the queue itself, unless it could not even load fn
         finished[i] = kind
 
     def _died(self, i: int) -> None:
@@ -343,11 +340,7 @@ def worker_main(conn, queue, fn, index: int, workers: int, base_seed: int, order
 
 
 def _report_failure(conn, e: BaseException, message: str) -> None:
-    try:
-        exc_bytes = pickle.dumps(e)
-    except Exception:  # noqa: BLE001 - an exception that does not pickle still gets reported, as text
-        exc_bytes = None
-    _report(conn, ("error", (message, exc_bytes)))
+    _report(conn, ("error", failure_report(e, message)))
 
 
 def _report(conn, message) -> None:

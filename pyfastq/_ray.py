@@ -34,7 +34,16 @@ import ray
 from ._errors import QueueClosed
 from ._layout import Layout
 from ._process import pickle_for_workers
-from ._worker import STOP_CHECK_S, WorkerInfo, failure_message, seed_this_process, set_process_info, worker_seed
+from ._worker import (
+    STOP_CHECK_S,
+    WorkerInfo,
+    failure_message,
+    failure_report,
+    reported_exception,
+    seed_this_process,
+    set_process_info,
+    worker_seed,
+)
 
 # A chunk goes to the trainer once it holds CHUNK_BYTES, or once its first element is CHUNK_S old:
 # large enough that Ray's cost per object (a fraction of a millisecond) is small beside the data,
@@ -158,11 +167,7 @@ class ProducerActor:
             self._ended.set()
 
     def _fail(self, e: BaseException, message: str) -> None:
-        try:
-            exc_bytes = pickle.dumps(e)
-        except Exception:  # noqa: BLE001 - an exception that does not pickle still gets reported, as text
-            exc_bytes = None
-        self._failure = (message, exc_bytes)
+        self._failure = failure_report(e, message)
 
     @ray.method(concurrency_group="outcome")
     def outcome(self) -> tuple[str, bytes | None] | None:
@@ -417,12 +422,7 @@ class RayActors:
             self._died(stream, e)  # raises
         if failure is None:
             return  # fn finished: its last chunks are still to be read from its stream
-        message, exc_bytes = failure
-        try:
-            exc = pickle.loads(exc_bytes) if exc_bytes else RuntimeError(message)
-        except Exception:  # noqa: BLE001 - an exception that does not unpickle here still gets reported
-            exc = RuntimeError(message)
-        self._fail(exc, message)
+        self._fail(reported_exception(failure), failure[0])
 
     def _died(self, stream: _Stream, e: BaseException) -> None:
         if self._stopping.is_set():

@@ -5,6 +5,7 @@ No TensorFlow here: worker processes and Ray actors import this.
 
 from __future__ import annotations
 
+import pickle
 import random
 import threading
 import traceback
@@ -72,6 +73,23 @@ def failure_message(index: int, workers: int, e: BaseException, where: str = "")
     """What consumers see of a worker's exception: who raised what, and its traceback."""
     text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
     return f"pyfastq producer worker {index} of {workers}{where} raised {type(e).__name__}: {e}\n{text}"
+
+
+def failure_report(e: BaseException, message: str) -> tuple[str, bytes | None]:
+    """What a worker sends the trainer of its exception: the message, and the exception pickled if it pickles."""
+    try:
+        return message, pickle.dumps(e)
+    except Exception:  # noqa: BLE001 - an exception that does not pickle still gets reported, as text
+        return message, None
+
+
+def reported_exception(report: tuple[str, bytes | None]) -> BaseException:
+    """The trainer's side of failure_report: the worker's exception, or a RuntimeError of the message."""
+    message, exc_bytes = report
+    try:
+        return pickle.loads(exc_bytes) if exc_bytes else RuntimeError(message)
+    except Exception:  # noqa: BLE001 - an exception that does not unpickle here still gets reported
+        return RuntimeError(message)
 
 
 def put_until_stopped(put: Callable[..., None], element: Any, stop: threading.Event, *args: Any) -> bool:

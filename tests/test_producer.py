@@ -110,3 +110,18 @@ def test_ray_mode_without_ray_is_an_import_error_saying_how_to_install_it(monkey
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed: import ray fails
     with pytest.raises(ImportError, match=r'mode="ray" needs Ray.*pip install "pyfastq\[ray\]"'):
         pyfastq.Producer(pyfastq.Queue(SPEC, backend="python"), counting(5), mode="ray")
+
+
+class _Unpicklable(Exception):
+    def __reduce__(self):
+        raise TypeError("not this one")
+
+
+def test_a_worker_exception_reaches_the_trainer_whole_or_as_its_message():
+    """How process workers and Ray actors report what fn raised: pickled, or as text if it does not pickle."""
+    from pyfastq._worker import failure_report, reported_exception
+
+    exc = reported_exception(failure_report(KeyError("k"), "worker 0 raised KeyError"))
+    assert type(exc) is KeyError and exc.args == ("k",)
+    exc = reported_exception(failure_report(_Unpicklable("x"), "worker 1 raised _Unpicklable"))
+    assert type(exc) is RuntimeError and exc.args == ("worker 1 raised _Unpicklable",)
