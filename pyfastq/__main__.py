@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 
@@ -41,8 +40,13 @@ def main(argv: list[str] | None = None) -> int:
         native = "available" if why is None else why
         print(f"pyfastq {pyfastq.__version__}, TensorFlow {tf.__version__}, native backend: {native}")
         return 0 if why is None else 1
-    if args.mode == "ray" and importlib.util.find_spec("ray") is None:
-        parser.error("--mode ray needs Ray, which is not installed here: pip install 'pyfastq[ray]'")
+    if args.mode == "ray":
+        from .producer import _ray_mode
+
+        try:
+            _ray_mode()  # Producer's own check, here before TensorFlow loads and a queue is made
+        except ImportError as e:
+            parser.error(str(e))
     from .demo import main as demo_main
 
     demo_main(args.examples, args.batch_size, args.workers, args.backend, args.mode, args.log_dir)
