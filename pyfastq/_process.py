@@ -34,14 +34,11 @@ from typing import Any
 
 from ._errors import QueueClosed
 from ._worker import (
-    WorkerInfo,
+    become_worker_process,
     failure_message,
     failure_report,
     put_until_stopped,
     reported_exception,
-    seed_this_process,
-    set_process_info,
-    worker_seed,
 )
 
 # stop(): how long workers get to finish the element in hand before SIGTERM, then before SIGKILL.
@@ -311,9 +308,7 @@ def bootstrap() -> None:
 
 def worker_main(conn, queue, fn, index: int, workers: int, base_seed: int, ordered: bool) -> None:
     """A worker process: puts what fn yields into the shared ring; reports ("done"|"error", ...) on conn."""
-    seed = worker_seed(base_seed, index)
-    seed_this_process(seed)
-    set_process_info(WorkerInfo(index, workers, seed, "process", queue))
+    become_worker_process(index, workers, base_seed, "process", queue)
     stop = threading.Event()
     threading.Thread(target=_watch_trainer, args=(conn, stop), name="pyfastq-watchdog", daemon=True).start()
 

@@ -36,13 +36,10 @@ from ._layout import Layout
 from ._process import pickle_for_workers
 from ._worker import (
     STOP_CHECK_S,
-    WorkerInfo,
+    become_worker_process,
     failure_message,
     failure_report,
     reported_exception,
-    seed_this_process,
-    set_process_info,
-    worker_seed,
 )
 
 # A chunk goes to the trainer once it holds CHUNK_BYTES, or once its first element is CHUNK_S old:
@@ -150,9 +147,7 @@ class ProducerActor:
             sys.path.extend(p for p in trainer_path if p not in sys.path)
             try:
                 fn = pickle.loads(payload)
-                seed = worker_seed(base_seed, index)
-                seed_this_process(seed)
-                set_process_info(WorkerInfo(index, workers, seed, "ray", None))
+                become_worker_process(index, workers, base_seed, "ray", None)
                 elements = fn(index, workers)
             except BaseException as e:  # noqa: BLE001 - every error must reach the consumer
                 self._fail(e, failure_message(index, workers, e, where + ", loading fn,"))

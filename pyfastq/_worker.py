@@ -52,9 +52,6 @@ def set_thread_info(info: WorkerInfo) -> None:
     _thread_info.info = info
 
 
-def set_process_info(info: WorkerInfo) -> None:
-    global _process_info
-    _process_info = info
 
 
 def worker_seed(base: int, index: int) -> int:
@@ -63,10 +60,16 @@ def worker_seed(base: int, index: int) -> int:
     return int.from_bytes(state.tobytes(), "little")
 
 
-def seed_this_process(seed: int) -> None:
-    """Seeds ``random`` and ``numpy.random`` of a process that is one worker's alone (a worker process, a Ray actor)."""
+def become_worker_process(index: int, workers: int, base_seed: int, mode: str, queue: Any) -> None:
+    """Makes this process (a worker process, a Ray actor: one worker's alone) worker `index` of `workers`.
+
+    It seeds ``random`` and ``numpy.random`` with the worker's seed, and ``worker_info()`` tells who it is.
+    """
+    global _process_info
+    seed = worker_seed(base_seed, index)
     random.seed(seed)
     np.random.seed(np.frombuffer(seed.to_bytes(16, "little"), np.uint32))
+    _process_info = WorkerInfo(index, workers, seed, mode, queue)
 
 
 def failure_message(index: int, workers: int, e: BaseException, where: str = "") -> str:
