@@ -357,7 +357,7 @@ class RayActors:
         while True:
             if self._stopping.is_set():
                 raise _Ended()
-            watched = {s.outcome: s for s in self._streams if s.outcome is not None}
+            watched = self._watched()
             ready, _ = ray.wait([*by_waitable, *watched], num_returns=1, timeout=STOP_CHECK_S)
             for r in ready:
                 if not isinstance(r, ray.ObjectRefGenerator):
@@ -392,19 +392,21 @@ class RayActors:
             done += k
             fit = max(1, self._queue.capacity - self._queue.size())
 
+    def _watched(self) -> dict:
+        """The streams whose outcome is still to be seen, by its ObjectRef."""
+        return {s.outcome: s for s in self._streams if s.outcome is not None}
+
     def _await_outcomes(self) -> None:
-        while any(s.outcome is not None for s in self._streams):
+        while self._watched():
             if self._stopping.is_set():
                 raise _Ended()
-            watched = {s.outcome: s for s in self._streams if s.outcome is not None}
-            ready, _ = ray.wait(list(watched), num_returns=len(watched), timeout=STOP_CHECK_S, fetch_local=False)
-            for r in ready:
-                self._outcome(watched[r])
+            self._check_outcomes(STOP_CHECK_S)
 
-    def _check_outcomes(self) -> None:
-        watched = {s.outcome: s for s in self._streams if s.outcome is not None}
+    def _check_outcomes(self, timeout: float = 0) -> None:
+        """Takes in every outcome that is ready within timeout (seconds)."""
+        watched = self._watched()
         if watched:
-            ready, _ = ray.wait(list(watched), num_returns=len(watched), timeout=0, fetch_local=False)
+            ready, _ = ray.wait(list(watched), num_returns=len(watched), timeout=timeout, fetch_local=False)
             for r in ready:
                 self._outcome(watched[r])
 
