@@ -243,6 +243,9 @@ class WorkerProcesses:
         self._errors.append(RuntimeError(message))
         self._queue.fail(message)
 
+    def running(self) -> bool:
+        return any(w.alive() for w in self.procs)
+
     def stop(self) -> None:
         """Asks the workers to stop; SIGTERM after STOP_GRACE_S, then SIGKILL (failing the queue) TERM_GRACE_S later."""
         for w in self.procs:

@@ -26,6 +26,7 @@ from ._worker import (
 )
 
 if TYPE_CHECKING:
+    from . import _ray
     from .queue import Queue
 
 __all__ = ["Producer", "WorkerInfo", "worker_info"]
@@ -132,19 +133,13 @@ class Producer:
         self._lock = threading.Lock()
         self._running = 0
         self._turns = _ThreadTurns(workers) if ordered and mode == "thread" else None
-        # process mode
-        self._processes = (
-            _process.WorkerProcesses(queue, fn, workers, self.seed, ordered, self.errors, self._stop, self._all_done)
-            if mode == "process"
-            else None
-        )
-        # ray mode
-        self._actors = (
-            _ray_mode().RayActors(queue, fn, workers, self.seed, ordered, self.errors, self._stop, self._all_done,
-                                  ray_options)
-            if mode == "ray"
-            else None
-        )
+        # process and ray modes: the workers' pool (start, stop, running)
+        wiring = (queue, fn, workers, self.seed, ordered, self.errors, self._stop, self._all_done)
+        self._pool: _process.WorkerProcesses | _ray.RayActors | None = None
+        if mode == "process":
+            self._pool = _process.WorkerProcesses(*wiring)
+        elif mode == "ray":
+            self._pool = _ray_mode().RayActors(*wiring, ray_options)
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> Producer:
@@ -156,11 +151,8 @@ class Producer:
         if self._started:
             raise RuntimeError("this Producer was already started")
         self._started = True
-        if self._processes is not None:
-            self._processes.start()
-            return self
-        if self._actors is not None:
-            self._actors.start()
+        if self._pool is not None:
+            self._pool.start()
             return self
         self._running = self._workers
         for i in range(self._workers):
@@ -181,10 +173,8 @@ class Producer:
         >>> p.stop()   # what leaving the ``with`` block does
         """
         self._stop.set()
-        if self._processes is not None:
-            self._processes.stop()
-        elif self._actors is not None:
-            self._actors.stop()
+        if self._pool is not None:
+            self._pool.stop()
         else:
             for t in self._threads:
                 t.join(timeout)
@@ -197,19 +187,17 @@ class Producer:
 
         >>> while p.running: time.sleep(0.1)
         """
-        procs = self._processes.procs if self._processes is not None else []
-        feeding = self._actors is not None and self._actors.running()
-        return any(t.is_alive() for t in self._threads) or any(w.alive() for w in procs) or feeding
+        return any(t.is_alive() for t in self._threads) or (self._pool is not None and self._pool.running())
 
     @property
     def pids(self) -> list[int]:
         """The worker processes' ids (mode="process"), in worker order."""
-        return [w.pid for w in self._processes.procs] if self._processes is not None else []
+        return [w.pid for w in self._pool.procs] if self.mode == "process" else []
 
     @property
     def actors(self) -> list:
         """The Ray actors' handles (mode="ray"), in worker order."""
-        return list(self._actors.actors) if self._actors is not None else []
+        return list(self._pool.actors) if self.mode == "ray" else []
 
     def _all_done(self) -> None:
         """Every worker finished normally."""
