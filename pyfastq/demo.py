@@ -54,11 +54,8 @@ def main(
     start = time.perf_counter()
     fn = functools.partial(make_examples, count=examples)
     monitor = QueueMonitor(q, log_dir=log_dir)  # prints who waited, the model or the producers, when fit ends
-    with Producer(q, fn, workers=workers, mode=mode), warnings.catch_warnings():
-        # Keras says this of every dataset whose length it cannot know ahead: a queue's ends when it is closed.
-        warnings.filterwarnings("ignore", message="Your input ran out of data")
-        history = model.fit(q.dataset(batch_size=batch_size), epochs=1, verbose=2, shuffle=False,
-                            callbacks=[monitor])
+    with Producer(q, fn, workers=workers, mode=mode):
+        history = _fit(model, q.dataset(batch_size=batch_size), callbacks=[monitor])
     seconds = time.perf_counter() - start
     stats = q.stats()
     accuracy = float(history.history["accuracy"][-1])
@@ -85,15 +82,22 @@ def _model(tf):
     return model
 
 
+def _fit(model, dataset, callbacks=()):
+    """One epoch of model.fit on dataset, which ends when its data does."""
+    with warnings.catch_warnings():
+        # Keras says this of every dataset whose length it cannot know ahead (a queue's ends when it is
+        # closed, a generator's when it returns).
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        return model.fit(dataset, epochs=1, verbose=2, shuffle=False, callbacks=list(callbacks))
+
+
 def _from_generator(tf, specs, examples: int, batch_size: int, pyfastq_seconds: float) -> dict:
     """The same examples and model fed the way most code does it today: tf.data's from_generator."""
     print(f"the same through tf.data.Dataset.from_generator (one generator: it holds the GIL for every "
           f"element), {examples} examples in batches of {batch_size}", flush=True)
     ds = tf.data.Dataset.from_generator(lambda: make_examples(0, 1, examples), output_signature=specs)
     start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Your input ran out of data")  # as above: its length is unknown
-        history = _model(tf).fit(ds.batch(batch_size).prefetch(2), epochs=1, verbose=2, shuffle=False)
+    history = _fit(_model(tf), ds.batch(batch_size).prefetch(2))
     seconds = time.perf_counter() - start
     accuracy = float(history.history["accuracy"][-1])
     ratio = seconds / pyfastq_seconds

@@ -123,21 +123,21 @@ class NativeBackend(RingWriter):
         thread; the waiting op, an async kernel, would send it through TF's inter-op pool. Each
         dequeue counts once in the fill histogram: the try counts it, the wait after it does not.
         """
+        def waited(record_fill: bool):
+            done, comps = wait_op(record_fill)
+            return done, list(comps)
+
         if _gpu_visible():
             # Under a GPU device scope the waiting op runs its GPU kernel, which copies into device
             # memory; the try has no GPU kernel and would bring the element to the host instead.
-            done, comps = wait_op(True)
-            return done, list(comps)
+            return waited(True)
         ok, fast = try_op()
         if tf.executing_eagerly():
-            if ok:
-                return tf.constant(False), list(fast)
-            done, comps = wait_op(False)
-            return done, list(comps)
+            return (tf.constant(False), list(fast)) if ok else waited(False)
 
         def wait():
-            done, comps = wait_op(False)
-            return [done, *comps] if end_as_flag else list(comps)
+            done, comps = waited(False)
+            return [done, *comps] if end_as_flag else comps
 
         if not end_as_flag:  # done is always False: one output fewer through the cond, which costs per output
             return tf.constant(False), list(tf.cond(ok, lambda: list(fast), wait))
