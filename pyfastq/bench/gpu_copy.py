@@ -17,7 +17,6 @@ The producer is a Python thread putting one pre-made batch, as in the CPU benchm
 from __future__ import annotations
 
 import ctypes
-import glob
 import os
 import time
 
@@ -35,59 +34,37 @@ def gpus() -> list:
     return tf.config.list_physical_devices("GPU")
 
 
-def _graph_loop_on_gpu(take):
-    """A tf.function taking n batches on /GPU:0 and reading one value of each there."""
+def _timed_on_gpu(w, q, take, seconds: float) -> float:
+    """Batches/s of the CPU benchmark's graph loop of take(), on /GPU:0, while a thread puts w's element into q."""
+    from .run import timed_feeding  # run imports this module
 
-    @tf.function
-    def run(n):
-        acc = tf.constant(0.0)
-        with tf.device("/GPU:0"):
-            for _ in tf.range(n):
-                batch = take()
-                acc += tf.cast(tf.reshape(batch, [-1])[-1], tf.float32)
-        return acc
-
-    return run
+    item = np.ones(w.element_shape, w.dtype)
+    return timed_feeding(q.put, item, take, lambda: q.close(cancel=True), seconds, device="/GPU:0")
 
 
-def measure_native(w, seconds: float, copy: str, feeder_cls, timed) -> float:
+def measure_native(w, seconds: float, copy: str) -> float:
     os.environ["PYFASTQ_GPU_COPY"] = copy  # read when the kernel is made, below
     try:
         q = pyfastq.Queue(w.spec(), capacity=w.capacity, backend="native")
-        feeder = feeder_cls(q.put, np.ones(w.element_shape, w.dtype))
-        take = (lambda: q.dequeue_many(w.batch)) if w.batch > 1 else q.dequeue
-        try:
-            return timed(_graph_loop_on_gpu(take), seconds)
-        finally:
-            feeder.stop(lambda: q.close(cancel=True))
+        return _timed_on_gpu(w, q, (lambda: q.dequeue_many(w.batch)) if w.batch > 1 else q.dequeue, seconds)
     finally:
         os.environ.pop("PYFASTQ_GPU_COPY", None)
 
 
-def measure_prefetch_to_device(w, seconds: float, feeder_cls, timed) -> float:
+def measure_prefetch_to_device(w, seconds: float) -> float:
     q = pyfastq.Queue(w.spec(), capacity=w.capacity, backend="native")
-    feeder = feeder_cls(q.put, np.ones(w.element_shape, w.dtype))
     ds = q.dataset(batch_size=w.batch if w.batch > 1 else None)
-    ds = ds.apply(tf.data.experimental.prefetch_to_device("/GPU:0", buffer_size=2))
-    it = iter(ds)
-    try:
-        return timed(_graph_loop_on_gpu(lambda: next(it)), seconds)
-    finally:
-        feeder.stop(lambda: q.close(cancel=True))
+    it = iter(ds.apply(tf.data.experimental.prefetch_to_device("/GPU:0", buffer_size=2)))
+    return _timed_on_gpu(w, q, lambda: next(it), seconds)
 
 
 def _cudart() -> ctypes.CDLL:
     """The CUDA runtime: the one pyfastq pins with if it has loaded one, else the usual places."""
     from pyfastq import _core
+    from pyfastq.backends.native import _pip_cudart
 
     names = [_core.cudart()] if os.path.exists(_core.cudart()) else []
-    try:
-        import nvidia
-
-        for root in nvidia.__path__:
-            names += sorted(glob.glob(os.path.join(root, "*", "lib", "libcudart.so.*")), reverse=True)
-    except ImportError:
-        pass
+    names += _pip_cudart()
     names += ["libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0", "libcudart.so"]
     for name in names:
         try:
@@ -127,13 +104,13 @@ def methods_for(w) -> list:
     return [m for m in GPU_METHODS if w.batch > 1 or m not in ("native_gather", "native_rows")]
 
 
-def measure(w, method: str, seconds: float, feeder_cls, timed) -> float:
+def measure(w, method: str, seconds: float) -> float:
     if method == "pinned_copy":
         return measure_pinned_copy(w, seconds)
     if method == "prefetch_to_device":
-        return measure_prefetch_to_device(w, seconds, feeder_cls, timed)
+        return measure_prefetch_to_device(w, seconds)
     copy = {"native": "auto", "native_gather": "gather", "native_rows": "rows"}[method]
-    return measure_native(w, seconds, copy, feeder_cls, timed)
+    return measure_native(w, seconds, copy)
 
 
 def print_table(rows: dict, workloads: dict) -> None:

@@ -170,15 +170,16 @@ class Feeder:
             raise RuntimeError("a benchmark producer did not stop")
 
 
-def graph_loop(take):
-    """A tf.function that takes n batches with take() and reads one value of each."""
+def graph_loop(take, device: str | None = None):
+    """A tf.function that takes n batches with take() and reads one value of each (on `device`, if given)."""
 
     @tf.function
     def run(n):
         acc = tf.constant(0.0)
-        for _ in tf.range(n):
-            batch = take()
-            acc += tf.cast(tf.reshape(batch, [-1])[-1], tf.float32)
+        with tf.device(device) if device else contextlib.nullcontext():
+            for _ in tf.range(n):
+                batch = take()
+                acc += tf.cast(tf.reshape(batch, [-1])[-1], tf.float32)
         return acc
 
     return run
@@ -216,14 +217,14 @@ def measure_pyfastq(w: Workload, backend: str, seconds: float, shuffle: bool = F
     return timed_feeding(q.put, np.ones(w.element_shape, w.dtype), take, lambda: q.close(cancel=True), seconds)
 
 
-def timed_feeding(put, item, take, unblock, seconds: float) -> float:
-    """Batches per second of a graph loop of take() while a Feeder thread calls put(item).
+def timed_feeding(put, item, take, unblock, seconds: float, device: str | None = None) -> float:
+    """Batches per second of a graph loop of take() (on `device`) while a Feeder thread calls put(item).
 
     unblock: None, or what wakes a put that waits for room when the loop is done.
     """
     feeder = Feeder(put, item)
     try:
-        return timed(graph_loop(take), seconds)
+        return timed(graph_loop(take, device), seconds)
     finally:
         feeder.stop(unblock)
 
@@ -939,7 +940,7 @@ def run_gpu(argv, options: Options) -> int:
         row = rows[name] = {}
         for m in gpu.methods_for(w):
             try:
-                rate = gpu.measure(w, m, options.seconds, Feeder, timed)
+                rate = gpu.measure(w, m, options.seconds)
             except Exception as e:  # noqa: BLE001 - one broken method must not hide the others
                 failures += 1
                 progress.log(f"{name:6s} {m:18s} FAILED: {type(e).__name__}: {e}")
