@@ -465,23 +465,23 @@ def producer_summary(row: dict, batch: int, element_ms: float | None) -> list:
             scale = rate / one
             if p <= cores:
                 target = 0.9 * p
-                verdict = f"target >= 0.9 x {p} = {target:.2f}x: {'met' if scale >= target else 'NOT met'}"
+                note = f"target >= 0.9 x {p} = {target:.2f}x: {'met' if scale >= target else 'NOT met'}"
             else:
-                verdict = f"more workers than the {cores} cores: no target"
+                note = f"more workers than the {cores} cores: no target"
             lines.append(
                 f"python: process P={p} is {scale:.2f}x process P=1 "
-                f"({rate * batch:,.0f} vs {one * batch:,.0f} elements/s; {verdict})"
+                f"({rate * batch:,.0f} vs {one * batch:,.0f} elements/s; {note})"
             )
     gen = row.get("from_generator")
     within = [p for p in procs if p <= cores]
     if gen and within:
         p = max(within)
         ratio, target = procs[p] / gen, 0.85 * p
-        verdict = (f"target >= 0.85 x {p} = {target:.2f}x: {'met' if ratio >= target else 'NOT met'}" if p == cores
+        note = (f"target >= 0.85 x {p} = {target:.2f}x: {'met' if ratio >= target else 'NOT met'}" if p == cores
                    else f"the target is for P = the {cores} cores")
         lines.append(
             f"python: process P={p} is {ratio:.2f}x from_generator "
-            f"({procs[p] * batch:,.0f} vs {gen * batch:,.0f} elements/s; {verdict})"
+            f"({procs[p] * batch:,.0f} vs {gen * batch:,.0f} elements/s; {note})"
         )
     if threads.get(1):
         more = ", ".join(f"thread P={p} is {rate / threads[1]:.2f}x" for p, rate in sorted(threads.items()) if p > 1)
@@ -491,8 +491,7 @@ def producer_summary(row: dict, batch: int, element_ms: float | None) -> list:
         against = []
         if procs.get(p):
             ratio = rate / procs[p]
-            verdict = f"target >= {RAY_VS_PROCESS:.1f}x: {'met' if ratio >= RAY_VS_PROCESS else 'NOT met'}"
-            against.append(f"{ratio:.2f}x process P={p} ({verdict})")
+            against.append(f"{ratio:.2f}x process P={p} ({verdict(ratio, RAY_VS_PROCESS)})")
         if gen:
             against.append(f"{rate / gen:.2f}x from_generator")
         if against:
@@ -512,9 +511,8 @@ def ray_data_summary(name: str, row: dict) -> list:
     for p, rate in sorted(per_worker_count(row, "ray").items()):
         if base:
             ratio = rate / base
-            verdict = f"target >= {RAY_VS_RAY_DATA:.0f}x: {'met' if ratio >= RAY_VS_RAY_DATA else 'NOT met'}"
             lines.append(f"{name}: pyfastq ray P={p} is {ratio:.2f}x Ray Data's TF path ({rate:,.0f} vs "
-                         f"{base:,.0f} batches/s; {verdict})")
+                         f"{base:,.0f} batches/s; {verdict(ratio, RAY_VS_RAY_DATA)})")
     return lines
 
 
@@ -842,11 +840,10 @@ def print_summary(results: Results) -> None:
             print(line)
         if row.get(SHUFFLE) and row.get("native"):
             ratio = row[SHUFFLE] / row["native"]
-            met = "met" if ratio >= SHUFFLE_TARGET else "NOT met"
             w = WORKLOADS[name]
             print(f"{name}: shuffle (capacity {w.capacity + w.min_after_dequeue}, min_after_dequeue "
                   f"{w.min_after_dequeue}) is {ratio:.2f}x the FIFO queue (native, capacity {w.capacity}; "
-                  f"target >= {SHUFFLE_TARGET}x: {met})")
+                  f"{verdict(ratio, SHUFFLE_TARGET)})")
         for line in ray_data_summary(name, row):
             print(line)
     for line in limit_summary(results.rows):
@@ -857,7 +854,7 @@ def print_summary(results: Results) -> None:
 
 
 def verdict(ratio: float, target: float) -> str:
-    return f"target >= {target}x: {'met' if ratio >= target else 'NOT met'}"
+    return f"target >= {target:g}x: {'met' if ratio >= target else 'NOT met'}"
 
 
 def limit_summary(rows: dict) -> list:
