@@ -61,6 +61,17 @@ class ReleaseGil {
   PyThreadState* state_;
 };
 
+// Runs copy(), of `bytes` bytes, without the GIL if it is large: other producers may run meanwhile.
+template <typename Copy>
+void copy_releasing_gil_if_large(std::size_t bytes, Copy&& copy) {
+  if (bytes >= kReleaseGilBytes) {
+    ReleaseGil nogil;
+    copy();
+  } else {
+    copy();
+  }
+}
+
 py::object closed_error() { return py::module_::import("pyfastq._errors").attr("QueueClosed"); }
 
 Deadline deadline_from(const py::object& timeout) {
@@ -230,12 +241,7 @@ class PyRing {
     std::uint32_t slot;
     acquire(&slot, 1, false, deadline);
     std::uint8_t* dst = ring_->slot_data(slot) + ring_->component(0).offset;
-    if (nbytes >= kReleaseGilBytes) {
-      ReleaseGil nogil;  // a large copy: other producers may run meanwhile
-      std::memcpy(dst, a->data, nbytes);
-    } else {
-      std::memcpy(dst, a->data, nbytes);
-    }
+    copy_releasing_gil_if_large(nbytes, [&] { std::memcpy(dst, a->data, nbytes); });
     if (shapes_.variable[0]) write_dims(slot, 0, a->dimensions);
     ring_->commit(slot);
     return true;
@@ -535,12 +541,7 @@ class PyRing {
         }
       }
     };
-    if (total >= kReleaseGilBytes) {
-      ReleaseGil nogil;  // a large copy: other producers may run meanwhile
-      copy();
-    } else {
-      copy();
-    }
+    copy_releasing_gil_if_large(total, copy);
     for (std::uint32_t c = 0; c < arrays.size(); ++c) {
       if (!shapes_.variable[c]) continue;
       for (std::uint32_t r = 0; r < n; ++r) write_dims(slots[r], c, arrays[c].shape() + lead);
