@@ -167,10 +167,8 @@ class PythonBackend:
                 f"put_many of {rows} elements into '{self._name}' of capacity {self._capacity} "
                 "cannot be all-or-nothing within a timeout; pass timeout=None"
             )
-        if rows == 0:
-            return
         with self._cond:
-            self._begin_put()
+            self._begin_put()  # zero rows too: on a closed queue it raises QueueClosed, as any put_many
         try:
             done = 0
             while done < rows:
