@@ -324,7 +324,8 @@ class PythonBackend:
             raise RuntimeError(f"CancelledError: pyfastq queue '{self._name}' was cancelled")
         if self._state == "failed":
             raise RuntimeError(f"AbortedError: pyfastq queue '{self._name}' failed: {self._fail_message}")
-        # Shuffled and open: a batch is taken whole, leaving min_after_dequeue behind (after close, all drain).
+        # Shuffled and open: a batch is taken whole, leaving min_after_dequeue behind (after close, all drain);
+        # one with want + min_after_dequeue > capacity is never ready before close.
         keep = self._keep if self._state == "open" else 0
         if len(self._items) >= want + keep:
             return self._DATA
@@ -347,10 +348,9 @@ class PythonBackend:
 
     def _op(self, n: int | None, allow_smaller: bool, end_as_flag: bool, padding: list | None = None):
         """The dequeue: (done, components), done True only at the end with end_as_flag."""
-        if n is not None and n + self._keep > self._capacity:
+        if n is not None and n > self._capacity:
             raise ValueError(
-                f"dequeue_many({n}) from '{self._name}' of capacity {self._capacity} (min_after_dequeue "
-                f"{self._keep}) can never be satisfied"
+                f"dequeue_many({n}) from '{self._name}' of capacity {self._capacity} can never be satisfied"
             )
         if tf.executing_eagerly():
             return self._eager(n, allow_smaller, end_as_flag, padding)
