@@ -119,3 +119,16 @@ def test_a_dtype_control_flow_takes_crosses_it_as_itself(backend):
         q.dequeue_many(2)
     casts = [op for op in graph.get_operations() if op.type == "Bitcast"]
     assert [op.get_attr("type") for op in casts] == [tf.qint16]
+
+
+@pytest.mark.parametrize("dtype", [tf.qint16, tf_dtypes.float8_e4m3fn], ids=lambda d: d.name)
+def test_a_variable_shape_component_crosses_control_flow(backend, dtype):
+    q = pyfastq.Queue(tf.TensorSpec([None], dtype), capacity=4, max_shapes=[5], backend=backend)
+    short, long = np.arange(1, 4).astype(dtype.as_numpy_dtype), np.arange(1, 6).astype(dtype.as_numpy_dtype)
+    for x in (short, long, short):
+        q.put(x)
+    q.close()
+    batch, one = tf.function(lambda: (q.dequeue_many(2), q.dequeue()))()
+    padded = np.concatenate([short, np.zeros(2, dtype.as_numpy_dtype)])
+    assert batch.dtype == dtype and _bytes(batch) == np.stack([padded, long]).tobytes()
+    assert one.shape == [3] and _bytes(one) == short.tobytes()

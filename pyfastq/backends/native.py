@@ -133,13 +133,15 @@ class NativeBackend(RingWriter):
             done, comps = wait_op(attrs, record_fill)
             return done, list(comps)
 
-        if _gpu_visible() or self._no_cond:
+        if _gpu_visible():
             # Under a GPU device scope the waiting op runs its GPU kernel, which copies into device
             # memory; the try has no GPU kernel and would bring the element to the host instead.
             return waited(self._op_attrs, True)
         if tf.executing_eagerly():
             ok, fast = try_op(self._op_attrs)
             return (tf.constant(False), list(fast)) if ok else waited(self._op_attrs, False)
+        if self._no_cond:
+            return waited(self._op_attrs, True)
         ok, fast = try_op(self._cond_attrs)
 
         def wait():
