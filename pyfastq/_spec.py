@@ -16,6 +16,19 @@ import tensorflow as tf
 from ._layout import Layout, Leaf, _paths, leaves_along, skeleton_of
 
 _UNSUPPORTED = (tf.string, tf.resource, tf.variant)
+# The dtypes TF's control flow (Switch, Merge, NextIteration: tf.cond and tf.while_loop in a graph) has
+# CPU kernels for. A component of any other dtype crosses it as a same-width integer.
+_CONTROL_FLOW = frozenset([
+    tf.bool, tf.int8, tf.int16, tf.int32, tf.int64, tf.uint8, tf.uint16, tf.uint32, tf.uint64,
+    tf.float16, tf.bfloat16, tf.float32, tf.float64, tf.complex64, tf.complex128,
+])
+_SAME_WIDTH = {1: tf.uint8, 2: tf.uint16, 4: tf.uint32, 8: tf.uint64}
+# tf.bitcast (which does not copy) takes these besides; not float8, float4, int4, int2 and their unsigned kin.
+_BITCAST = _CONTROL_FLOW | {tf.qint8, tf.quint8, tf.qint16, tf.quint16, tf.qint32}
+
+
+def bitcast_takes(dtype: tf.DType) -> bool:
+    return dtype in _BITCAST
 
 
 class Spec(Layout):
@@ -33,6 +46,11 @@ class Spec(Layout):
         super().__init__(skeleton_of(specs, lambda path, s: _leaf(path, s, bounds.get(path))))
         self.structure = specs
         self.tf_dtypes = [s.dtype for s in self.flat]
+        # What each component crosses control flow as: its own dtype, or a same-width integer.
+        self.carried_dtypes = [
+            d if d in _CONTROL_FLOW else _SAME_WIDTH[leaf.dtype.itemsize]
+            for d, leaf in zip(self.tf_dtypes, self.leaves, strict=True)
+        ]
 
     def layout(self) -> Layout:
         """The TF-free part, for producers in other processes."""

@@ -154,9 +154,10 @@ class RingWriter:
         return self._ring.fast_put(slow, doc)
 
     def put_many(self, flat: list, timeout: float | None) -> None:
+        # Zero rows go to the ring too: on a closed queue it raises QueueClosed, as for any other put_many.
         if not self._ring.put_many(flat, timeout):
             arrays = self._layout.convert(flat, many=True)
-            if arrays[0].shape[0] and not self._ring.put_many(arrays, timeout):
+            if not self._ring.put_many(arrays, timeout):
                 raise AssertionError(
                     f"pyfastq internal error: converted elements rejected by the ring of '{self._name}'"
                 )

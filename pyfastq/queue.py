@@ -99,6 +99,12 @@ class Queue(Producing):
         With variable shapes every component is padded to the largest shape in
         the batch, with zeros or ``padding_values`` (a nest like specs of scalars; None: zeros).
 
+        Needs 1 <= n <= capacity. A shuffled queue takes the n at once, so a cancelled
+        dequeue takes nothing: while the queue is open it waits until n + min_after_dequeue
+        are ready, and a batch with n + min_after_dequeue > capacity, which can never be
+        ready then, waits for close() (TF's RandomShuffleQueue takes such a batch element
+        by element as they come).
+
         >>> @tf.function
         ... def step():
         ...     images, labels = q.dequeue_many(64)
@@ -113,7 +119,9 @@ class Queue(Producing):
     ) -> tf.data.Dataset:
         """A tf.data.Dataset of the queue's elements (or batches) that ends when the queue is closed and drained.
 
-        Batches of variable-shape elements are padded as dequeue_many pads them (padded_batch's rule).
+        Batches of variable-shape elements are padded as dequeue_many pads them (padded_batch's rule),
+        and a shuffled queue's batches wait as dequeue_many's do (with batch_size + min_after_dequeue >
+        capacity, the first comes after close()).
 
         >>> model.fit(q.dataset(batch_size=32), epochs=1)
         """
@@ -199,12 +207,6 @@ class Queue(Producing):
             raise ValueError(f"batch size must be an int >= 1, got {n!r}")
         if n > self._capacity:
             raise ValueError(f"a batch of {n} from '{self.name}' of capacity {self._capacity} could never be formed")
-        if n + self._min_after_dequeue > self._capacity:
-            raise ValueError(
-                f"a batch of {n} from '{self.name}' (capacity {self._capacity}, min_after_dequeue "
-                f"{self._min_after_dequeue}) could never be taken while the queue is open: a batch is taken whole, "
-                "so n + min_after_dequeue must be at most the capacity"
-            )
 
     def _padding(self, padding_values: Any) -> list | None:
         """padding_values as one numpy scalar (or None: zeros) per component; None if all are zeros."""

@@ -106,6 +106,19 @@ def put_range(queue, start, stop):
         queue.put(np.int64(k))
 
 
+def put_many_outcomes(queue, results):
+    """A plain multiprocessing target: what a put_many of 0 and of 2 rows into the QueueWriter raise."""
+    outcomes = {}
+    for rows in (0, 2):
+        name = f"{rows} rows"
+        try:
+            queue.put_many(np.zeros([rows, 3], np.float32))
+            outcomes[name] = "returned"
+        except (pyfastq.QueueClosed, TypeError, ValueError) as e:
+            outcomes[name] = type(e).__name__
+    results.put(outcomes)
+
+
 def worker_0_stalls(worker, workers):
     """Worker 0 makes one element, then stalls in fn; the others make elements forever."""
     k = 0

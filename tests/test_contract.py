@@ -1,6 +1,7 @@
 """The public contract of pyfastq.Queue, on both backends."""
 
 import gc
+import multiprocessing
 import threading
 import time
 import weakref
@@ -10,8 +11,10 @@ import pytest
 import tensorflow as tf
 
 import pyfastq
+from pyfastq._writer import QueueWriter
 
-from support import error_class, f32, session_dequeue_after_a_timeout
+from _workers import put_many_outcomes
+from support import START_BUDGET_S, error_class, f32, session_dequeue_after_a_timeout
 
 SPEC = tf.TensorSpec([3], tf.float32)
 
@@ -158,6 +161,58 @@ def test_puts_after_close_raise_queue_closed(backend, how):
     with pytest.raises(pyfastq.QueueClosed):
         with q.reserve():
             pass
+
+
+_ROWS = {
+    "numpy": lambda n: f32(n, 3),
+    "tensor": lambda n: tf.zeros([n, 3], tf.float32),
+}
+
+
+@pytest.mark.parametrize("rows", [0, 2])
+@pytest.mark.parametrize("kind", sorted(_ROWS))
+@pytest.mark.parametrize("how", ["close", "cancel", "fail"])
+def test_put_many_after_close_raises_whatever_it_holds(backend, how, kind, rows):
+    q = pyfastq.Queue(SPEC, capacity=2, backend=backend)
+    {"close": q.close, "cancel": lambda: q.close(cancel=True), "fail": lambda: q.fail(ValueError("x"))}[how]()
+    with pytest.raises(pyfastq.QueueClosed):
+        q.put_many(_ROWS[kind](rows))
+    with pytest.raises(pyfastq.QueueClosed):
+        q.put_many(_ROWS[kind](rows), timeout=1.0)
+
+
+@pytest.mark.parametrize("kind", sorted(_ROWS))
+def test_empty_put_many_on_an_open_queue_does_nothing(backend, kind):
+    q = pyfastq.Queue(SPEC, capacity=2, backend=backend)
+    q.put_many(_ROWS[kind](0))
+    q.put_many(_ROWS[kind](0), timeout=0)
+    assert q.size() == 0 and q.stats()["puts"] == 0 and not q.closed
+
+
+@pytest.mark.parametrize("kind", sorted(_ROWS))
+def test_a_queue_writer_refuses_put_many_after_close(native, kind):
+    q = pyfastq.Queue(SPEC, capacity=2, shared=True)
+    writer = QueueWriter(q._impl.fd, q._spec.layout(), q.name, q.capacity)  # what another process holds
+    writer.put_many(_ROWS[kind](0))
+    q.close()
+    for rows in (0, 2):
+        with pytest.raises(pyfastq.QueueClosed):
+            writer.put_many(_ROWS[kind](rows))
+
+
+def test_a_queue_writer_in_a_process_refuses_an_empty_put_many_after_close(native):
+    q = pyfastq.Queue(SPEC, capacity=2, shared=True)
+    q.close()
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    proc = ctx.Process(target=put_many_outcomes, args=(q, results))
+    proc.start()
+    try:
+        got = results.get(timeout=START_BUDGET_S)
+    finally:
+        proc.join(START_BUDGET_S)
+    assert proc.exitcode == 0
+    assert got == {"0 rows": "QueueClosed", "2 rows": "QueueClosed"}
 
 
 def test_timeouts_enqueue_nothing(backend):

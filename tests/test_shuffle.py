@@ -181,14 +181,49 @@ def test_bad_shuffle_arguments_are_value_errors(kwargs, backend):
         pyfastq.Queue(INT, capacity=8, backend=backend, **kwargs)
 
 
-def test_a_batch_that_could_never_be_taken_while_open_is_refused(backend):
+def test_a_batch_beyond_the_hold_back_drains_after_close(backend):
+    # n <= capacity < n + min_after_dequeue: after close nothing is held back, so it drains, as in TF.
+    q = pyfastq.Queue(INT, capacity=1000, shuffle=True, min_after_dequeue=100, backend=backend)
+    with pytest.raises(ValueError, match="could never be formed"):
+        q.dequeue_many(1001)
+    q.put_many(ints(1000))
+    q.close()
+    assert sorted(q.dequeue_many(1000).numpy()) == list(range(1000))
+
+    q = pyfastq.Queue(INT, capacity=1000, shuffle=True, min_after_dequeue=100, backend=backend)
+    q.put_many(ints(1000))
+    q.close()
+    batches = [b.numpy() for b in q.dataset(batch_size=1000)]
+    assert [len(b) for b in batches] == [1000] and sorted(batches[0]) == list(range(1000))
+
+
+def test_a_batch_beyond_the_hold_back_waits_while_open_and_completes_at_close(backend):
     q = pyfastq.Queue(INT, capacity=8, shuffle=True, min_after_dequeue=5, backend=backend)
-    with pytest.raises(ValueError, match="min_after_dequeue"):
-        q.dequeue_many(4)
-    with pytest.raises(ValueError, match="min_after_dequeue"):
-        q.dataset(batch_size=4)
     q.put_many(ints(8))
-    assert q.dequeue_many(3).shape == [3]  # 3 + 5 = 8 fits
+    t, result = blocked_dequeue(q, 6)  # 6 + 5 > 8: never ready while open
+    wait_until(lambda: q.stats()["get_waiters"] > 0 or not t.is_alive(), "the dequeue_many to wait")
+    assert not result and q.size() == 8
+    q.close()
+    t.join(60)
+    assert not t.is_alive() and "error" not in result
+    rest = q.dequeue_many(8, allow_smaller_final_batch=True).numpy()
+    assert sorted([*result["value"], *rest]) == list(range(8))  # every element exactly once
+
+
+def test_a_cancelled_batch_beyond_the_hold_back_takes_nothing(backend):
+    q = pyfastq.Queue(INT, capacity=8, shuffle=True, min_after_dequeue=5, backend=backend)
+    q.put_many(ints(8))
+    graph = tf.Graph()
+    with graph.as_default():
+        batch = q.dequeue_many(6)
+        with tf.compat.v1.Session(graph=graph) as sess:
+            with pytest.raises(tf.errors.DeadlineExceededError):
+                sess.run(batch, options=tf.compat.v1.RunOptions(timeout_in_ms=200))
+            assert q.size() == 8  # the step that timed out took nothing
+            q.close()
+            got = sess.run(batch)
+    rest = q.dequeue_many(8, allow_smaller_final_batch=True).numpy()
+    assert sorted([*got, *rest]) == list(range(8))
 
 
 def test_a_cancelled_shuffled_dequeue_takes_nothing(native):

@@ -518,11 +518,6 @@ class DequeueCommon : public Base {
       return absl::InvalidArgumentError(
           absl::StrCat(where_, ": n=", n_, " is more than the queue's capacity ", ring.capacity()));
     }
-    if (n_ + ring.min_after_dequeue() > ring.capacity()) {
-      return absl::InvalidArgumentError(absl::StrCat(where_, ": n=", n_, " with min_after_dequeue ",
-                                                     ring.min_after_dequeue(), " is more than the queue's capacity ",
-                                                     ring.capacity(), " can hold"));
-    }
     return absl::OkStatus();
   }
 

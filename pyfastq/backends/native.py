@@ -15,7 +15,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from .._spec import Spec
+from .._spec import Spec, bitcast_takes
 from .._writer import RingWriter
 
 _REBUILD = (
@@ -88,13 +88,19 @@ class NativeBackend(RingWriter):
             shapes=[tf.TensorShape(s) for s in spec.shapes],
             max_shapes=[tf.TensorShape(b) for b in spec.bounds] if spec.variable else [],
         )
+        # Inside tf.cond the ops give each component as it crosses control flow (the kernels copy bytes,
+        # whatever the type): tf.bitcast, which does not copy, restores the others after it. A dtype that
+        # tf.bitcast does not take either (float8, int4, ...) keeps the dequeue out of tf.cond altogether.
+        self._dtypes = spec.tf_dtypes
+        self._cond_attrs = dict(self._op_attrs, component_types=spec.carried_dtypes)
+        self._no_cond = any(
+            c != d and not bitcast_takes(d) for c, d in zip(spec.carried_dtypes, spec.tf_dtypes, strict=True)
+        )
 
     def dequeue(self, end_as_flag: bool = False):
         return self._tried(
-            lambda: _ops.pyfastq_try_dequeue(**self._op_attrs),
-            lambda record_fill: _ops.pyfastq_dequeue(
-                end_as_flag=end_as_flag, record_fill=record_fill, **self._op_attrs
-            ),
+            lambda attrs: _ops.pyfastq_try_dequeue(**attrs),
+            lambda attrs, record_fill: _ops.pyfastq_dequeue(end_as_flag=end_as_flag, record_fill=record_fill, **attrs),
             end_as_flag,
         )
 
@@ -107,39 +113,46 @@ class NativeBackend(RingWriter):
                 for v, d in zip(padding, self._layout.dtypes, strict=True)
             ]
         return self._tried(
-            lambda: _ops.pyfastq_try_dequeue_many(n=n, padding=pad, **self._op_attrs),
-            lambda record_fill: _ops.pyfastq_dequeue_many(
+            lambda attrs: _ops.pyfastq_try_dequeue_many(n=n, padding=pad, **attrs),
+            lambda attrs, record_fill: _ops.pyfastq_dequeue_many(
                 n=n, allow_smaller_final_batch=allow_smaller, end_as_flag=end_as_flag, padding=pad,
-                record_fill=record_fill, **self._op_attrs,
+                record_fill=record_fill, **attrs,
             ),
             end_as_flag,
         )
 
-    @staticmethod
-    def _tried(try_op, wait_op, end_as_flag: bool):
+    def _tried(self, try_op, wait_op, end_as_flag: bool):
         """(done, components): try_op's if it took something, else wait_op's, which waits.
 
         The try is a synchronous kernel, so what consumes an element it found runs inline on TF's
         thread; the waiting op, an async kernel, would send it through TF's inter-op pool. Each
         dequeue counts once in the fill histogram: the try counts it, the wait after it does not.
+        Both take the op attributes to run with (the components' own dtypes, or as they cross tf.cond).
         """
-        def waited(record_fill: bool):
-            done, comps = wait_op(record_fill)
+        def waited(attrs: dict, record_fill: bool):
+            done, comps = wait_op(attrs, record_fill)
             return done, list(comps)
 
         if _gpu_visible():
             # Under a GPU device scope the waiting op runs its GPU kernel, which copies into device
             # memory; the try has no GPU kernel and would bring the element to the host instead.
-            return waited(True)
-        ok, fast = try_op()
+            return waited(self._op_attrs, True)
         if tf.executing_eagerly():
-            return (tf.constant(False), list(fast)) if ok else waited(False)
+            ok, fast = try_op(self._op_attrs)
+            return (tf.constant(False), list(fast)) if ok else waited(self._op_attrs, False)
+        if self._no_cond:
+            return waited(self._op_attrs, True)
+        ok, fast = try_op(self._cond_attrs)
 
         def wait():
-            done, comps = waited(False)
+            done, comps = waited(self._cond_attrs, False)
             return [done, *comps] if end_as_flag else comps
 
         if not end_as_flag:  # done is always False: one output fewer through the cond, which costs per output
-            return tf.constant(False), list(tf.cond(ok, lambda: list(fast), wait))
-        done, *comps = tf.cond(ok, lambda: [tf.constant(False), *fast], wait)
-        return done, comps
+            done, comps = tf.constant(False), tf.cond(ok, lambda: list(fast), wait)
+        else:
+            done, *comps = tf.cond(ok, lambda: [tf.constant(False), *fast], wait)
+        return done, [
+            t if t.dtype == d else tf.bitcast(t, d) for t, d in zip(comps, self._dtypes, strict=True)
+        ]
+

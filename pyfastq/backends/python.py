@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from .. import _interrupt
 from .._errors import QueueClosed
-from .._spec import Spec
+from .._spec import Spec, bitcast_takes
 from . import deadline_from
 
 # A wait wakes this often, so nothing blocks forever on a missed notify.
@@ -167,10 +167,8 @@ class PythonBackend:
                 f"put_many of {rows} elements into '{self._name}' of capacity {self._capacity} "
                 "cannot be all-or-nothing within a timeout; pass timeout=None"
             )
-        if rows == 0:
-            return
         with self._cond:
-            self._begin_put()
+            self._begin_put()  # zero rows too: on a closed queue it raises QueueClosed, as any put_many
         try:
             done = 0
             while done < rows:
@@ -326,7 +324,8 @@ class PythonBackend:
             raise RuntimeError(f"CancelledError: pyfastq queue '{self._name}' was cancelled")
         if self._state == "failed":
             raise RuntimeError(f"AbortedError: pyfastq queue '{self._name}' failed: {self._fail_message}")
-        # Shuffled and open: a batch is taken whole, leaving min_after_dequeue behind (after close, all drain).
+        # Shuffled and open: a batch is taken whole, leaving min_after_dequeue behind (after close, all drain);
+        # one with want + min_after_dequeue > capacity is never ready before close.
         keep = self._keep if self._state == "open" else 0
         if len(self._items) >= want + keep:
             return self._DATA
@@ -349,24 +348,26 @@ class PythonBackend:
 
     def _op(self, n: int | None, allow_smaller: bool, end_as_flag: bool, padding: list | None = None):
         """The dequeue: (done, components), done True only at the end with end_as_flag."""
-        if n is not None and n + self._keep > self._capacity:
+        if n is not None and n > self._capacity:
             raise ValueError(
-                f"dequeue_many({n}) from '{self._name}' of capacity {self._capacity} (min_after_dequeue "
-                f"{self._keep}) can never be satisfied"
+                f"dequeue_many({n}) from '{self._name}' of capacity {self._capacity} can never be satisfied"
             )
         if tf.executing_eagerly():
             return self._eager(n, allow_smaller, end_as_flag, padding)
         lead = [] if n is None else [None if (allow_smaller or end_as_flag) else n]
         shapes = [tf.TensorShape(lead + list(s)) for s in self._spec.shapes]
         since = tf.numpy_function(self._arrive, [], tf.int64, stateful=True, name="pyfastq_python_interrupt_epoch")
+        # The loop carries each component as it crosses control flow: its own dtype or a same-width integer.
+        carried = self._spec.carried_dtypes
+        views = [None if c == d else c.as_numpy_dtype for c, d in zip(carried, self._spec.tf_dtypes, strict=True)]
 
         def poll(since):
             status, comps = self._poll(n, allow_smaller, end_as_flag, int(since), padding)
-            return (np.int8(status), *comps)
+            return (np.int8(status), *(c if v is None else c.view(v) for c, v in zip(comps, views, strict=True)))
 
         def body(status, *comps):
             out = tf.numpy_function(
-                poll, [since], [tf.int8, *self._spec.tf_dtypes], stateful=True, name="pyfastq_python_dequeue"
+                poll, [since], [tf.int8, *carried], stateful=True, name="pyfastq_python_dequeue"
             )
             out[0].set_shape([])
             for t, shape in zip(out[1:], shapes, strict=True):
@@ -374,8 +375,7 @@ class PythonBackend:
             return out
 
         start = [tf.constant(self._NOTHING_YET, tf.int8)] + [
-            tf.zeros([0] * len(lead) + list(_zeroed(s)), d)
-            for s, d in zip(self._spec.shapes, self._spec.tf_dtypes, strict=True)
+            tf.zeros([0] * len(lead) + list(_zeroed(s)), d) for s, d in zip(self._spec.shapes, carried, strict=True)
         ]
         out = tf.while_loop(
             lambda status, *comps: tf.equal(status, self._NOTHING_YET),
@@ -386,10 +386,20 @@ class PythonBackend:
                 *(tf.TensorShape([None] * len(lead) + list(s)) for s in self._spec.shapes),
             ],
         )
-        comps = list(out[1:])
+        comps = [self._restored(t, d) for t, d in zip(out[1:], self._spec.tf_dtypes, strict=True)]
         for t, shape in zip(comps, shapes, strict=True):
             t.set_shape(shape)
         return tf.equal(out[0], self._END), comps
+
+    @staticmethod
+    def _restored(t: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+        """A component that left the loop as carried, with its own dtype again."""
+        if t.dtype == dtype:
+            return t
+        if bitcast_takes(dtype):
+            return tf.bitcast(t, dtype)
+        # A dtype tf.bitcast does not take (float8, int4, ...): numpy reinterprets it, with a copy.
+        return tf.numpy_function(lambda a: a.view(dtype.as_numpy_dtype), [t], dtype, stateful=False)
 
     def _eager(self, n: int | None, allow_smaller: bool, end_as_flag: bool, padding: list | None):
         # Eagerly there is no step to cancel; Python's own Ctrl-C interrupts the wait.

@@ -593,7 +593,9 @@ Status Ring::pop_shuffled(std::uint32_t n, std::uint32_t* slots, std::uint32_t* 
                           Deadline deadline, const std::atomic<bool>* abandon) noexcept {
   ShufflePool& pool = header_->pool;
   const std::uint32_t keep = pool.min_after_dequeue;
-  if (n > header_->capacity - keep) return Status::kTooLarge;  // could never be taken while open
+  // n + keep > capacity is accepted: such a batch cannot form while open (the ring never holds n + keep),
+  // so it waits for close(), after which nothing is held back.
+  if (n > header_->capacity) return Status::kTooLarge;
   if (n == 0) return Status::kOk;
   return wait_until(
       header_->ready_q, deadline, abandon,

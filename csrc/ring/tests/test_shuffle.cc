@@ -137,7 +137,6 @@ TEST(min_after_dequeue_holds_back_while_open) {
   CHECK_EQ(got, 2);
   for (std::uint32_t i = 0; i < got; ++i) r.release(slots[i]);
   CHECK_EQ(r.size(), 3);
-  CHECK_EQ(r.pop(6, slots, &got), Status::kTooLarge);  // 6 + 3 > 8: could never be taken while open
   // After close the hold-back ends: the last 3 drain, then the ring ends.
   r.close();
   CHECK_EQ(drain_values(r).size(), 3);
@@ -145,6 +144,47 @@ TEST(min_after_dequeue_holds_back_while_open) {
   const Counters c = r.counters();
   CHECK_EQ(c.puts, 6);
   CHECK_EQ(c.gets, 6);
+}
+
+// n <= capacity < n + min_after_dequeue: the batch cannot form while open (the
+// ring never holds n + k), so it waits for close, and a cancelled one takes nothing.
+TEST(a_batch_beyond_the_hold_back_waits_for_close) {
+  auto m = shuffled_ring(8, 3, 23);
+  Ring& r = m->ring();
+  for (int i = 0; i < 8; ++i) put_value(r, i);  // full
+  std::uint32_t slots[8], got = 99;
+  CHECK_EQ(r.pop(9, slots, &got), Status::kTooLarge);
+  CHECK_EQ(r.pop(8, slots, &got, false, in(20ms)), Status::kTimeout);
+  CHECK_EQ(got, 0);
+  CHECK_EQ(r.size(), 8);
+
+  std::atomic<bool> abandon{false};
+  Status abandoned{};
+  std::uint32_t abandoned_slots[6], abandoned_got = 99;
+  Background cancelled([&] { abandoned = r.pop(6, abandoned_slots, &abandoned_got, false, no_deadline(), &abandon); });
+  wait_parked(r.header()->ready_q);
+  abandon = true;
+  r.wake_all();
+  CHECK(cancelled.join_within(5s));
+  CHECK_EQ(abandoned, Status::kAbandoned);
+  CHECK_EQ(abandoned_got, 0);
+  CHECK_EQ(r.size(), 8);
+
+  Status result{};
+  Background consumer([&] { result = r.pop(8, slots, &got, false, in(60000ms)); });
+  wait_parked(r.header()->ready_q);
+  CHECK(r.close());
+  CHECK(consumer.join_within(60s));
+  CHECK_EQ(result, Status::kOk);
+  CHECK_EQ(got, 8);
+  std::vector<int> values;
+  for (std::uint32_t i = 0; i < got; ++i) {
+    values.push_back(read_value<int>(r, slots[i]));
+    r.release(slots[i]);
+  }
+  std::sort(values.begin(), values.end());
+  CHECK_EQ(values, iota_values(8));  // every element exactly once
+  CHECK_EQ(r.pop(1, slots, &got), Status::kClosed);
 }
 
 TEST(a_consumer_held_back_wakes_when_enough_arrive) {

@@ -74,7 +74,7 @@ enum class Status {
   kCancelled,  // close(cancel=true) was called
   kFailed,     // fail() was called; see fail_message()
   kAbandoned,  // the caller's abandon flag was raised (op cancelled, Ctrl-C)
-  kTooLarge,   // more than capacity (a shuffled ring's pop: more than capacity - min_after_dequeue)
+  kTooLarge,   // more than capacity
 };
 
 // any thread.
@@ -272,9 +272,11 @@ class PYFASTQ_API Ring {
   // A shuffled ring picks each of the n uniformly at random among the ready
   // elements (RandomShuffleQueue). While open it waits until n can be taken
   // leaving min_after_dequeue behind, then picks them one by one; after close
-  // that hold-back ends and the rest drains in random order. Taking the n at
-  // once keeps a cancelled pop from taking anything, and needs
-  // n + min_after_dequeue <= capacity (kTooLarge otherwise).
+  // that hold-back ends and the rest drains in random order. The n are taken
+  // at once, so a cancelled pop takes nothing; a batch with
+  // n + min_after_dequeue > capacity therefore cannot form while open and
+  // waits for close (TF's queue would take its elements one by one).
+  // n > capacity is kTooLarge.
   [[nodiscard]] Status pop(std::uint32_t n, std::uint32_t* slots, std::uint32_t* got, bool allow_smaller = false,
              Deadline deadline = no_deadline(), const std::atomic<bool>* abandon = nullptr) noexcept;
   // consumer side: gives a slot whose data is no longer needed back to producers.
