@@ -214,12 +214,12 @@ class Queue(Producing):
             return None
         flat = self._spec.flatten(padding_values)
         out = []
-        for value, dtype, name in zip(flat, self._spec.dtypes, self._spec.names, strict=True):
+        for value, dtype, name in zip(flat, self._spec.tf_dtypes, self._spec.names, strict=True):
             if value is None:
                 out.append(None)
                 continue
             try:
-                arr = tf.make_ndarray(tf.make_tensor_proto(value, dtype=tf.as_dtype(dtype)))
+                arr = tf.make_ndarray(tf.make_tensor_proto(value, dtype=dtype))
             except (TypeError, ValueError) as e:
                 raise TypeError(f"padding value for component {name}: cannot be {dtype.name}: {e}") from None
             if arr.shape != ():

@@ -132,3 +132,16 @@ def test_a_variable_shape_component_crosses_control_flow(backend, dtype):
     padded = np.concatenate([short, np.zeros(2, dtype.as_numpy_dtype)])
     assert batch.dtype == dtype and _bytes(batch) == np.stack([padded, long]).tobytes()
     assert one.shape == [3] and _bytes(one) == short.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [tf.qint16, tf.quint8, tf.bfloat16], ids=lambda d: d.name)
+def test_padding_values_of_any_dtype(backend, dtype):
+    q = pyfastq.Queue(tf.TensorSpec([None], dtype), capacity=4, max_shapes=[4], backend=backend)
+    short, long = np.arange(1, 3).astype(dtype.as_numpy_dtype), np.arange(1, 5).astype(dtype.as_numpy_dtype)
+    q.put(short)
+    q.put(long)
+    q.close()
+    # A Python int converts as tf.convert_to_tensor would, which takes none for a quantized dtype: an array does.
+    pad = np.full(2, 7).astype(dtype.as_numpy_dtype)
+    batch = q.dequeue_many(2, padding_values=pad[0])
+    assert batch.dtype == dtype and _bytes(batch) == np.stack([np.concatenate([short, pad]), long]).tobytes()
