@@ -3,7 +3,8 @@
 What runs everywhere: both ops have CPU and GPU kernels registered; a dequeue placed on /GPU:0 runs
 on the CPU under soft placement where there is no GPU; the ring's pinning goes through the CUDA
 runtime named at run time (a stand-in libcudart built here checks register/unregister, and that
-unregister comes while the ring is still mapped); stats() says "pinned" on both backends.
+unregister comes while the ring is still mapped); stats() says "pinned" on both backends; where each
+dequeue is placed and whether it tries first, with a GPU's visibility faked (the placement is Python's).
 What needs a GPU (skipped without one): values and placement of GPU outputs, in both copy modes;
 the pinned flag; slots given back once the copy is done; no leak over 10k batches; prefetch_to_device.
 """
@@ -106,6 +107,121 @@ def test_prefetch_to_device_on_a_queue_dataset(backend):
     ds = q.dataset(batch_size=4).apply(tf.data.experimental.prefetch_to_device(device, buffer_size=2))
     batches = [b.numpy()[:, 0].tolist() for b in ds]
     assert batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+# -- where each dequeue is placed (decided per op in Python; GPU visibility faked here) ----------
+
+FAKE_GPUS = [tf.config.LogicalDevice("/device:GPU:0", "GPU")]
+
+
+def dequeue_ops(graph_def):
+    """(op, requested device) of every pyfastq op in a graph and in the functions it calls (cond branches)."""
+    nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
+    return sorted((n.op, n.device) for n in nodes if n.op.startswith("Pyfastq"))
+
+
+def placement_queue(variable):
+    if variable:
+        return pyfastq.Queue(tf.TensorSpec([None], tf.float32), capacity=8, max_shapes=[4], backend="native")
+    return pyfastq.Queue(tf.TensorSpec([4], tf.float32), capacity=8, backend="native")
+
+
+def built(q, scope, many):
+    def take():
+        return q.dequeue_many(2) if many else q.dequeue()
+
+    if scope is None:
+        return take()
+    with tf.device(scope):
+        return take()
+
+
+WAIT_ONLY, TRY_AND_WAIT = "wait only", "try and wait"
+
+
+@pytest.mark.parametrize(
+    "gpus, variable, scope, path, device",
+    [
+        # A GPU visible: TF puts an unscoped op with a GPU kernel on it, so only the waiting op is made.
+        (FAKE_GPUS, False, None, WAIT_ONLY, ""),
+        (FAKE_GPUS, False, "/GPU:0", WAIT_ONLY, "/device:GPU:0"),
+        # A host dequeue keeps the synchronous try, GPU or not.
+        (FAKE_GPUS, False, "/CPU:0", TRY_AND_WAIT, "/device:CPU:0"),
+        # Variable shapes have no GPU kernel: their dequeues stay on the host, under any scope.
+        (FAKE_GPUS, True, None, TRY_AND_WAIT, "/device:CPU:0"),
+        (FAKE_GPUS, True, "/GPU:0", TRY_AND_WAIT, "/device:CPU:0"),
+        # No GPU: a GPU scope soft-places on the CPU, where the try runs.
+        ([], False, None, TRY_AND_WAIT, ""),
+        ([], False, "/GPU:0", TRY_AND_WAIT, "/device:GPU:0"),
+        ([], True, None, TRY_AND_WAIT, "/device:CPU:0"),
+    ],
+)
+@pytest.mark.parametrize("many", [False, True], ids=["dequeue", "dequeue_many"])
+@pytest.mark.parametrize("graph", ["tf.function", "tf1"])
+def test_each_dequeue_is_placed_where_tf_puts_it(native, monkeypatch, gpus, variable, scope, path, device, many,
+                                                  graph):
+    from pyfastq.backends import native as native_backend
+
+    monkeypatch.setattr(native_backend, "_logical_gpus", lambda: gpus)
+    q = placement_queue(variable)
+    if graph == "tf1":
+        g = tf.Graph()
+        with g.as_default():
+            built(q, scope, many)
+        graph_def = g.as_graph_def()
+    else:
+        graph_def = tf.function(lambda: built(q, scope, many)).get_concrete_function().graph.as_graph_def()
+    wait = "PyfastqDequeueMany" if many else "PyfastqDequeue"
+    try_ = "PyfastqTryDequeueMany" if many else "PyfastqTryDequeue"
+    expected = [(wait, device)] if path == WAIT_ONLY else [(wait, device), (try_, device)]
+    assert dequeue_ops(graph_def) == expected
+
+
+@pytest.mark.parametrize("variable", [False, True])
+def test_a_dequeue_chosen_for_a_gpu_still_delivers_on_this_cpu(native, monkeypatch, variable):
+    # The placement decided with a GPU in view runs correctly wherever TF ends up running it.
+    from pyfastq.backends import native as native_backend
+
+    monkeypatch.setattr(native_backend, "_logical_gpus", lambda: FAKE_GPUS)
+    q = placement_queue(variable)
+    for i in range(5):
+        q.put(f32(3 if variable else 4, value=i))
+    q.close()
+
+    @tf.function
+    def take():
+        return q.dequeue(), q.dequeue_many(2), q.dequeue_many(4, allow_smaller_final_batch=True)
+
+    one, two, rest = take()
+    assert one.numpy()[0] == 0 and two.numpy()[:, 0].tolist() == [1, 2] and rest.numpy()[:, 0].tolist() == [3, 4]
+    if variable:
+        assert one.shape == [3] and "CPU" in one.device
+
+
+@pytest.mark.parametrize(
+    "variable, scope, tried",
+    [
+        (False, None, False), (False, "/GPU:0", False), (False, "/CPU:0", True),
+        (True, None, True), (True, "/GPU:0", True),
+    ],
+)
+def test_eager_dequeues_try_first_only_on_the_host(native, monkeypatch, variable, scope, tried):
+    from pyfastq.backends import native as native_backend
+
+    monkeypatch.setattr(native_backend, "_logical_gpus", lambda: FAKE_GPUS)
+    calls = []
+    for name in ("pyfastq_try_dequeue", "pyfastq_try_dequeue_many"):
+        real = getattr(native_backend._ops, name)
+        monkeypatch.setattr(native_backend._ops, name, lambda *a, _real=real, _name=name, **k: (
+            calls.append(_name), _real(*a, **k))[1])
+    q = placement_queue(variable)
+    for i in range(3):
+        q.put(f32(4, value=i))
+    one, two = built(q, scope, False), built(q, scope, True)
+    assert one.numpy().tolist() == [0.0] * 4 and two.numpy()[:, 0].tolist() == [1.0, 2.0]
+    assert calls == (["pyfastq_try_dequeue", "pyfastq_try_dequeue_many"] if tried else [])
+    if variable:
+        assert "CPU" in one.device and "CPU" in two.device
 
 
 # -- pinning through the CUDA runtime, in child processes (the runtime is loaded once per process) --

@@ -7,6 +7,7 @@ compiled parts are missing or were built against another TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import importlib.util
@@ -14,6 +15,8 @@ import os
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import node_def_pb2
+from tensorflow.python.eager import context
 
 from .._spec import Spec
 from .._writer import RingWriter
@@ -57,9 +60,43 @@ def _pip_cudart() -> list[str]:
 _core.set_cudart_candidates(_pip_cudart())
 
 
-@functools.cache
-def _gpu_visible() -> bool:
-    return bool(tf.config.list_physical_devices("GPU"))
+def _logical_gpus() -> list:
+    """The GPUs TF places ops on (logical: after set_visible_devices and virtual-device splits)."""
+    return tf.config.list_logical_devices("GPU")
+
+
+def _requested_device() -> str:
+    """The device a dequeue op made here is requested on: the current tf.device scope, "" outside any."""
+    if tf.executing_eagerly():
+        return context.context().device_name or ""
+    # A graph merges its tf.device scopes into each new op; this merges them into a stand-in node, as
+    # Graph._apply_device_functions does, without adding an op to the graph.
+    node = node_def_pb2.NodeDef(op="PyfastqDequeue")
+    for scope in tf.compat.v1.get_default_graph()._device_function_stack.peek_objs():
+        if scope.is_null_merge:
+            continue
+        if scope.function is None:  # tf.device(None): scopes further out do not apply
+            break
+        node.device = scope.string_merge(node)
+    return node.device
+
+
+def _placed_on_gpu() -> bool:
+    """Whether TF places a dequeue op made here on a GPU: under a GPU scope, or outside any device scope
+    while a GPU is visible (TF gives an op that has a GPU kernel the first GPU). Decided where the op is
+    made: a tf.function traced outside any scope keeps its choice when later called under one."""
+    device_type = tf.DeviceSpec.from_string(_requested_device()).device_type
+    return (device_type is None or device_type.upper() == "GPU") and bool(_logical_gpus())
+
+
+def _placed(dequeue):
+    """A dequeue method run under its queue's placement (NativeBackend._placement)."""
+    @functools.wraps(dequeue)
+    def placed(self, *args, **kwargs):
+        with self._placement():
+            return dequeue(self, *args, **kwargs)
+
+    return placed
 
 
 class NativeBackend(RingWriter):
@@ -88,7 +125,14 @@ class NativeBackend(RingWriter):
             shapes=[tf.TensorShape(s) for s in spec.shapes],
             max_shapes=[tf.TensorShape(b) for b in spec.bounds] if spec.variable else [],
         )
+        # The GPU kernel copies slots at their full shapes; an element of variable shape gets its shape
+        # on the host. Its dequeues stay there (also under a GPU scope), and TF copies what a GPU op reads.
+        self._host_only = spec.variable
 
+    def _placement(self):
+        return tf.device("/CPU:0") if self._host_only else contextlib.nullcontext()
+
+    @_placed
     def dequeue(self, end_as_flag: bool = False):
         return self._tried(
             lambda: _ops.pyfastq_try_dequeue(**self._op_attrs),
@@ -98,6 +142,7 @@ class NativeBackend(RingWriter):
             end_as_flag,
         )
 
+    @_placed
     def dequeue_many(self, n: int, allow_smaller: bool, end_as_flag: bool = False, padding: list | None = None):
         """padding: None (zeros), or one numpy scalar (None: zero) per component."""
         pad = []
@@ -127,9 +172,9 @@ class NativeBackend(RingWriter):
             done, comps = wait_op(record_fill)
             return done, list(comps)
 
-        if _gpu_visible():
-            # Under a GPU device scope the waiting op runs its GPU kernel, which copies into device
-            # memory; the try has no GPU kernel and would bring the element to the host instead.
+        if _placed_on_gpu():
+            # On a GPU the waiting op runs its GPU kernel, which copies into device memory; the try
+            # has no GPU kernel and would bring the element to the host instead.
             return waited(True)
         ok, fast = try_op()
         if tf.executing_eagerly():
