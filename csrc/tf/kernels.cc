@@ -40,6 +40,7 @@
 #include "absl/strings/str_cat.h"
 #include "pyfastq/interrupt.h"
 #include "pyfastq/ring_memory.h"
+#include "transfer.h"
 #include "tensorflow/core/framework/allocation_description.pb.h"
 #include "tensorflow/core/framework/allocator.h"
 #include "tensorflow/core/framework/device.h"
@@ -102,61 +103,22 @@ class SlotBuffer : public TensorBuffer {
   std::shared_ptr<SlotLease> lease_;
 };
 
-// The host-to-device copies of one GPU dequeue. `done` runs once, after the
-// last copy has finished (or failed); only then are the host tensors and the
-// leases dropped, which gives the slots back to producers.
-class Transfer {
- public:
-  struct Copy {
-    Tensor host;
-    Tensor device;  // an output, or a row of one (Tensor::Slice shares its buffer)
-  };
-
-  static void Start(OpKernelContext* ctx, std::vector<Copy> copies, std::vector<std::shared_ptr<SlotLease>> leases,
-                    AsyncOpKernel::DoneCallback done) {
-    DeviceContext* dc = ctx->op_device_context();
-    if (dc == nullptr && !copies.empty()) {
-      ctx->SetStatus(absl::InternalError("pyfastq dequeue: the GPU kernel has no device context"));
-      done();
-      return;
-    }
-    std::shared_ptr<Transfer> t(new Transfer(ctx, std::move(copies), std::move(leases), std::move(done)));
-    auto* device = static_cast<Device*>(ctx->device());
-    // One count more than there are copies, taken back after the loop: a copy
-    // that finishes at once cannot end the transfer while others are being issued.
-    t->pending_.store(t->copies_.size() + 1, std::memory_order_relaxed);
-    for (Copy& c : t->copies_) {
-      dc->CopyCPUTensorToDevice(&c.host, device, &c.device, [t](const absl::Status& s) { t->CopyDone(s); });
-    }
-    t->CopyDone(absl::OkStatus());
+// Issues a GPU dequeue's copies through the op's device context and ends the op once they are done.
+void StartTransfer(OpKernelContext* ctx, std::vector<pyfastq_gpu::Transfer::Copy> copies,
+                   std::vector<std::shared_ptr<SlotLease>> leases, AsyncOpKernel::DoneCallback done) {
+  DeviceContext* dc = ctx->op_device_context();
+  if (dc == nullptr && !copies.empty()) {
+    ctx->SetStatus(absl::InternalError("pyfastq dequeue: the GPU kernel has no device context"));
+    done();
+    return;
   }
-
- private:
-  Transfer(OpKernelContext* ctx, std::vector<Copy> copies, std::vector<std::shared_ptr<SlotLease>> leases,
-           AsyncOpKernel::DoneCallback done)
-      : ctx_(ctx), copies_(std::move(copies)), leases_(std::move(leases)), done_(std::move(done)) {}
-
-  void CopyDone(const absl::Status& s) {
-    if (!s.ok()) {
-      std::lock_guard<std::mutex> lock(mu_);
-      status_.Update(s);
-    }
-    if (pending_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-    // Every copy has read its slot: the slots go back now, and the op is done.
-    copies_.clear();
-    leases_.clear();
-    ctx_->SetStatus(status_);
-    done_();
-  }
-
-  OpKernelContext* ctx_;
-  std::vector<Copy> copies_;
-  std::vector<std::shared_ptr<SlotLease>> leases_;
-  AsyncOpKernel::DoneCallback done_;
-  std::atomic<std::size_t> pending_{0};
-  std::mutex mu_;
-  absl::Status status_;
-};
+  pyfastq_gpu::Transfer::Start(dc, static_cast<Device*>(ctx->device()), std::move(copies),
+                               [ctx, leases = std::move(leases), done = std::move(done)](const absl::Status& s) mutable {
+                                 leases.clear();
+                                 ctx->SetStatus(s);
+                                 done();
+                               });
+}
 
 // Where a GPU dequeue_many copies its rows from (PYFASTQ_GPU_COPY).
 enum class CopyMode { kAuto, kGather, kRows };
@@ -719,7 +681,7 @@ class GpuDequeueOp : public DequeueOp {
     if (!ctx->status().ok()) return done();
     OpOutputList outputs;
     OP_REQUIRES_OK_ASYNC(ctx, ctx->output_list("components", &outputs), done);
-    std::vector<Transfer::Copy> copies;
+    std::vector<pyfastq_gpu::Transfer::Copy> copies;
     for (std::uint32_t i = 0; i < types_.size(); ++i) {
       const std::uint64_t offset = ring.component(i).offset;
       const std::size_t bytes = nbytes_[i];
@@ -750,7 +712,7 @@ class GpuDequeueOp : public DequeueOp {
         copies.push_back({std::move(staging), *out});
       }
     }
-    Transfer::Start(ctx, std::move(copies), std::move(leases), std::move(done));
+    StartTransfer(ctx, std::move(copies), std::move(leases), std::move(done));
   }
 
   void DeliverEnd(OpKernelContext* ctx, DoneCallback done) override {
@@ -758,7 +720,7 @@ class GpuDequeueOp : public DequeueOp {
     if (!ctx->status().ok()) return done();
     OpOutputList outputs;
     OP_REQUIRES_OK_ASYNC(ctx, ctx->output_list("components", &outputs), done);
-    std::vector<Transfer::Copy> copies;
+    std::vector<pyfastq_gpu::Transfer::Copy> copies;
     for (std::uint32_t i = 0; i < types_.size(); ++i) {
       TensorShape shape = full_shapes_[i];
       if (batched_) shape.InsertDim(0, 0);
@@ -771,7 +733,7 @@ class GpuDequeueOp : public DequeueOp {
       std::memset(const_cast<char*>(zeros.tensor_data().data()), 0, zeros.TotalBytes());
       copies.push_back({std::move(zeros), *out});
     }
-    Transfer::Start(ctx, std::move(copies), {}, std::move(done));
+    StartTransfer(ctx, std::move(copies), {}, std::move(done));
   }
 
  private:

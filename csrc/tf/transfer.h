@@ -1,0 +1,68 @@
+// The host-to-device copies of one GPU dequeue, issued as TF's _CopyFromHostToGpu
+// issues one (grappler/optimizers/gpu_swapping_kernels.cc): through the op's
+// DeviceContext, finished in the copies' callbacks.
+//
+// Header-only and free of OpKernelContext, so that a test can drive it with a
+// DeviceContext of its own (tests/test_transfer.py).
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "tensorflow/core/framework/device_base.h"
+#include "tensorflow/core/framework/tensor.h"
+
+namespace tensorflow {
+namespace pyfastq_gpu {
+
+// `done` runs once, after the last copy has finished (or failed); only then
+// are the host tensors dropped, which gives the slots they alias back to producers.
+class Transfer {
+ public:
+  struct Copy {
+    Tensor host;
+    Tensor device;  // an output, or a row of one (Tensor::Slice shares its buffer)
+  };
+  using Done = std::function<void(const absl::Status&)>;
+
+  // any thread: issues every copy on `dc` for `device`.
+  static void Start(DeviceContext* dc, Device* device, std::vector<Copy> copies, Done done) {
+    std::shared_ptr<Transfer> t(new Transfer(std::move(copies), std::move(done)));
+    // One count more than there are copies, taken back after the loop: a copy
+    // that finishes at once cannot end the transfer while others are being issued.
+    t->pending_.store(t->copies_.size() + 1, std::memory_order_relaxed);
+    for (Copy& c : t->copies_) {
+      dc->CopyCPUTensorToDevice(&c.host, device, &c.device, [t](const absl::Status& s) { t->CopyDone(s); });
+    }
+    t->CopyDone(absl::OkStatus());
+  }
+
+ private:
+  Transfer(std::vector<Copy> copies, Done done) : copies_(std::move(copies)), done_(std::move(done)) {}
+
+  void CopyDone(const absl::Status& s) {
+    if (!s.ok()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      status_.Update(s);
+    }
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    // Every copy has read its slot: the slots go back now, and the op is done.
+    copies_.clear();
+    done_(status_);
+  }
+
+  std::vector<Copy> copies_;
+  Done done_;
+  std::atomic<std::size_t> pending_{0};
+  std::mutex mu_;
+  absl::Status status_;
+};
+
+}  // namespace pyfastq_gpu
+}  // namespace tensorflow
