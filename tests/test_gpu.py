@@ -10,6 +10,7 @@ the pinned flag; slots given back once the copy is done; no leak over 10k batche
 """
 
 import json
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -226,16 +227,18 @@ def test_eager_dequeues_try_first_only_on_the_host(native, monkeypatch, variable
 
 # -- pinning through the CUDA runtime, in child processes (the runtime is loaded once per process) --
 
-# A stand-in for libcudart: the four calls pyfastq makes, each logged; unregister also logs whether
-# the range is still mapped (msync fails with ENOMEM on an unmapped page).
+# A stand-in for libcudart: the four calls pyfastq makes, each logged with the calling thread; unregister
+# also logs whether the range is still mapped (msync fails with ENOMEM on an unmapped page).
 FAKE_CUDART = r"""
 #include <cstdio>
 #include <cstdlib>
 #include <cstdint>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 static void log_line(const char* what, void* p, std::size_t n, int mapped) {
   if (FILE* f = std::fopen(std::getenv("FAKE_CUDART_LOG"), "a")) {
-    std::fprintf(f, "%s %p %zu %d\n", what, p, n, mapped);
+    std::fprintf(f, "%s %p %zu %d %ld\n", what, p, n, mapped, static_cast<long>(syscall(SYS_gettid)));
     std::fclose(f);
   }
 }
@@ -324,6 +327,39 @@ def test_whatever_cuda_runtime_is_here_pins_nothing_without_a_gpu(native, tmp_pa
     pinned, why = out["pin"]
     assert pinned is False and why
     assert out["after"] is False and out["value"] == 1.0
+
+
+# -- the GPU kernel's copies (csrc/tf/transfer.h), driven by a stand-in DeviceContext ---------
+
+CSRC = pathlib.Path(__file__).resolve().parent.parent / "csrc"
+
+
+@pytest.fixture(scope="module")
+def transfer_test(tmp_path_factory):
+    compiler = shutil.which("c++") or shutil.which("g++")
+    if compiler is None:
+        pytest.skip("no C++ compiler to build the transfer test")
+    ring_lib = pathlib.Path(pyfastq.__file__).parent
+    tf_lib = tf.sysconfig.get_lib()
+    exe = tmp_path_factory.mktemp("transfer") / "test_transfer"
+    command = [
+        # TF's headers use their own deprecated API: those warnings are TF's, not the test's.
+        compiler, "-O1", "-Wno-deprecated-declarations", "-o", str(exe),
+        str(CSRC / "tf" / "tests" / "test_transfer.cc"),
+        f"-I{CSRC / 'tf'}", f"-I{CSRC / 'ring' / 'include'}", *tf.sysconfig.get_compile_flags(),
+        f"-L{ring_lib}", "-l:libpyfastq_ring.so", f"-Wl,-rpath,{ring_lib}",
+        *tf.sysconfig.get_link_flags(), f"-Wl,-rpath,{tf_lib}", "-lpthread",
+    ]
+    subprocess.run(command, check=True, timeout=600)
+    return exe
+
+
+@pytest.mark.parametrize("check", ["sync"])
+def test_transfer(native, transfer_test, check):
+    # sync: only the first copy of a transfer makes the host-to-device stream wait for the compute stream
+    # (the later ones are queued behind it on the same stream).
+    proc = subprocess.run([str(transfer_test), check], capture_output=True, text=True, timeout=START_BUDGET_S)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
 
 
 # -- on a GPU ------------------------------------------------------------------------

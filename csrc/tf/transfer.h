@@ -37,8 +37,14 @@ class Transfer {
     // One count more than there are copies, taken back after the loop: a copy
     // that finishes at once cannot end the transfer while others are being issued.
     t->pending_.store(t->copies_.size() + 1, std::memory_order_relaxed);
+    // The outputs were allocated in the compute stream's order, so TF's host-to-device stream must wait
+    // for the compute stream before writing them. The first copy asks for that wait; the later ones
+    // are queued behind it on the same stream and need not wait again.
+    bool first = true;
     for (Copy& c : t->copies_) {
-      dc->CopyCPUTensorToDevice(&c.host, device, &c.device, [t](const absl::Status& s) { t->CopyDone(s); });
+      dc->CopyCPUTensorToDevice(&c.host, device, &c.device, [t](const absl::Status& s) { t->CopyDone(s); },
+                                /*sync_dst_compute=*/first);
+      first = false;
     }
     t->CopyDone(absl::OkStatus());
   }
