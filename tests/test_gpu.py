@@ -354,10 +354,11 @@ def transfer_test(tmp_path_factory):
     return exe
 
 
-@pytest.mark.parametrize("check", ["sync"])
+@pytest.mark.parametrize("check", ["sync", "staged"])
 def test_transfer(native, transfer_test, check):
     # sync: only the first copy of a transfer makes the host-to-device stream wait for the compute stream
-    # (the later ones are queued behind it on the same stream).
+    # (the later ones are queued behind it on the same stream). staged: a source TF has copied into its
+    # staging buffer during the call is let go then (its slot back to producers), not when the copy completes.
     proc = subprocess.run([str(transfer_test), check], capture_output=True, text=True, timeout=START_BUDGET_S)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
 

@@ -16,7 +16,9 @@
 // The GPU kernels wait the same way, then copy as TF's _CopyFromHostToGpu
 // does (grappler/optimizers/gpu_swapping_kernels.cc): outputs allocated on the
 // device, DeviceContext::CopyCPUTensorToDevice from the slots, and the op done
-// in the copy's callback, which is also where the slots go back to producers.
+// in the copies' callback (transfer.h). A slot goes back to producers as soon as
+// nothing reads it: rows gathered into staging at once, a slot TF stages itself
+// (an unpinned ring) when its copy is issued, a slot DMA'd from when it is done.
 // The first GPU dequeue of a ring pins it (RingMemory::pin), so the copies
 // are DMA from the slots themselves. Nothing here needs CUDA to compile: the
 // copy is TF's, the pinning dlopens the CUDA runtime.
@@ -105,7 +107,7 @@ class SlotBuffer : public TensorBuffer {
 
 // Issues a GPU dequeue's copies through the op's device context and ends the op once they are done.
 void StartTransfer(OpKernelContext* ctx, std::vector<pyfastq_gpu::Transfer::Copy> copies,
-                   std::vector<std::shared_ptr<SlotLease>> leases, AsyncOpKernel::DoneCallback done) {
+                   AsyncOpKernel::DoneCallback done) {
   DeviceContext* dc = ctx->op_device_context();
   if (dc == nullptr && !copies.empty()) {
     ctx->SetStatus(absl::InternalError("pyfastq dequeue: the GPU kernel has no device context"));
@@ -113,8 +115,7 @@ void StartTransfer(OpKernelContext* ctx, std::vector<pyfastq_gpu::Transfer::Copy
     return;
   }
   pyfastq_gpu::Transfer::Start(dc, static_cast<Device*>(ctx->device()), std::move(copies),
-                               [ctx, leases = std::move(leases), done = std::move(done)](const absl::Status& s) mutable {
-                                 leases.clear();
+                               [ctx, done = std::move(done)](const absl::Status& s) {
                                  ctx->SetStatus(s);
                                  done();
                                });
@@ -712,7 +713,10 @@ class GpuDequeueOp : public DequeueOp {
         copies.push_back({std::move(staging), *out});
       }
     }
-    StartTransfer(ctx, std::move(copies), std::move(leases), std::move(done));
+    // What no copy reads (rows gathered into staging) goes back to producers now; a slot tensor in
+    // `copies` holds its own lease until its copy no longer needs it.
+    leases.clear();
+    StartTransfer(ctx, std::move(copies), std::move(done));
   }
 
   void DeliverEnd(OpKernelContext* ctx, DoneCallback done) override {
@@ -733,7 +737,7 @@ class GpuDequeueOp : public DequeueOp {
       std::memset(const_cast<char*>(zeros.tensor_data().data()), 0, zeros.TotalBytes());
       copies.push_back({std::move(zeros), *out});
     }
-    StartTransfer(ctx, std::move(copies), {}, std::move(done));
+    StartTransfer(ctx, std::move(copies), std::move(done));
   }
 
  private:

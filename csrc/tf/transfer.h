@@ -21,8 +21,9 @@
 namespace tensorflow {
 namespace pyfastq_gpu {
 
-// `done` runs once, after the last copy has finished (or failed); only then
-// are the host tensors dropped, which gives the slots they alias back to producers.
+// `done` runs once, after the last copy has finished (or failed). A host tensor
+// is dropped (giving a slot it aliases back to producers) as soon as no copy
+// reads it: when its copy is issued if TF staged it, else when all are done.
 class Transfer {
  public:
   struct Copy {
@@ -45,6 +46,7 @@ class Transfer {
       dc->CopyCPUTensorToDevice(&c.host, device, &c.device, [t](const absl::Status& s) { t->CopyDone(s); },
                                 /*sync_dst_compute=*/first);
       first = false;
+      if (Staged(*dc, c.host)) c.host = Tensor();
     }
     t->CopyDone(absl::OkStatus());
   }
@@ -52,13 +54,21 @@ class Transfer {
  private:
   Transfer(std::vector<Copy> copies, Done done) : copies_(std::move(copies)), done_(std::move(done)) {}
 
+  // Whether TF copied `host` into a pinned staging buffer of its own during CopyCPUTensorToDevice and let
+  // go of it there: GPUUtil::CopyCPUTensorToGPU stages pageable memory when the context has a host
+  // allocator (common_runtime/gpu/gpu_util.cc, NeedStaging). Its DMA then reads the staging buffer.
+  static bool Staged(const DeviceContext& dc, const Tensor& host) {
+    return host.TotalBytes() > 0 && host.GetMemoryType() == AllocatorMemoryType::kHostPageable &&
+           dc.host_memory_allocator() != nullptr;
+  }
+
   void CopyDone(const absl::Status& s) {
     if (!s.ok()) {
       std::lock_guard<std::mutex> lock(mu_);
       status_.Update(s);
     }
     if (pending_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-    // Every copy has read its slot: the slots go back now, and the op is done.
+    // Every copy has read its source: the slots still held go back now, and the op is done.
     copies_.clear();
     done_(status_);
   }
