@@ -363,6 +363,16 @@ def test_transfer(native, transfer_test, check):
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
 
 
+def test_transfer_tears_a_ring_down_off_the_event_thread(native, transfer_test, fake_cudart, tmp_path):
+    # The last copy's completion can drop a ring's last owner: its unpinning and unmapping must not run
+    # on TF's event-manager thread, which every GPU completion of the process waits behind.
+    log = tmp_path / "cudart.log"
+    env = {**CHILD_ENV, "PYFASTQ_CUDART": str(fake_cudart), "FAKE_CUDART_LOG": str(log)}
+    proc = subprocess.run([str(transfer_test), "teardown"], capture_output=True, text=True, env=env,
+                          timeout=START_BUDGET_S)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
 # -- on a GPU ------------------------------------------------------------------------
 
 

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "pyfastq/ring_memory.h"
 #include "tensorflow/core/framework/device_base.h"
 #include "tensorflow/core/framework/tensor.h"
 
@@ -68,8 +69,12 @@ class Transfer {
       status_.Update(s);
     }
     if (pending_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-    // Every copy has read its source: the slots still held go back now, and the op is done.
-    copies_.clear();
+    // Every copy has read its source: the slots still held go back now, and the op is done. This
+    // runs on TF's event-manager thread, where dropping a ring's last owner must not tear it down.
+    {
+      pyfastq::TeardownElsewhere elsewhere;
+      copies_.clear();
+    }
     done_(status_);
   }
 

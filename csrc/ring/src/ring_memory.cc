@@ -16,6 +16,7 @@
 #include <new>
 #include <stdexcept>
 #include <system_error>
+#include <thread>
 #include <unordered_map>
 
 namespace pyfastq {
@@ -97,7 +98,24 @@ int anonymous_shm(std::size_t bytes) {
   throw std::runtime_error("shm_open: no free name after 8 tries");
 }
 
+// How many TeardownElsewhere live on this thread.
+thread_local int t_teardown_elsewhere = 0;
+
 }  // namespace
+
+TeardownElsewhere::TeardownElsewhere() noexcept { ++t_teardown_elsewhere; }
+TeardownElsewhere::~TeardownElsewhere() { --t_teardown_elsewhere; }
+
+void RingMemory::destroy(RingMemory* mem) noexcept {
+  if (t_teardown_elsewhere > 0) {
+    try {
+      std::thread([mem] { delete mem; }).detach();
+      return;
+    } catch (const std::system_error&) {  // no thread to be had: torn down here after all
+    }
+  }
+  delete mem;
+}
 
 RingMemory::RingMemory(void* base, std::size_t bytes, int fd) : base_(base), bytes_(bytes), fd_(fd) {}
 
@@ -154,7 +172,7 @@ std::shared_ptr<RingMemory> RingMemory::create(std::uint32_t capacity,
     throw std::bad_alloc();
   }
   prefault(base, bytes);
-  std::shared_ptr<RingMemory> mem(new RingMemory(base, bytes, fd));
+  std::shared_ptr<RingMemory> mem(new RingMemory(base, bytes, fd), &RingMemory::destroy);
   mem->ring_ = Ring::create(base, bytes, capacity, comps.data(), static_cast<std::uint32_t>(comps.size()), options);
   mem->register_self();
   return mem;
@@ -174,7 +192,8 @@ std::shared_ptr<RingMemory> RingMemory::attach(int fd) {
     close(own);
     throw_errno("mmap of a shared ring");
   }
-  std::shared_ptr<RingMemory> mem(new RingMemory(base, bytes, own));  // unmaps and closes if attach throws
+  // Unmaps and closes if attach throws.
+  std::shared_ptr<RingMemory> mem(new RingMemory(base, bytes, own), &RingMemory::destroy);
   mem->ring_ = Ring::attach(base, bytes);
   mem->register_self();
   return mem;

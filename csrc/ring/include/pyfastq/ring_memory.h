@@ -57,6 +57,9 @@ class PYFASTQ_API RingMemory : public std::enable_shared_from_this<RingMemory> {
 
  private:
   RingMemory(void* base, std::size_t bytes, int fd);
+  // The deleter of every RingMemory's shared_ptr: deletes here, or on a thread
+  // of its own under a TeardownElsewhere.
+  static void destroy(RingMemory* mem) noexcept;
   void register_self();
   void* base_;
   std::size_t bytes_;
@@ -66,6 +69,18 @@ class PYFASTQ_API RingMemory : public std::enable_shared_from_this<RingMemory> {
   std::once_flag pin_once_;
   std::atomic<bool> pinned_{false};
   std::string pin_error_;  // written once, under pin_once_
+};
+
+// any thread: while one lives on a thread, a ring whose last owner lets go
+// there is torn down (unpinned, unmapped) on a thread of its own instead. For
+// threads that must not stall: TF's GPU event-manager thread runs every GPU
+// completion of the process, and cudaHostUnregister of a large ring takes long.
+class PYFASTQ_API TeardownElsewhere {
+ public:
+  TeardownElsewhere() noexcept;
+  ~TeardownElsewhere();
+  TeardownElsewhere(const TeardownElsewhere&) = delete;
+  TeardownElsewhere& operator=(const TeardownElsewhere&) = delete;
 };
 
 // any thread: the ring registered under `id`, or nullptr once its owners have all let go.
