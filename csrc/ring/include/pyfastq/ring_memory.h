@@ -51,9 +51,11 @@ class PYFASTQ_API RingMemory : public std::enable_shared_from_this<RingMemory> {
   // any thread: page-locks the whole block for CUDA (cuda_host.h), in this
   // process's mapping, the first time it is asked; later calls return the
   // first one's answer. True if the block is pinned; if not, *why says why.
+  // A forked child's copy of a ring its parent pinned is not pinned: CUDA does
+  // not carry over a fork, and the pinning stays the parent's to undo.
   bool pin(std::string* why = nullptr);
-  // any thread: whether pin() pinned the block.
-  bool pinned() const noexcept { return pinned_.load(std::memory_order_acquire); }
+  // any thread: whether pin() pinned the block, in this process.
+  bool pinned() const noexcept;
 
  private:
   RingMemory(void* base, std::size_t bytes, int fd);
@@ -68,7 +70,8 @@ class PYFASTQ_API RingMemory : public std::enable_shared_from_this<RingMemory> {
   std::uint64_t id_ = 0;
   std::once_flag pin_once_;
   std::atomic<bool> pinned_{false};
-  std::string pin_error_;  // written once, under pin_once_
+  unsigned pinned_forks_ = 0;  // the fork count (see pin) when pinned: written once, before pinned_
+  std::string pin_error_;      // written once, under pin_once_
 };
 
 // any thread: while one lives on a thread, a ring whose last owner lets go
