@@ -320,6 +320,36 @@ def test_pinning_can_be_turned_off(native, tmp_path):
     assert out["pin"] == [False, "pinning disabled (PYFASTQ_CUDART=0)"] and not calls
 
 
+def test_pinning_takes_the_cuda_runtime_of_tfs_version(native, fake_cudart, tmp_path):
+    # A newer runtime found first must not be loaded beside TF's: two runtimes in one process.
+    major = str(tf.sysconfig.get_build_info().get("cuda_version") or "").split(".")[0]
+    if not major:
+        pytest.skip("this TensorFlow was built without CUDA: any runtime may pin")
+    (tmp_path / "newer").mkdir(), (tmp_path / "own").mkdir()
+    newer = tmp_path / "newer" / f"libcudart.so.{int(major) + 1}"
+    own = tmp_path / "own" / f"libcudart.so.{major}"
+    shutil.copy(fake_cudart, newer)
+    shutil.copy(fake_cudart, own)
+    script = textwrap.dedent(
+        f"""
+        import json, tensorflow as tf, pyfastq
+        from pyfastq import _core
+        import pyfastq.backends.native  # sets TF's version, and pip's runtimes as the candidates: replaced here
+        _core.set_cudart_candidates([{str(newer)!r}, {str(own)!r}])  # pip's order: newest first
+        q = pyfastq.Queue(tf.TensorSpec([4], tf.float32), capacity=2, backend="native")
+        print(json.dumps({{"pin": q._impl._ring.pin(), "cudart": _core.cudart()}}), flush=True)
+        """
+    )
+    env = {k: v for k, v in CHILD_ENV.items() if k != "PYFASTQ_CUDART"}
+    env["FAKE_CUDART_LOG"] = str(tmp_path / "cudart.log")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=START_BUDGET_S,
+                          cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.splitlines()[-1])
+    # The one TF loaded (on a machine with CUDA), else the candidate of TF's version; never the newer one.
+    assert out["cudart"] in (str(own), f"libcudart.so.{major} (already loaded)"), out
+
+
 @no_gpu
 def test_whatever_cuda_runtime_is_here_pins_nothing_without_a_gpu(native, tmp_path):
     # None, or one without a driver or a device: not pinned, a reason given, the ring as before.

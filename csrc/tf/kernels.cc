@@ -51,6 +51,7 @@
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/framework/tensor_shape.h"
 #include "tensorflow/core/platform/env.h"
+#include "tensorflow/core/platform/logging.h"
 
 namespace tensorflow {
 namespace {
@@ -667,7 +668,20 @@ class GpuDequeueOp : public DequeueOp {
  protected:
   // Pinned once per ring and process (RingMemory::pin keeps the first answer): where there is no
   // CUDA runtime or it refuses, the copies stay correct and TF stages them through its own pinned buffer.
-  void Prepare(RingMemory& mem) override { mem.pin(); }
+  void Prepare(RingMemory& mem) override {
+    if (mem.pin()) return;
+    // Once per process: an unpinned ring stays correct, only slower, and every ring fails alike.
+    static std::once_flag warned;
+    std::call_once(warned, [&] {
+      std::string why;
+      mem.pin(&why);
+      if (why.rfind("pinning disabled", 0) == 0) return;  // PYFASTQ_CUDART=0: asked for
+      LOG(WARNING) << where_ << ": the queue's ring could not be pinned (" << why
+                   << "); its GPU copies go through TensorFlow's staging buffer, a host copy more per batch. "
+                   << "PYFASTQ_CUDART=/path/to/libcudart.so.N names the CUDA runtime to pin with; "
+                   << "PYFASTQ_CUDART=0 turns pinning off without this warning.";
+    });
+  }
 
   void Deliver(OpKernelContext* ctx, std::shared_ptr<Wait> wait, DoneCallback done) override {
     pyfastq::Ring& ring = wait->mem->ring();

@@ -56,7 +56,15 @@ def _pip_cudart() -> list[str]:
     return found
 
 
-# Tried when a GPU dequeue first pins a ring, after the runtime TF has loaded and the loader's own search.
+def _cuda_major() -> str:
+    """The major version of the CUDA runtime TF was built with ("12"), or "" for a build without CUDA."""
+    version = str(tf.sysconfig.get_build_info().get("cuda_version") or "")
+    return version.split(".")[0]
+
+
+# Read when a GPU dequeue first pins a ring: TF's runtime version (no second runtime beside TF's),
+# and pip's runtimes to try after the one TF has loaded and before the loader's own search.
+_core.set_cudart_version(_cuda_major())
 _core.set_cudart_candidates(_pip_cudart())
 
 
