@@ -532,3 +532,20 @@ def test_bench_device_gpu_says_plainly_that_it_needs_a_gpu(native, tmp_path):
                           timeout=START_BUDGET_S, cwd=tmp_path, env=CHILD_ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "no GPU visible to TensorFlow here" in proc.stdout and "Nothing measured" in proc.stdout
+
+
+@no_gpu
+def test_gpu_check_says_plainly_that_there_is_no_gpu(native, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pyfastq", "gpu-check"], capture_output=True, text=True,
+                          timeout=START_BUDGET_S, cwd=tmp_path, env=CHILD_ENV)
+    assert proc.returncode == 77, proc.stderr[-3000:]  # a skip, to test drivers
+    assert "no GPU visible to TensorFlow here" in proc.stdout and "Nothing checked" in proc.stdout
+
+
+def test_gpu_check_of_a_queue_dropped_while_copying_runs_anywhere(native, tmp_path):
+    # The check itself, soft-placed on the CPU where there is no GPU: its consumer ends once the queue is gone.
+    proc = subprocess.run([sys.executable, "-m", "pyfastq.bench.gpu_check", "--check", "dropped"],
+                          capture_output=True, text=True, timeout=START_BUDGET_S, cwd=tmp_path, env=CHILD_ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ended = json.loads(proc.stdout.splitlines()[-1])
+    assert ended["consumer"] in ("FailedPreconditionError", "CancelledError"), ended
