@@ -178,6 +178,27 @@ def test_each_dequeue_is_placed_where_tf_puts_it(native, monkeypatch, gpus, vari
     assert dequeue_ops(graph_def) == expected
 
 
+@pytest.mark.parametrize("needs_an_operation", [False, True])
+def test_tf1_device_functions_place_dequeues(native, monkeypatch, needs_an_operation):
+    # A device function is asked where a dequeue would go; one that reads what only a real Operation has
+    # leaves the choice to TF (the waiting op alone, which has a kernel on either device).
+    from pyfastq.backends import native as native_backend
+
+    monkeypatch.setattr(native_backend, "_logical_gpus", lambda: FAKE_GPUS)
+    q = placement_queue(False)
+
+    def on_host(op):
+        return "/device:CPU:0" if not needs_an_operation or op.type.startswith("Pyfastq") else ""
+
+    g = tf.Graph()
+    with g.as_default(), tf.compat.v1.device(on_host):
+        q.dequeue()
+    expected = [("PyfastqDequeue", "/device:CPU:0")]
+    if not needs_an_operation:
+        expected.append(("PyfastqTryDequeue", "/device:CPU:0"))
+    assert dequeue_ops(g.as_graph_def()) == expected
+
+
 @pytest.mark.parametrize("variable", [False, True])
 def test_a_dequeue_chosen_for_a_gpu_still_delivers_on_this_cpu(native, monkeypatch, variable):
     # The placement decided with a GPU in view runs correctly wherever TF ends up running it.

@@ -80,12 +80,18 @@ def _requested_device() -> str:
     # A graph merges its tf.device scopes into each new op; this merges them into a stand-in node, as
     # Graph._apply_device_functions does, without adding an op to the graph.
     node = node_def_pb2.NodeDef(op="PyfastqDequeue")
-    for scope in tf.compat.v1.get_default_graph()._device_function_stack.peek_objs():
+    stack = getattr(tf.compat.v1.get_default_graph(), "_device_function_stack", None)
+    if stack is None:  # a TF without it: taken as no scope, where TF puts the op on a visible GPU
+        return ""
+    for scope in stack.peek_objs():
         if scope.is_null_merge:
             continue
         if scope.function is None:  # tf.device(None): scopes further out do not apply
             break
-        node.device = scope.string_merge(node)
+        try:
+            node.device = scope.string_merge(node)
+        except (AttributeError, TypeError, ValueError):  # a TF1 device function wanting a real Operation
+            return ""
     return node.device
 
 
