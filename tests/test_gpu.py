@@ -178,6 +178,27 @@ def test_each_dequeue_is_placed_where_tf_puts_it(native, monkeypatch, gpus, vari
     assert dequeue_ops(graph_def) == expected
 
 
+def test_deciding_where_a_dequeue_goes_leaves_the_device_configuration_open(native, tmp_path):
+    # Deciding must not start TF's runtime, where building the op would not: a program may still configure
+    # its devices. (The host path's tf.cond starts it, as any tf.cond does; the GPU path has none.)
+    script = textwrap.dedent(
+        """
+        import tensorflow as tf, pyfastq
+        from pyfastq.backends import native
+        q = pyfastq.Queue(tf.TensorSpec([2], tf.float32), capacity=4, backend="native")
+        with tf.Graph().as_default():
+            native._placed_on_gpu()
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        print(len(tf.config.list_logical_devices("CPU")), flush=True)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=START_BUDGET_S,
+                          cwd=tmp_path, env=CHILD_ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split()[-1] == "2"
+
+
 @pytest.mark.parametrize("needs_an_operation", [False, True])
 def test_tf1_device_functions_place_dequeues(native, monkeypatch, needs_an_operation):
     # A device function is asked where a dequeue would go; one that reads what only a real Operation has

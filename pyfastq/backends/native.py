@@ -69,8 +69,13 @@ _core.set_cudart_candidates(_pip_cudart())
 
 
 def _logical_gpus() -> list:
-    """The GPUs TF places ops on (logical: after set_visible_devices and virtual-device splits)."""
-    return tf.config.list_logical_devices("GPU")
+    """The GPUs TF places ops on: its logical GPUs once its runtime has started. Before that, the visible
+    physical GPUs (each gives at least one logical GPU), read without starting the runtime: starting it
+    would fix the device configuration (set_visible_devices, set_memory_growth, virtual devices) for good
+    in a program that only builds a graph yet."""
+    if getattr(context.context(), "_context_handle", None) is not None:
+        return tf.config.list_logical_devices("GPU")
+    return tf.config.get_visible_devices("GPU")
 
 
 def _requested_device() -> str:
