@@ -178,6 +178,22 @@ def test_each_dequeue_is_placed_where_tf_puts_it(native, monkeypatch, gpus, vari
     assert dequeue_ops(graph_def) == expected
 
 
+@pytest.mark.parametrize("batch_size", [None, 2])
+def test_a_dataset_dequeues_on_the_host_with_its_try(native, monkeypatch, batch_size):
+    # tf.data runs its pipeline on the host: with a GPU visible, its dequeues still try first.
+    from tensorflow.core.framework import graph_pb2
+
+    from pyfastq.backends import native as native_backend
+
+    monkeypatch.setattr(native_backend, "_logical_gpus", lambda: FAKE_GPUS)
+    q = placement_queue(False)
+    ds = q.dataset(batch_size=batch_size)
+    graph_def = graph_pb2.GraphDef.FromString(ds._as_serialized_graph().numpy())
+    wait, try_ = ("PyfastqDequeue", "PyfastqTryDequeue") if batch_size is None else (
+        "PyfastqDequeueMany", "PyfastqTryDequeueMany")
+    assert dequeue_ops(graph_def) == [(wait, "/device:CPU:0"), (try_, "/device:CPU:0")]
+
+
 def test_deciding_where_a_dequeue_goes_leaves_the_device_configuration_open(native, tmp_path):
     # Deciding must not start TF's runtime, where building the op would not: a program may still configure
     # its devices. (The host path's tf.cond starts it, as any tf.cond does; the GPU path has none.)

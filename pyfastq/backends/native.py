@@ -112,7 +112,7 @@ def _placed(dequeue):
     """A dequeue method run under its queue's placement (NativeBackend._placement)."""
     @functools.wraps(dequeue)
     def placed(self, *args, **kwargs):
-        with self._placement():
+        with self._placement(kwargs.get("end_as_flag", False)):
             return dequeue(self, *args, **kwargs)
 
     return placed
@@ -148,8 +148,9 @@ class NativeBackend(RingWriter):
         # on the host. Its dequeues stay there (also under a GPU scope), and TF copies what a GPU op reads.
         self._host_only = spec.variable
 
-    def _placement(self):
-        return tf.device("/CPU:0") if self._host_only else contextlib.nullcontext()
+    def _placement(self, end_as_flag: bool = False):
+        # end_as_flag is Queue.dataset's: its dequeues feed a tf.data pipeline, which runs on the host.
+        return tf.device("/CPU:0") if self._host_only or end_as_flag else contextlib.nullcontext()
 
     @_placed
     def dequeue(self, end_as_flag: bool = False):
