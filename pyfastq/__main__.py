@@ -1,4 +1,5 @@
-"""The pyfastq command: `pyfastq demo` (the end-to-end demo), `pyfastq bench` (the benchmark), `pyfastq info`."""
+"""The pyfastq command: `pyfastq demo` (the end-to-end demo), `pyfastq bench` (the benchmark), `pyfastq info`,
+`pyfastq gpu-check` (every check of the GPU paths, where there is a GPU)."""
 
 from __future__ import annotations
 
@@ -22,12 +23,17 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("info", help="print versions and whether the native backend loads")
     # Its options are its own (pyfastq bench --help lists them): everything after "bench" goes to it.
     sub.add_parser("bench", help="measure pyfastq against from_generator, numpy_function and FIFOQueue", add_help=False)
+    sub.add_parser("gpu-check", help="run every check of the GPU paths, on a machine with a GPU", add_help=False)
     args, rest = parser.parse_known_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.command == "bench":
         from .bench.run import main as bench_main
 
         return bench_main(rest)
+    if args.command == "gpu-check":
+        from .bench.gpu_check import main as gpu_check_main
+
+        return gpu_check_main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
 

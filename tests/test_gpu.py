@@ -3,12 +3,14 @@
 What runs everywhere: both ops have CPU and GPU kernels registered; a dequeue placed on /GPU:0 runs
 on the CPU under soft placement where there is no GPU; the ring's pinning goes through the CUDA
 runtime named at run time (a stand-in libcudart built here checks register/unregister, and that
-unregister comes while the ring is still mapped); stats() says "pinned" on both backends.
+unregister comes while the ring is still mapped); stats() says "pinned" on both backends; where each
+dequeue is placed and whether it tries first, with a GPU's visibility faked (the placement is Python's).
 What needs a GPU (skipped without one): values and placement of GPU outputs, in both copy modes;
 the pinned flag; slots given back once the copy is done; no leak over 10k batches; prefetch_to_device.
 """
 
 import json
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -108,18 +110,193 @@ def test_prefetch_to_device_on_a_queue_dataset(backend):
     assert batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
 
 
+# -- where each dequeue is placed (decided per op in Python; GPU visibility faked here) ----------
+
+FAKE_GPUS = [tf.config.LogicalDevice("/device:GPU:0", "GPU")]
+
+
+def dequeue_ops(graph_def):
+    """(op, requested device) of every pyfastq op in a graph and in the functions it calls (cond branches)."""
+    nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
+    return sorted((n.op, n.device) for n in nodes if n.op.startswith("Pyfastq"))
+
+
+def placement_queue(variable):
+    if variable:
+        return pyfastq.Queue(tf.TensorSpec([None], tf.float32), capacity=8, max_shapes=[4], backend="native")
+    return pyfastq.Queue(tf.TensorSpec([4], tf.float32), capacity=8, backend="native")
+
+
+def built(q, scope, many):
+    def take():
+        return q.dequeue_many(2) if many else q.dequeue()
+
+    if scope is None:
+        return take()
+    with tf.device(scope):
+        return take()
+
+
+WAIT_ONLY, TRY_AND_WAIT = "wait only", "try and wait"
+
+
+@pytest.mark.parametrize(
+    "gpus, variable, scope, path, device",
+    [
+        # A GPU visible: TF puts an unscoped op with a GPU kernel on it, so only the waiting op is made.
+        (FAKE_GPUS, False, None, WAIT_ONLY, ""),
+        (FAKE_GPUS, False, "/GPU:0", WAIT_ONLY, "/device:GPU:0"),
+        # A host dequeue keeps the synchronous try, GPU or not.
+        (FAKE_GPUS, False, "/CPU:0", TRY_AND_WAIT, "/device:CPU:0"),
+        # Variable shapes have no GPU kernel: their dequeues stay on the host, under any scope.
+        (FAKE_GPUS, True, None, TRY_AND_WAIT, "/device:CPU:0"),
+        (FAKE_GPUS, True, "/GPU:0", TRY_AND_WAIT, "/device:CPU:0"),
+        # No GPU: a GPU scope soft-places on the CPU, where the try runs.
+        ([], False, None, TRY_AND_WAIT, ""),
+        ([], False, "/GPU:0", TRY_AND_WAIT, "/device:GPU:0"),
+        ([], True, None, TRY_AND_WAIT, "/device:CPU:0"),
+    ],
+)
+@pytest.mark.parametrize("many", [False, True], ids=["dequeue", "dequeue_many"])
+@pytest.mark.parametrize("graph", ["tf.function", "tf1"])
+def test_each_dequeue_is_placed_where_tf_puts_it(native, monkeypatch, gpus, variable, scope, path, device, many,
+                                                  graph):
+    from pyfastq.backends import native as native_backend
+
+    monkeypatch.setattr(native_backend, "_logical_gpus", lambda: gpus)
+    q = placement_queue(variable)
+    if graph == "tf1":
+        g = tf.Graph()
+        with g.as_default():
+            built(q, scope, many)
+        graph_def = g.as_graph_def()
+    else:
+        graph_def = tf.function(lambda: built(q, scope, many)).get_concrete_function().graph.as_graph_def()
+    wait = "PyfastqDequeueMany" if many else "PyfastqDequeue"
+    try_ = "PyfastqTryDequeueMany" if many else "PyfastqTryDequeue"
+    expected = [(wait, device)] if path == WAIT_ONLY else [(wait, device), (try_, device)]
+    assert dequeue_ops(graph_def) == expected
+
+
+@pytest.mark.parametrize("batch_size", [None, 2])
+def test_a_dataset_dequeues_on_the_host_with_its_try(native, monkeypatch, batch_size):
+    # tf.data runs its pipeline on the host: with a GPU visible, its dequeues still try first.
+    from tensorflow.core.framework import graph_pb2
+
+    from pyfastq.backends import native as native_backend
+
+    monkeypatch.setattr(native_backend, "_logical_gpus", lambda: FAKE_GPUS)
+    q = placement_queue(False)
+    ds = q.dataset(batch_size=batch_size)
+    graph_def = graph_pb2.GraphDef.FromString(ds._as_serialized_graph().numpy())
+    wait, try_ = ("PyfastqDequeue", "PyfastqTryDequeue") if batch_size is None else (
+        "PyfastqDequeueMany", "PyfastqTryDequeueMany")
+    assert dequeue_ops(graph_def) == [(wait, "/device:CPU:0"), (try_, "/device:CPU:0")]
+
+
+def test_deciding_where_a_dequeue_goes_leaves_the_device_configuration_open(native, tmp_path):
+    # Deciding must not start TF's runtime, where building the op would not: a program may still configure
+    # its devices. (The host path's tf.cond starts it, as any tf.cond does; the GPU path has none.)
+    script = textwrap.dedent(
+        """
+        import tensorflow as tf, pyfastq
+        from pyfastq.backends import native
+        q = pyfastq.Queue(tf.TensorSpec([2], tf.float32), capacity=4, backend="native")
+        with tf.Graph().as_default():
+            native._placed_on_gpu()
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        print(len(tf.config.list_logical_devices("CPU")), flush=True)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=START_BUDGET_S,
+                          cwd=tmp_path, env=CHILD_ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split()[-1] == "2"
+
+
+@pytest.mark.parametrize("needs_an_operation", [False, True])
+def test_tf1_device_functions_place_dequeues(native, monkeypatch, needs_an_operation):
+    # A device function is asked where a dequeue would go; one that reads what only a real Operation has
+    # leaves the choice to TF (the waiting op alone, which has a kernel on either device).
+    from pyfastq.backends import native as native_backend
+
+    monkeypatch.setattr(native_backend, "_logical_gpus", lambda: FAKE_GPUS)
+    q = placement_queue(False)
+
+    def on_host(op):
+        return "/device:CPU:0" if not needs_an_operation or op.type.startswith("Pyfastq") else ""
+
+    g = tf.Graph()
+    with g.as_default(), tf.compat.v1.device(on_host):
+        q.dequeue()
+    expected = [("PyfastqDequeue", "/device:CPU:0")]
+    if not needs_an_operation:
+        expected.append(("PyfastqTryDequeue", "/device:CPU:0"))
+    assert dequeue_ops(g.as_graph_def()) == expected
+
+
+@pytest.mark.parametrize("variable", [False, True])
+def test_a_dequeue_chosen_for_a_gpu_still_delivers_on_this_cpu(native, monkeypatch, variable):
+    # The placement decided with a GPU in view runs correctly wherever TF ends up running it.
+    from pyfastq.backends import native as native_backend
+
+    monkeypatch.setattr(native_backend, "_logical_gpus", lambda: FAKE_GPUS)
+    q = placement_queue(variable)
+    for i in range(5):
+        q.put(f32(3 if variable else 4, value=i))
+    q.close()
+
+    @tf.function
+    def take():
+        return q.dequeue(), q.dequeue_many(2), q.dequeue_many(4, allow_smaller_final_batch=True)
+
+    one, two, rest = take()
+    assert one.numpy()[0] == 0 and two.numpy()[:, 0].tolist() == [1, 2] and rest.numpy()[:, 0].tolist() == [3, 4]
+    if variable:
+        assert one.shape == [3] and "CPU" in one.device
+
+
+@pytest.mark.parametrize(
+    "variable, scope, tried",
+    [
+        (False, None, False), (False, "/GPU:0", False), (False, "/CPU:0", True),
+        (True, None, True), (True, "/GPU:0", True),
+    ],
+)
+def test_eager_dequeues_try_first_only_on_the_host(native, monkeypatch, variable, scope, tried):
+    from pyfastq.backends import native as native_backend
+
+    monkeypatch.setattr(native_backend, "_logical_gpus", lambda: FAKE_GPUS)
+    calls = []
+    for name in ("pyfastq_try_dequeue", "pyfastq_try_dequeue_many"):
+        real = getattr(native_backend._ops, name)
+        monkeypatch.setattr(native_backend._ops, name, lambda *a, _real=real, _name=name, **k: (
+            calls.append(_name), _real(*a, **k))[1])
+    q = placement_queue(variable)
+    for i in range(3):
+        q.put(f32(4, value=i))
+    one, two = built(q, scope, False), built(q, scope, True)
+    assert one.numpy().tolist() == [0.0] * 4 and two.numpy()[:, 0].tolist() == [1.0, 2.0]
+    assert calls == (["pyfastq_try_dequeue", "pyfastq_try_dequeue_many"] if tried else [])
+    if variable:
+        assert "CPU" in one.device and "CPU" in two.device
+
+
 # -- pinning through the CUDA runtime, in child processes (the runtime is loaded once per process) --
 
-# A stand-in for libcudart: the four calls pyfastq makes, each logged; unregister also logs whether
-# the range is still mapped (msync fails with ENOMEM on an unmapped page).
+# A stand-in for libcudart: the four calls pyfastq makes, each logged with the calling thread; unregister
+# also logs whether the range is still mapped (msync fails with ENOMEM on an unmapped page).
 FAKE_CUDART = r"""
 #include <cstdio>
 #include <cstdlib>
 #include <cstdint>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 static void log_line(const char* what, void* p, std::size_t n, int mapped) {
   if (FILE* f = std::fopen(std::getenv("FAKE_CUDART_LOG"), "a")) {
-    std::fprintf(f, "%s %p %zu %d\n", what, p, n, mapped);
+    std::fprintf(f, "%s %p %zu %d %ld\n", what, p, n, mapped, static_cast<long>(syscall(SYS_gettid)));
     std::fclose(f);
   }
 }
@@ -201,6 +378,36 @@ def test_pinning_can_be_turned_off(native, tmp_path):
     assert out["pin"] == [False, "pinning disabled (PYFASTQ_CUDART=0)"] and not calls
 
 
+def test_pinning_takes_the_cuda_runtime_of_tfs_version(native, fake_cudart, tmp_path):
+    # A newer runtime found first must not be loaded beside TF's: two runtimes in one process.
+    major = str(tf.sysconfig.get_build_info().get("cuda_version") or "").split(".")[0]
+    if not major:
+        pytest.skip("this TensorFlow was built without CUDA: any runtime may pin")
+    (tmp_path / "newer").mkdir(), (tmp_path / "own").mkdir()
+    newer = tmp_path / "newer" / f"libcudart.so.{int(major) + 1}"
+    own = tmp_path / "own" / f"libcudart.so.{major}"
+    shutil.copy(fake_cudart, newer)
+    shutil.copy(fake_cudart, own)
+    script = textwrap.dedent(
+        f"""
+        import json, tensorflow as tf, pyfastq
+        from pyfastq import _core
+        import pyfastq.backends.native  # sets TF's version, and pip's runtimes as the candidates: replaced here
+        _core.set_cudart_candidates([{str(newer)!r}, {str(own)!r}])  # pip's order: newest first
+        q = pyfastq.Queue(tf.TensorSpec([4], tf.float32), capacity=2, backend="native")
+        print(json.dumps({{"pin": q._impl._ring.pin(), "cudart": _core.cudart()}}), flush=True)
+        """
+    )
+    env = {k: v for k, v in CHILD_ENV.items() if k != "PYFASTQ_CUDART"}
+    env["FAKE_CUDART_LOG"] = str(tmp_path / "cudart.log")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=START_BUDGET_S,
+                          cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.splitlines()[-1])
+    # The one TF loaded (on a machine with CUDA), else the candidate of TF's version; never the newer one.
+    assert out["cudart"] in (str(own), f"libcudart.so.{major} (already loaded)"), out
+
+
 @no_gpu
 def test_whatever_cuda_runtime_is_here_pins_nothing_without_a_gpu(native, tmp_path):
     # None, or one without a driver or a device: not pinned, a reason given, the ring as before.
@@ -208,6 +415,50 @@ def test_whatever_cuda_runtime_is_here_pins_nothing_without_a_gpu(native, tmp_pa
     pinned, why = out["pin"]
     assert pinned is False and why
     assert out["after"] is False and out["value"] == 1.0
+
+
+# -- the GPU kernel's copies (csrc/tf/transfer.h), driven by a stand-in DeviceContext ---------
+
+CSRC = pathlib.Path(__file__).resolve().parent.parent / "csrc"
+
+
+@pytest.fixture(scope="module")
+def transfer_test(tmp_path_factory):
+    compiler = shutil.which("c++") or shutil.which("g++")
+    if compiler is None:
+        pytest.skip("no C++ compiler to build the transfer test")
+    ring_lib = pathlib.Path(pyfastq.__file__).parent
+    tf_lib = tf.sysconfig.get_lib()
+    exe = tmp_path_factory.mktemp("transfer") / "test_transfer"
+    command = [
+        # TF's headers use their own deprecated API: those warnings are TF's, not the test's.
+        compiler, "-O1", "-Wno-deprecated-declarations", "-o", str(exe),
+        str(CSRC / "tf" / "tests" / "test_transfer.cc"),
+        f"-I{CSRC / 'tf'}", f"-I{CSRC / 'ring' / 'include'}", *tf.sysconfig.get_compile_flags(),
+        f"-L{ring_lib}", "-l:libpyfastq_ring.so", f"-Wl,-rpath,{ring_lib}",
+        *tf.sysconfig.get_link_flags(), f"-Wl,-rpath,{tf_lib}", "-lpthread",
+    ]
+    subprocess.run(command, check=True, timeout=600)
+    return exe
+
+
+@pytest.mark.parametrize("check", ["sync", "staged"])
+def test_transfer(native, transfer_test, check):
+    # sync: only the first copy of a transfer makes the host-to-device stream wait for the compute stream
+    # (the later ones are queued behind it on the same stream). staged: a source TF has copied into its
+    # staging buffer during the call is let go then (its slot back to producers), not when the copy completes.
+    proc = subprocess.run([str(transfer_test), check], capture_output=True, text=True, timeout=START_BUDGET_S)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
+def test_transfer_tears_a_ring_down_off_the_event_thread(native, transfer_test, fake_cudart, tmp_path):
+    # The last copy's completion can drop a ring's last owner: its unpinning and unmapping must not run
+    # on TF's event-manager thread, which every GPU completion of the process waits behind.
+    log = tmp_path / "cudart.log"
+    env = {**CHILD_ENV, "PYFASTQ_CUDART": str(fake_cudart), "FAKE_CUDART_LOG": str(log)}
+    proc = subprocess.run([str(transfer_test), "teardown"], capture_output=True, text=True, env=env,
+                          timeout=START_BUDGET_S)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
 
 
 # -- on a GPU ------------------------------------------------------------------------
@@ -339,3 +590,20 @@ def test_bench_device_gpu_says_plainly_that_it_needs_a_gpu(native, tmp_path):
                           timeout=START_BUDGET_S, cwd=tmp_path, env=CHILD_ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "no GPU visible to TensorFlow here" in proc.stdout and "Nothing measured" in proc.stdout
+
+
+@no_gpu
+def test_gpu_check_says_plainly_that_there_is_no_gpu(native, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pyfastq", "gpu-check"], capture_output=True, text=True,
+                          timeout=START_BUDGET_S, cwd=tmp_path, env=CHILD_ENV)
+    assert proc.returncode == 77, proc.stderr[-3000:]  # a skip, to test drivers
+    assert "no GPU visible to TensorFlow here" in proc.stdout and "Nothing checked" in proc.stdout
+
+
+def test_gpu_check_of_a_queue_dropped_while_copying_runs_anywhere(native, tmp_path):
+    # The check itself, soft-placed on the CPU where there is no GPU: its consumer ends once the queue is gone.
+    proc = subprocess.run([sys.executable, "-m", "pyfastq.bench.gpu_check", "--check", "dropped"],
+                          capture_output=True, text=True, timeout=START_BUDGET_S, cwd=tmp_path, env=CHILD_ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ended = json.loads(proc.stdout.splitlines()[-1])
+    assert ended["consumer"] in ("FailedPreconditionError", "CancelledError"), ended

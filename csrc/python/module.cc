@@ -684,6 +684,8 @@ PYBIND11_MODULE(_core, m) {
       .value("TAKEN", Interrupt::kTaken, "a waiting consumer took it and ends with CancelledError");
   m.def("set_cudart_candidates", &set_cudart_candidates, py::arg("paths"),
         "Paths of libcudart to try, after $PYFASTQ_CUDART and the loader's own search, when a ring is first pinned");
+  m.def("set_cudart_version", &set_cudart_version, py::arg("major"),
+        "The CUDA major version TF was built with: only that runtime is used for pinning (\"\": any)");
   m.def("cudart", &cudart_description, "The CUDA runtime used for pinning, or why there is none (empty before the first pin)");
   m.def("consumer_interrupt", &consumer_interrupt);
   m.def("clear_consumer_interrupt", &clear_consumer_interrupt);

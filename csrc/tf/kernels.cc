@@ -16,7 +16,9 @@
 // The GPU kernels wait the same way, then copy as TF's _CopyFromHostToGpu
 // does (grappler/optimizers/gpu_swapping_kernels.cc): outputs allocated on the
 // device, DeviceContext::CopyCPUTensorToDevice from the slots, and the op done
-// in the copy's callback, which is also where the slots go back to producers.
+// in the copies' callback (transfer.h). A slot goes back to producers as soon as
+// nothing reads it: rows gathered into staging at once, a slot TF stages itself
+// (an unpinned ring) when its copy is issued, a slot DMA'd from when it is done.
 // The first GPU dequeue of a ring pins it (RingMemory::pin), so the copies
 // are DMA from the slots themselves. Nothing here needs CUDA to compile: the
 // copy is TF's, the pinning dlopens the CUDA runtime.
@@ -40,6 +42,7 @@
 #include "absl/strings/str_cat.h"
 #include "pyfastq/interrupt.h"
 #include "pyfastq/ring_memory.h"
+#include "transfer.h"
 #include "tensorflow/core/framework/allocation_description.pb.h"
 #include "tensorflow/core/framework/allocator.h"
 #include "tensorflow/core/framework/device.h"
@@ -48,6 +51,7 @@
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/framework/tensor_shape.h"
 #include "tensorflow/core/platform/env.h"
+#include "tensorflow/core/platform/logging.h"
 
 namespace tensorflow {
 namespace {
@@ -102,61 +106,21 @@ class SlotBuffer : public TensorBuffer {
   std::shared_ptr<SlotLease> lease_;
 };
 
-// The host-to-device copies of one GPU dequeue. `done` runs once, after the
-// last copy has finished (or failed); only then are the host tensors and the
-// leases dropped, which gives the slots back to producers.
-class Transfer {
- public:
-  struct Copy {
-    Tensor host;
-    Tensor device;  // an output, or a row of one (Tensor::Slice shares its buffer)
-  };
-
-  static void Start(OpKernelContext* ctx, std::vector<Copy> copies, std::vector<std::shared_ptr<SlotLease>> leases,
-                    AsyncOpKernel::DoneCallback done) {
-    DeviceContext* dc = ctx->op_device_context();
-    if (dc == nullptr && !copies.empty()) {
-      ctx->SetStatus(absl::InternalError("pyfastq dequeue: the GPU kernel has no device context"));
-      done();
-      return;
-    }
-    std::shared_ptr<Transfer> t(new Transfer(ctx, std::move(copies), std::move(leases), std::move(done)));
-    auto* device = static_cast<Device*>(ctx->device());
-    // One count more than there are copies, taken back after the loop: a copy
-    // that finishes at once cannot end the transfer while others are being issued.
-    t->pending_.store(t->copies_.size() + 1, std::memory_order_relaxed);
-    for (Copy& c : t->copies_) {
-      dc->CopyCPUTensorToDevice(&c.host, device, &c.device, [t](const absl::Status& s) { t->CopyDone(s); });
-    }
-    t->CopyDone(absl::OkStatus());
+// Issues a GPU dequeue's copies through the op's device context and ends the op once they are done.
+void StartTransfer(OpKernelContext* ctx, std::vector<pyfastq_gpu::Transfer::Copy> copies,
+                   AsyncOpKernel::DoneCallback done) {
+  DeviceContext* dc = ctx->op_device_context();
+  if (dc == nullptr && !copies.empty()) {
+    ctx->SetStatus(absl::InternalError("pyfastq dequeue: the GPU kernel has no device context"));
+    done();
+    return;
   }
-
- private:
-  Transfer(OpKernelContext* ctx, std::vector<Copy> copies, std::vector<std::shared_ptr<SlotLease>> leases,
-           AsyncOpKernel::DoneCallback done)
-      : ctx_(ctx), copies_(std::move(copies)), leases_(std::move(leases)), done_(std::move(done)) {}
-
-  void CopyDone(const absl::Status& s) {
-    if (!s.ok()) {
-      std::lock_guard<std::mutex> lock(mu_);
-      status_.Update(s);
-    }
-    if (pending_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-    // Every copy has read its slot: the slots go back now, and the op is done.
-    copies_.clear();
-    leases_.clear();
-    ctx_->SetStatus(status_);
-    done_();
-  }
-
-  OpKernelContext* ctx_;
-  std::vector<Copy> copies_;
-  std::vector<std::shared_ptr<SlotLease>> leases_;
-  AsyncOpKernel::DoneCallback done_;
-  std::atomic<std::size_t> pending_{0};
-  std::mutex mu_;
-  absl::Status status_;
-};
+  pyfastq_gpu::Transfer::Start(dc, static_cast<Device*>(ctx->device()), std::move(copies),
+                               [ctx, done = std::move(done)](const absl::Status& s) {
+                                 ctx->SetStatus(s);
+                                 done();
+                               });
+}
 
 // Where a GPU dequeue_many copies its rows from (PYFASTQ_GPU_COPY).
 enum class CopyMode { kAuto, kGather, kRows };
@@ -699,7 +663,20 @@ class GpuDequeueOp : public DequeueOp {
  protected:
   // Pinned once per ring and process (RingMemory::pin keeps the first answer): where there is no
   // CUDA runtime or it refuses, the copies stay correct and TF stages them through its own pinned buffer.
-  void Prepare(RingMemory& mem) override { mem.pin(); }
+  void Prepare(RingMemory& mem) override {
+    if (mem.pin()) return;
+    // Once per process: an unpinned ring stays correct, only slower, and every ring fails alike.
+    static std::once_flag warned;
+    std::call_once(warned, [&] {
+      std::string why;
+      mem.pin(&why);
+      if (why.rfind("pinning disabled", 0) == 0) return;  // PYFASTQ_CUDART=0: asked for
+      LOG(WARNING) << where_ << ": the queue's ring could not be pinned (" << why
+                   << "); its GPU copies go through TensorFlow's staging buffer, a host copy more per batch. "
+                   << "PYFASTQ_CUDART=/path/to/libcudart.so.N names the CUDA runtime to pin with; "
+                   << "PYFASTQ_CUDART=0 turns pinning off without this warning.";
+    });
+  }
 
   void Deliver(OpKernelContext* ctx, std::shared_ptr<Wait> wait, DoneCallback done) override {
     pyfastq::Ring& ring = wait->mem->ring();
@@ -714,7 +691,7 @@ class GpuDequeueOp : public DequeueOp {
     if (!ctx->status().ok()) return done();
     OpOutputList outputs;
     OP_REQUIRES_OK_ASYNC(ctx, ctx->output_list("components", &outputs), done);
-    std::vector<Transfer::Copy> copies;
+    std::vector<pyfastq_gpu::Transfer::Copy> copies;
     for (std::uint32_t i = 0; i < types_.size(); ++i) {
       const std::uint64_t offset = ring.component(i).offset;
       const std::size_t bytes = nbytes_[i];
@@ -745,7 +722,10 @@ class GpuDequeueOp : public DequeueOp {
         copies.push_back({std::move(staging), *out});
       }
     }
-    Transfer::Start(ctx, std::move(copies), std::move(leases), std::move(done));
+    // What no copy reads (rows gathered into staging) goes back to producers now; a slot tensor in
+    // `copies` holds its own lease until its copy no longer needs it.
+    leases.clear();
+    StartTransfer(ctx, std::move(copies), std::move(done));
   }
 
   void DeliverEnd(OpKernelContext* ctx, DoneCallback done) override {
@@ -753,7 +733,7 @@ class GpuDequeueOp : public DequeueOp {
     if (!ctx->status().ok()) return done();
     OpOutputList outputs;
     OP_REQUIRES_OK_ASYNC(ctx, ctx->output_list("components", &outputs), done);
-    std::vector<Transfer::Copy> copies;
+    std::vector<pyfastq_gpu::Transfer::Copy> copies;
     for (std::uint32_t i = 0; i < types_.size(); ++i) {
       TensorShape shape = full_shapes_[i];
       if (batched_) shape.InsertDim(0, 0);
@@ -766,7 +746,7 @@ class GpuDequeueOp : public DequeueOp {
       std::memset(const_cast<char*>(zeros.tensor_data().data()), 0, zeros.TotalBytes());
       copies.push_back({std::move(zeros), *out});
     }
-    Transfer::Start(ctx, std::move(copies), {}, std::move(done));
+    StartTransfer(ctx, std::move(copies), std::move(done));
   }
 
  private:

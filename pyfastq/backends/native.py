@@ -7,6 +7,7 @@ compiled parts are missing or were built against another TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import importlib.util
@@ -14,6 +15,8 @@ import os
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import node_def_pb2
+from tensorflow.python.eager import context
 
 from .._spec import Spec, bitcast_takes
 from .._writer import RingWriter
@@ -53,13 +56,66 @@ def _pip_cudart() -> list[str]:
     return found
 
 
-# Tried when a GPU dequeue first pins a ring, after the runtime TF has loaded and the loader's own search.
+def _cuda_major() -> str:
+    """The major version of the CUDA runtime TF was built with ("12"), or "" for a build without CUDA."""
+    version = str(tf.sysconfig.get_build_info().get("cuda_version") or "")
+    return version.split(".")[0]
+
+
+# Read when a GPU dequeue first pins a ring: TF's runtime version (no second runtime beside TF's),
+# and pip's runtimes to try after the one TF has loaded and before the loader's own search.
+_core.set_cudart_version(_cuda_major())
 _core.set_cudart_candidates(_pip_cudart())
 
 
-@functools.cache
-def _gpu_visible() -> bool:
-    return bool(tf.config.list_physical_devices("GPU"))
+def _logical_gpus() -> list:
+    """The GPUs TF places ops on: its logical GPUs once its runtime has started. Before that, the visible
+    physical GPUs (each gives at least one logical GPU), read without starting the runtime: starting it
+    would fix the device configuration (set_visible_devices, set_memory_growth, virtual devices) for good
+    in a program that only builds a graph yet."""
+    if getattr(context.context(), "_context_handle", None) is not None:
+        return tf.config.list_logical_devices("GPU")
+    return tf.config.get_visible_devices("GPU")
+
+
+def _requested_device() -> str:
+    """The device a dequeue op made here is requested on: the current tf.device scope, "" outside any."""
+    if tf.executing_eagerly():
+        return context.context().device_name or ""
+    # A graph merges its tf.device scopes into each new op; this merges them into a stand-in node, as
+    # Graph._apply_device_functions does, without adding an op to the graph.
+    node = node_def_pb2.NodeDef(op="PyfastqDequeue")
+    stack = getattr(tf.compat.v1.get_default_graph(), "_device_function_stack", None)
+    if stack is None:  # a TF without it: taken as no scope, where TF puts the op on a visible GPU
+        return ""
+    for scope in stack.peek_objs():
+        if scope.is_null_merge:
+            continue
+        if scope.function is None:  # tf.device(None): scopes further out do not apply
+            break
+        try:
+            node.device = scope.string_merge(node)
+        except (AttributeError, TypeError, ValueError):  # a TF1 device function wanting a real Operation
+            return ""
+    return node.device
+
+
+def _placed_on_gpu() -> bool:
+    """Whether TF places a dequeue op made here on a GPU: under a GPU scope, or outside any device scope
+    while a GPU is visible (TF gives an op that has a GPU kernel the first GPU). Decided where the op is
+    made: a tf.function traced outside any scope keeps its choice when later called under one."""
+    device_type = tf.DeviceSpec.from_string(_requested_device()).device_type
+    return (device_type is None or device_type.upper() == "GPU") and bool(_logical_gpus())
+
+
+def _placed(dequeue):
+    """A dequeue method run under its queue's placement (NativeBackend._placement)."""
+    @functools.wraps(dequeue)
+    def placed(self, *args, **kwargs):
+        with self._placement(kwargs.get("end_as_flag", False)):
+            return dequeue(self, *args, **kwargs)
+
+    return placed
 
 
 class NativeBackend(RingWriter):
@@ -96,7 +152,15 @@ class NativeBackend(RingWriter):
         self._no_cond = any(
             c != d and not bitcast_takes(d) for c, d in zip(spec.carried_dtypes, spec.tf_dtypes, strict=True)
         )
+        # The GPU kernel copies slots at their full shapes; an element of variable shape gets its shape
+        # on the host. Its dequeues stay there (also under a GPU scope), and TF copies what a GPU op reads.
+        self._host_only = spec.variable
 
+    def _placement(self, end_as_flag: bool = False):
+        # end_as_flag is Queue.dataset's: its dequeues feed a tf.data pipeline, which runs on the host.
+        return tf.device("/CPU:0") if self._host_only or end_as_flag else contextlib.nullcontext()
+
+    @_placed
     def dequeue(self, end_as_flag: bool = False):
         return self._tried(
             lambda attrs: _ops.pyfastq_try_dequeue(**attrs),
@@ -104,6 +168,7 @@ class NativeBackend(RingWriter):
             end_as_flag,
         )
 
+    @_placed
     def dequeue_many(self, n: int, allow_smaller: bool, end_as_flag: bool = False, padding: list | None = None):
         """padding: None (zeros), or one numpy scalar (None: zero) per component."""
         pad = []
@@ -133,9 +198,9 @@ class NativeBackend(RingWriter):
             done, comps = wait_op(attrs, record_fill)
             return done, list(comps)
 
-        if _gpu_visible():
-            # Under a GPU device scope the waiting op runs its GPU kernel, which copies into device
-            # memory; the try has no GPU kernel and would bring the element to the host instead.
+        if _placed_on_gpu():
+            # On a GPU the waiting op runs its GPU kernel, which copies into device memory; the try
+            # has no GPU kernel and would bring the element to the host instead.
             return waited(self._op_attrs, True)
         if tf.executing_eagerly():
             ok, fast = try_op(self._op_attrs)

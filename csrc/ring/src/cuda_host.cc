@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 
 #include <cstdlib>
+#include <iterator>
 #include <mutex>
 
 namespace pyfastq {
@@ -17,8 +18,9 @@ constexpr unsigned int kCudaHostRegisterPortable = 1;  // pinned for every CUDA 
 
 struct Cudart {
   std::once_flag loaded;
-  std::mutex mu;  // guards candidates and description
+  std::mutex mu;  // guards candidates, version and description
   std::vector<std::string> candidates;
+  std::string version;
   std::string description;
   HostRegisterFn host_register = nullptr;
   HostUnregisterFn host_unregister = nullptr;
@@ -67,25 +69,42 @@ void load(Cudart& c) {
     }
     return;
   }
-  // The runtime TF already loaded, if it did: one runtime in the process.
-  for (const char* name : kSonames) {
-    if (void* h = dlopen(name, RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD)) {
-      if (bind(c, h, std::string(name) + " (already loaded)")) return;
-    }
-  }
   std::vector<std::string> candidates;
+  std::string version;
   {
     std::lock_guard<std::mutex> lock(c.mu);
     candidates = c.candidates;
+    version = c.version;
   }
-  for (const char* name : kSonames) candidates.emplace_back(name);
+  // TF's version alone when it is known, else every version, newest first.
+  std::vector<std::string> sonames;
+  if (!version.empty()) {
+    const std::string soname = "libcudart.so." + version;
+    sonames.push_back(soname);
+    std::vector<std::string> own;
+    for (const std::string& path : candidates) {
+      const std::size_t slash = path.rfind('/');
+      if (path.compare(slash == std::string::npos ? 0 : slash + 1, std::string::npos, soname) == 0) own.push_back(path);
+    }
+    candidates = std::move(own);
+  } else {
+    sonames.assign(std::begin(kSonames), std::end(kSonames));
+  }
+  // The runtime TF already loaded, if it did: one runtime in the process.
+  for (const std::string& name : sonames) {
+    if (void* h = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD)) {
+      if (bind(c, h, name + " (already loaded)")) return;
+    }
+  }
+  candidates.insert(candidates.end(), sonames.begin(), sonames.end());
   for (const std::string& path : candidates) {
     if (void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL)) {
       if (bind(c, h, path)) return;
     }
   }
   std::lock_guard<std::mutex> lock(c.mu);
-  c.description = "no CUDA runtime (libcudart) found";
+  c.description = version.empty() ? "no CUDA runtime (libcudart) found"
+                                   : "no CUDA runtime libcudart.so." + version + " (TensorFlow's version) found";
 }
 
 }  // namespace
@@ -94,6 +113,12 @@ void set_cudart_candidates(const std::vector<std::string>& paths) {
   Cudart& c = cudart();
   std::lock_guard<std::mutex> lock(c.mu);
   c.candidates = paths;
+}
+
+void set_cudart_version(const std::string& major) {
+  Cudart& c = cudart();
+  std::lock_guard<std::mutex> lock(c.mu);
+  c.version = major;
 }
 
 bool cuda_host_register(void* base, std::size_t bytes, std::string* why) noexcept {

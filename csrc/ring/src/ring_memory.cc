@@ -16,6 +16,7 @@
 #include <new>
 #include <stdexcept>
 #include <system_error>
+#include <thread>
 #include <unordered_map>
 
 namespace pyfastq {
@@ -97,7 +98,34 @@ int anonymous_shm(std::size_t bytes) {
   throw std::runtime_error("shm_open: no free name after 8 tries");
 }
 
+// How many forks lie between this process and the first pin of its lineage: a
+// child's count differs from its parent's, so a ring the parent pinned reads
+// as unpinned in the child, which must not unregister it.
+std::atomic<unsigned> g_forks{0};
+
+void count_forks() {
+  static const int registered = pthread_atfork(nullptr, nullptr, [] { g_forks.fetch_add(1, std::memory_order_relaxed); });
+  (void)registered;
+}
+
+// How many TeardownElsewhere live on this thread.
+thread_local int t_teardown_elsewhere = 0;
+
 }  // namespace
+
+TeardownElsewhere::TeardownElsewhere() noexcept { ++t_teardown_elsewhere; }
+TeardownElsewhere::~TeardownElsewhere() { --t_teardown_elsewhere; }
+
+void RingMemory::destroy(RingMemory* mem) noexcept {
+  if (t_teardown_elsewhere > 0) {
+    try {
+      std::thread([mem] { delete mem; }).detach();
+      return;
+    } catch (const std::system_error&) {  // no thread to be had: torn down here after all
+    }
+  }
+  delete mem;
+}
 
 RingMemory::RingMemory(void* base, std::size_t bytes, int fd) : base_(base), bytes_(bytes), fd_(fd) {}
 
@@ -117,7 +145,7 @@ RingMemory::~RingMemory() {
     if (it != r.rings.end() && it->second.expired()) r.rings.erase(it);
   }
   // Unpinned before it is unmapped: the CUDA runtime keeps the registered range, and would take a
-  // later mapping at the same address for pinned memory.
+  // later mapping at the same address for pinned memory. Only in the process that pinned it.
   if (pinned()) cuda_host_unregister(base_);
   munmap(base_, bytes_);
   if (fd_ >= 0) close(fd_);
@@ -125,15 +153,26 @@ RingMemory::~RingMemory() {
 
 bool RingMemory::pin(std::string* why) {
   std::call_once(pin_once_, [this] {
+    count_forks();
     std::string error;
     if (cuda_host_register(base_, bytes_, &error)) {
+      pinned_forks_ = g_forks.load(std::memory_order_relaxed);
       pinned_.store(true, std::memory_order_release);
     } else {
       pin_error_ = error;
     }
   });
-  if (why != nullptr) *why = pin_error_;
-  return pinned();
+  const bool here = pinned();
+  if (why != nullptr) {
+    *why = here || !pinned_.load(std::memory_order_acquire)
+               ? pin_error_
+               : "pinned by the process this one was forked from: CUDA does not carry over a fork";
+  }
+  return here;
+}
+
+bool RingMemory::pinned() const noexcept {
+  return pinned_.load(std::memory_order_acquire) && pinned_forks_ == g_forks.load(std::memory_order_relaxed);
 }
 
 std::shared_ptr<RingMemory> RingMemory::create(std::uint32_t capacity,
@@ -154,7 +193,7 @@ std::shared_ptr<RingMemory> RingMemory::create(std::uint32_t capacity,
     throw std::bad_alloc();
   }
   prefault(base, bytes);
-  std::shared_ptr<RingMemory> mem(new RingMemory(base, bytes, fd));
+  std::shared_ptr<RingMemory> mem(new RingMemory(base, bytes, fd), &RingMemory::destroy);
   mem->ring_ = Ring::create(base, bytes, capacity, comps.data(), static_cast<std::uint32_t>(comps.size()), options);
   mem->register_self();
   return mem;
@@ -174,7 +213,8 @@ std::shared_ptr<RingMemory> RingMemory::attach(int fd) {
     close(own);
     throw_errno("mmap of a shared ring");
   }
-  std::shared_ptr<RingMemory> mem(new RingMemory(base, bytes, own));  // unmaps and closes if attach throws
+  // Unmaps and closes if attach throws.
+  std::shared_ptr<RingMemory> mem(new RingMemory(base, bytes, own), &RingMemory::destroy);
   mem->ring_ = Ring::attach(base, bytes);
   mem->register_self();
   return mem;

@@ -1,10 +1,15 @@
 // Pinning a ring through a CUDA runtime opened at run time (cuda_host.h), with
 // the stand-in runtime fake_cudart.so: pinned once however many threads ask,
-// unpinned before the memory is unmapped, a refusal leaving the ring unpinned.
+// unpinned before the memory is unmapped (on another thread under a
+// TeardownElsewhere; never by a forked child), a refusal leaving the ring unpinned.
 #include <dlfcn.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <string>
 #include <thread>
 #include <vector>
@@ -26,6 +31,8 @@ T* fake(const char* name) {
   CHECK(p != nullptr);
   return p;
 }
+
+long this_thread_id() { return static_cast<long>(syscall(SYS_gettid)); }
 
 }  // namespace
 
@@ -53,7 +60,50 @@ TEST(pinned_once_by_racing_threads_and_unpinned_before_unmap) {
     CHECK_EQ(unregisters.load(), before);
   }
   CHECK_EQ(unregisters.load(), before + 1);  // fake_cudart aborts if the range was unmapped first
+  CHECK_EQ(fake<std::atomic<long>>("fake_unregister_thread")->load(), this_thread_id());
   CHECK_EQ(cudart_description(), std::string(PYFASTQ_FAKE_CUDART));
+}
+
+TEST(a_forked_child_leaves_its_parents_pinning_alone) {
+  auto& unregisters = *fake<std::atomic<int>>("fake_unregisters");
+  const int before = unregisters.load();
+  auto m = private_ring(8, {4096});
+  CHECK(m->pin());
+  const pid_t child = fork();
+  CHECK(child >= 0);
+  if (child == 0) {  // CHECK aborts: the parent sees a signal
+    CHECK(!m->pinned());
+    std::string why;
+    CHECK(!m->pin(&why));
+    CHECK_EQ(why, std::string("pinned by the process this one was forked from: CUDA does not carry over a fork"));
+    m.reset();  // the child's copy of the ring goes, and must not unregister the parent's pinning
+    CHECK_EQ(unregisters.load(), before);
+    _exit(0);
+  }
+  int status = 0;
+  CHECK_EQ(waitpid(child, &status, 0), child);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  CHECK(m->pinned());
+  m.reset();
+  CHECK_EQ(unregisters.load(), before + 1);
+}
+
+TEST(a_ring_let_go_under_teardown_elsewhere_is_unpinned_on_another_thread) {
+  auto& unregisters = *fake<std::atomic<int>>("fake_unregisters");
+  auto& unregister_thread = *fake<std::atomic<long>>("fake_unregister_thread");
+  const int before = unregisters.load();
+  auto m = private_ring(8, {4096});
+  CHECK(m->pin());
+  {
+    TeardownElsewhere elsewhere;
+    m.reset();  // the last owner: the teardown leaves this thread
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (unregisters.load() == before && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  CHECK_EQ(unregisters.load(), before + 1);
+  CHECK(unregister_thread.load() != this_thread_id());
 }
 
 TEST(a_refused_pin_is_kept_and_says_why) {

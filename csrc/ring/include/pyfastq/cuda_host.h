@@ -21,6 +21,13 @@ namespace pyfastq {
 // install of TF's CUDA libraries keeps them in site-packages, off its path).
 PYFASTQ_API void set_cudart_candidates(const std::vector<std::string>& paths);
 
+// any thread, before the first pin: the major version of the CUDA runtime TF
+// was built with ("12"; "" for none). Given one, only that version's runtime
+// is used (libcudart.so.<major>): the one TF loaded, or else the same one TF
+// will load; a runtime of another version beside TF's would be a second one in
+// the process. Without one, the newest runtime found is used.
+PYFASTQ_API void set_cudart_version(const std::string& major);
+
 // any thread: cudaHostRegister(base, bytes, portable). True if the memory is
 // now pinned; false, with the reason in *why (if given), where there is no
 // CUDA runtime, no device, or CUDA refused.

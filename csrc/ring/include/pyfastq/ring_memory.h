@@ -51,12 +51,17 @@ class PYFASTQ_API RingMemory : public std::enable_shared_from_this<RingMemory> {
   // any thread: page-locks the whole block for CUDA (cuda_host.h), in this
   // process's mapping, the first time it is asked; later calls return the
   // first one's answer. True if the block is pinned; if not, *why says why.
+  // A forked child's copy of a ring its parent pinned is not pinned: CUDA does
+  // not carry over a fork, and the pinning stays the parent's to undo.
   bool pin(std::string* why = nullptr);
-  // any thread: whether pin() pinned the block.
-  bool pinned() const noexcept { return pinned_.load(std::memory_order_acquire); }
+  // any thread: whether pin() pinned the block, in this process.
+  bool pinned() const noexcept;
 
  private:
   RingMemory(void* base, std::size_t bytes, int fd);
+  // The deleter of every RingMemory's shared_ptr: deletes here, or on a thread
+  // of its own under a TeardownElsewhere.
+  static void destroy(RingMemory* mem) noexcept;
   void register_self();
   void* base_;
   std::size_t bytes_;
@@ -65,7 +70,20 @@ class PYFASTQ_API RingMemory : public std::enable_shared_from_this<RingMemory> {
   std::uint64_t id_ = 0;
   std::once_flag pin_once_;
   std::atomic<bool> pinned_{false};
-  std::string pin_error_;  // written once, under pin_once_
+  unsigned pinned_forks_ = 0;  // the fork count (see pin) when pinned: written once, before pinned_
+  std::string pin_error_;      // written once, under pin_once_
+};
+
+// any thread: while one lives on a thread, a ring whose last owner lets go
+// there is torn down (unpinned, unmapped) on a thread of its own instead. For
+// threads that must not stall: TF's GPU event-manager thread runs every GPU
+// completion of the process, and cudaHostUnregister of a large ring takes long.
+class PYFASTQ_API TeardownElsewhere {
+ public:
+  TeardownElsewhere() noexcept;
+  ~TeardownElsewhere();
+  TeardownElsewhere(const TeardownElsewhere&) = delete;
+  TeardownElsewhere& operator=(const TeardownElsewhere&) = delete;
 };
 
 // any thread: the ring registered under `id`, or nullptr once its owners have all let go.
