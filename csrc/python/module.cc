@@ -151,8 +151,11 @@ std::vector<std::uint64_t> component_bytes(const std::vector<py::dtype>& dtypes,
   if (dtypes.size() != shapes.spec.size()) throw py::value_error("dtypes and shapes differ in length");
   std::vector<std::uint64_t> nbytes;
   for (std::size_t i = 0; i < dtypes.size(); ++i) {
+    // Saturating: an element too large to count makes the ring too large to allocate (a MemoryError), not a small one.
     std::uint64_t n = static_cast<std::uint64_t>(dtypes[i].itemsize());
-    for (auto d : shapes.bounds[i]) n *= static_cast<std::uint64_t>(d);
+    for (auto d : shapes.bounds[i]) {
+      if (__builtin_mul_overflow(n, static_cast<std::uint64_t>(d), &n)) n = kTooManyBytes;
+    }
     nbytes.push_back(n);
   }
   if (shapes.any_variable()) nbytes.push_back(shapes.num_dims * sizeof(std::int64_t));
@@ -179,11 +182,15 @@ class PyRing {
       : PyRing(capacity, dtypes, Shapes(shapes, bounds), std::move(name), shared,
                ring_options(shuffle, min_after_dequeue, seed)) {}
 
-  // RingMemory::create, its system errors (no room in /dev/shm) as OSError with their errno.
+  // RingMemory::create, its system errors (no room in /dev/shm) as OSError with their errno, and a ring
+  // too large for memory as MemoryError saying how many bytes it needs (RingAllocError's what()).
   static std::shared_ptr<RingMemory> create_memory(std::uint32_t capacity, const std::vector<std::uint64_t>& nbytes,
-                                                   bool shared, const RingOptions& options) {
+                                                   bool shared, const RingOptions& options, const std::string& name) {
     try {
       return RingMemory::create(capacity, nbytes, shared, options);
+    } catch (const std::bad_alloc& e) {
+      PyErr_SetString(PyExc_MemoryError, ("queue '" + name + "': " + e.what()).c_str());
+      throw py::error_already_set();
     } catch (const std::system_error& e) {
       PyErr_SetObject(PyExc_OSError, py::make_tuple(e.code().value(), e.what()).ptr());
       throw py::error_already_set();
@@ -383,8 +390,8 @@ class PyRing {
  private:
   PyRing(std::uint32_t capacity, const std::vector<py::dtype>& dtypes, const Shapes& shapes, std::string name,
          bool shared, const RingOptions& options)
-      : PyRing(create_memory(capacity, component_bytes(dtypes, shapes), shared, options), dtypes, shapes,
-               std::move(name)) {}
+      // name is copied, not moved: create_memory reads it, and arguments are evaluated in no set order.
+      : PyRing(create_memory(capacity, component_bytes(dtypes, shapes), shared, options, name), dtypes, shapes, name) {}
   PyRing(std::shared_ptr<RingMemory> mem, const std::vector<py::dtype>& dtypes, const Shapes& shapes, std::string name)
       : mem_(std::move(mem)),
         ring_(&mem_->ring()),
