@@ -211,8 +211,8 @@ TEST(cancel_and_fail_refuse_waiting_puts) {
           std::uint32_t s[1], got;
           result = r.acquire_many(1, s, &got);
         },
+        parked_on(r.header()->free_q),
         [&] {
-          wait_parked(r.header()->free_q);
           if (cancel) {
             CHECK(r.close(true));
           } else {
@@ -294,7 +294,7 @@ TEST(release_many_frees_every_slot_and_wakes_a_producer) {
         result = r.acquire_many(3, three, &taken);  // parks: no slot is free
         for (std::uint32_t i = 0; i < taken; ++i) r.abort(three[i]);
       },
-      [&] { r.release_many(slots, 4); });
+      parked_on(r.header()->free_q), [&] { r.release_many(slots, 4); });
   CHECK_EQ(result, Status::kOk);
   CHECK_EQ(taken, 3);
   CHECK_LE(woke, 1s);
@@ -340,7 +340,7 @@ static void check_wakes(const std::function<void(Ring&)>& end, Status want_consu
         std::uint32_t slots[1], got;
         result = r.pop(1, slots, &got);
       },
-      [&] { end(r); });
+      parked_on(r.header()->ready_q), [&] { end(r); });
   CHECK_EQ(result, want_consumer);
   CHECK_LE(woke, 1s);
 }
@@ -361,6 +361,7 @@ TEST(abandon_flag_wakes_a_waiter) {
         std::uint32_t slots[1], got;
         result = r.pop(1, slots, &got, false, no_deadline(), &abandon);
       },
+      parked_on(r.header()->ready_q),
       [&] {
         abandon = true;
         r.wake_all();
