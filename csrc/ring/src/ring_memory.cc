@@ -79,7 +79,8 @@ std::string human_bytes(std::uint64_t bytes) {
 [[noreturn]] void throw_alloc_error(std::uint32_t capacity, std::uint64_t slot_bytes, std::uint64_t bytes, int err) {
   std::string message = "a ring of " + std::to_string(capacity) + " slots x ";
   if (bytes == kTooManyBytes) {
-    message += slot_bytes == kTooManyBytes ? std::string("more than 2^64 bytes") : std::to_string(slot_bytes) + " bytes";
+    message += slot_bytes == kTooManyBytes ? std::string("more than 2^64 bytes")
+                                           : std::to_string(slot_bytes) + " bytes";
     message += " needs more than 2^64 bytes, which no machine can allocate";
   } else {
     message += std::to_string(slot_bytes) + " bytes needs " + std::to_string(bytes) + " bytes (" + human_bytes(bytes) +
@@ -131,7 +132,8 @@ int anonymous_shm(std::size_t bytes) {
 
 }  // namespace
 
-RingAllocError::RingAllocError(std::string message, std::uint64_t bytes) : message_(std::move(message)), bytes_(bytes) {}
+RingAllocError::RingAllocError(std::string message, std::uint64_t bytes)
+    : message_(std::move(message)), bytes_(bytes) {}
 
 const char* RingAllocError::what() const noexcept { return message_.c_str(); }
 

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -27,6 +28,43 @@ TEST(layout_is_aligned) {
   for (std::uint32_t s = 0; s < 5; ++s) {
     CHECK_EQ(reinterpret_cast<std::uintptr_t>(m->ring().slot_data(s)) % kSlotAlignment, 0);
   }
+}
+
+// Sizes past 64 bits saturate rather than wrap: a wrapped size would lay a
+// huge element out in a few bytes.
+TEST(layout_and_bytes_needed_saturate) {
+  Component c[2] = {{0, kTooManyBytes - 10}, {0, 100}};
+  CHECK_EQ(Ring::layout(c, 2), kTooManyBytes);
+  CHECK_EQ(Ring::bytes_needed(4, std::uint64_t{1} << 62), kTooManyBytes);
+  CHECK_EQ(Ring::bytes_needed(4, kTooManyBytes), kTooManyBytes);
+  CHECK_LT(Ring::bytes_needed(4, std::uint64_t{1} << 40), std::uint64_t{5} << 40);
+}
+
+// 2^20 slots of 256 MiB: 256 TiB, beyond a 47-bit address space, so the
+// mapping fails at once on any machine, touching no memory.
+TEST(a_ring_too_large_for_memory_says_how_many_bytes) {
+  const std::uint32_t capacity = 1u << 20;
+  const std::uint64_t slot = std::uint64_t{1} << 28;
+  bool thrown = false;
+  try {
+    private_ring(capacity, {slot});
+  } catch (const RingAllocError& e) {
+    thrown = true;
+    CHECK_EQ(e.bytes(), Ring::bytes_needed(capacity, slot));
+    const std::string want = "a ring of 1048576 slots x 268435456 bytes needs " + std::to_string(e.bytes()) +
+                             " bytes (256.0 TiB) and they could not be allocated (";
+    CHECK_EQ(std::string(e.what()).substr(0, want.size()), want);
+  }
+  CHECK(thrown);
+  thrown = false;
+  try {
+    private_ring(4, {kTooManyBytes});
+  } catch (const std::bad_alloc& e) {  // RingAllocError is one
+    thrown = true;
+    CHECK_EQ(std::string(e.what()),
+             "a ring of 4 slots x more than 2^64 bytes needs more than 2^64 bytes, which no machine can allocate");
+  }
+  CHECK(thrown);
 }
 
 TEST(fifo_order_and_capacity) {
