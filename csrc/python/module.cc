@@ -18,6 +18,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <memory>
@@ -72,6 +73,22 @@ void copy_releasing_gil_if_large(std::size_t bytes, Copy&& copy) {
   }
 }
 
+// Test hook: while above zero, the next slot fill (the step of put, put_many
+// and reserve between taking slots and committing them) raises MemoryError, as
+// a failed allocation there would, and counts it down. Only tests set it
+// (_core._fail_next_fills): nothing else makes that step fail on demand.
+std::atomic<std::uint32_t> g_failing_fills{0};
+
+// Called with the GIL held once a put's slots are taken, before they are filled.
+void fill_checkpoint() {
+  std::uint32_t n = g_failing_fills.load(std::memory_order_relaxed);  // the hot path: one load of zero
+  while (n != 0 && !g_failing_fills.compare_exchange_weak(n, n - 1, std::memory_order_relaxed)) {
+  }
+  if (n == 0) return;
+  PyErr_SetString(PyExc_MemoryError, "injected by pyfastq._core._fail_next_fills (a test hook)");
+  throw py::error_already_set();
+}
+
 py::object closed_error() { return py::module_::import("pyfastq._errors").attr("QueueClosed"); }
 
 Deadline deadline_from(const py::object& timeout) {
@@ -83,6 +100,35 @@ Deadline deadline_from(const py::object& timeout) {
 }
 
 class PyRing;
+
+// Slots a producer has taken and not yet handed on: given back (Ring::abort)
+// unless committed, so an exception between taking and committing them (an
+// array or capsule allocation, the GIL's unwind at exit) loses none. A lost
+// slot would also count as a put under way for good, and consumers of the
+// closed ring would wait for it forever. (The kernels' SlotLease is the
+// consumers' counterpart.) Producer side, on the thread that took the slots.
+class HeldSlots {
+ public:
+  HeldSlots(Ring* ring, const std::uint32_t* slots, std::uint32_t n) noexcept : ring_(ring), slots_(slots), n_(n) {}
+  ~HeldSlots() {
+    for (std::uint32_t i = 0; i < n_; ++i) ring_->abort(slots_[i]);
+  }
+  HeldSlots(const HeldSlots&) = delete;
+  HeldSlots& operator=(const HeldSlots&) = delete;
+
+  // Publishes the filled slots to consumers.
+  void commit() noexcept {
+    for (std::uint32_t i = 0; i < n_; ++i) ring_->commit(slots_[i]);
+    n_ = 0;
+  }
+  // The slots have a new owner (a Reservation), which commits or aborts them.
+  void release() noexcept { n_ = 0; }
+
+ private:
+  Ring* ring_;
+  const std::uint32_t* slots_;
+  std::uint32_t n_;
+};
 
 // One reserved slot, exposed as writable numpy views.
 class Reservation {
@@ -102,13 +148,10 @@ class Reservation {
   void finish(bool commit) {
     if (!active_) throw py::value_error("this reservation was already committed or aborted");
     active_ = false;
-    // The slot belongs to the consumers now: the views must not write into it.
+    HeldSlots held(&mem_->ring(), &slot_, 1);  // aborted if this raises, or unless committed
+    // Once committed the slot is the consumers': the views must not write into it.
     for (auto v : views_) v.attr("setflags")(py::arg("write") = false);
-    if (commit) {
-      mem_->ring().commit(slot_);
-    } else {
-      mem_->ring().abort(slot_);
-    }
+    if (commit) held.commit();
   }
   std::shared_ptr<RingMemory> mem_;
   std::uint32_t slot_;
@@ -151,8 +194,11 @@ std::vector<std::uint64_t> component_bytes(const std::vector<py::dtype>& dtypes,
   if (dtypes.size() != shapes.spec.size()) throw py::value_error("dtypes and shapes differ in length");
   std::vector<std::uint64_t> nbytes;
   for (std::size_t i = 0; i < dtypes.size(); ++i) {
+    // Saturating: an element too large to count makes the ring too large to allocate (a MemoryError), not a small one.
     std::uint64_t n = static_cast<std::uint64_t>(dtypes[i].itemsize());
-    for (auto d : shapes.bounds[i]) n *= static_cast<std::uint64_t>(d);
+    for (auto d : shapes.bounds[i]) {
+      if (__builtin_mul_overflow(n, static_cast<std::uint64_t>(d), &n)) n = kTooManyBytes;
+    }
     nbytes.push_back(n);
   }
   if (shapes.any_variable()) nbytes.push_back(shapes.num_dims * sizeof(std::int64_t));
@@ -179,11 +225,15 @@ class PyRing {
       : PyRing(capacity, dtypes, Shapes(shapes, bounds), std::move(name), shared,
                ring_options(shuffle, min_after_dequeue, seed)) {}
 
-  // RingMemory::create, its system errors (no room in /dev/shm) as OSError with their errno.
+  // RingMemory::create, its system errors (no room in /dev/shm) as OSError with their errno, and a ring
+  // too large for memory as MemoryError saying how many bytes it needs (RingAllocError's what()).
   static std::shared_ptr<RingMemory> create_memory(std::uint32_t capacity, const std::vector<std::uint64_t>& nbytes,
-                                                   bool shared, const RingOptions& options) {
+                                                   bool shared, const RingOptions& options, const std::string& name) {
     try {
       return RingMemory::create(capacity, nbytes, shared, options);
+    } catch (const std::bad_alloc& e) {
+      PyErr_SetString(PyExc_MemoryError, ("queue '" + name + "': " + e.what()).c_str());
+      throw py::error_already_set();
     } catch (const std::system_error& e) {
       PyErr_SetObject(PyExc_OSError, py::make_tuple(e.code().value(), e.what()).ptr());
       throw py::error_already_set();
@@ -240,10 +290,12 @@ class PyRing {
         timeout == Py_None ? no_deadline() : deadline_from(py::reinterpret_borrow<py::object>(timeout));
     std::uint32_t slot;
     acquire(&slot, 1, false, deadline);
+    HeldSlots held(ring_, &slot, 1);
+    fill_checkpoint();
     std::uint8_t* dst = ring_->slot_data(slot) + ring_->component(0).offset;
     copy_releasing_gil_if_large(nbytes, [&] { std::memcpy(dst, a->data, nbytes); });
     if (shapes_.variable[0]) write_dims(slot, 0, a->dimensions);
-    ring_->commit(slot);
+    held.commit();
     return true;
   }
 
@@ -252,8 +304,9 @@ class PyRing {
     if (ticket) wait_turn(*ticket, deadline);
     std::uint32_t slot;
     acquire(&slot, 1, false, deadline);
+    HeldSlots held(ring_, &slot, 1);
     copy_rows(&slot, 1, arrays, 0);
-    ring_->commit(slot);
+    held.commit();
     if (ticket) ring_->pass_turn(*ticket);
   }
 
@@ -289,8 +342,9 @@ class PyRing {
     for (py::ssize_t done = 0; done < rows;) {
       const std::uint32_t want = static_cast<std::uint32_t>(std::min<py::ssize_t>(rows - done, cap));
       const std::uint32_t got = acquire_begun(slots.data(), want, !all_or_nothing, deadline, done);
+      HeldSlots held(ring_, slots.data(), got);
       copy_rows(slots.data(), got, arrays, done);
-      for (std::uint32_t i = 0; i < got; ++i) ring_->commit(slots[i]);
+      held.commit();
       done += got;
     }
     return true;
@@ -317,16 +371,20 @@ class PyRing {
     const Deadline deadline = deadline_from(timeout);
     std::uint32_t slot;
     acquire(&slot, 1, false, deadline);
+    HeldSlots held(ring_, &slot, 1);
     py::list views;
     // Each view keeps the ring's memory alive, whatever happens to the queue.
     auto* keep = new std::shared_ptr<RingMemory>(mem_);
     py::capsule owner(keep, [](void* p) { delete static_cast<std::shared_ptr<RingMemory>*>(p); });
     for (std::size_t i = 0; i < dtypes_.size(); ++i) {
       void* data = ring_->slot_data(slot) + ring_->component(static_cast<std::uint32_t>(i)).offset;
+      fill_checkpoint();
       views.append(py::array(dtypes_[i], view_shapes[i], data, owner));
       if (shapes_.variable[i]) write_dims(slot, i, view_shapes[i].data());
     }
-    return std::make_unique<Reservation>(mem_, slot, std::move(views));
+    auto reservation = std::make_unique<Reservation>(mem_, slot, std::move(views));
+    held.release();
+    return reservation;
   }
 
   bool close(bool cancel) { return ring_->close(cancel); }
@@ -383,8 +441,8 @@ class PyRing {
  private:
   PyRing(std::uint32_t capacity, const std::vector<py::dtype>& dtypes, const Shapes& shapes, std::string name,
          bool shared, const RingOptions& options)
-      : PyRing(create_memory(capacity, component_bytes(dtypes, shapes), shared, options), dtypes, shapes,
-               std::move(name)) {}
+      // name is copied, not moved: create_memory reads it, and arguments are evaluated in no set order.
+      : PyRing(create_memory(capacity, component_bytes(dtypes, shapes), shared, options, name), dtypes, shapes, name) {}
   PyRing(std::shared_ptr<RingMemory> mem, const std::vector<py::dtype>& dtypes, const Shapes& shapes, std::string name)
       : mem_(std::move(mem)),
         ring_(&mem_->ring()),
@@ -524,6 +582,7 @@ class PyRing {
   // the start of its component, and writes the dims of variable components.
   void copy_rows(const std::uint32_t* slots, std::uint32_t n, const std::vector<py::array>& arrays,
                  py::ssize_t first_row) {
+    fill_checkpoint();
     const py::ssize_t lead = arrays.empty() ? 0 : arrays[0].ndim() - static_cast<py::ssize_t>(shapes_.spec[0].size());
     std::vector<std::uint64_t> row_bytes(arrays.size());
     std::size_t total = 0;
@@ -602,6 +661,9 @@ PyObject* fast_put_call(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
     return nullptr;
   } catch (py::builtin_exception& e) {
     e.set_error();
+    return nullptr;
+  } catch (const std::bad_alloc&) {
+    PyErr_NoMemory();
     return nullptr;
   } catch (const std::exception& e) {
     PyErr_SetString(PyExc_RuntimeError, e.what());
@@ -687,6 +749,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("set_cudart_version", &set_cudart_version, py::arg("major"),
         "The CUDA major version TF was built with: only that runtime is used for pinning (\"\": any)");
   m.def("cudart", &cudart_description, "The CUDA runtime used for pinning, or why there is none (empty before the first pin)");
+  m.def(
+      "_fail_next_fills", [](std::uint32_t n) { g_failing_fills.store(n, std::memory_order_relaxed); }, py::arg("n"),
+      "Test hook: the next n slot fills of put, put_many and reserve (after their slots are taken) raise MemoryError");
   m.def("consumer_interrupt", &consumer_interrupt);
   m.def("clear_consumer_interrupt", &clear_consumer_interrupt);
 

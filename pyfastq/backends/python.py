@@ -186,14 +186,16 @@ class PythonBackend:
 
     def reserve(self, timeout: float | None, shapes: list | None = None) -> _Reservation:
         deadline = deadline_from(timeout)
+        shapes = self._spec.shapes if shapes is None else shapes
+        # Allocated before a slot is claimed: an element numpy cannot allocate (MemoryError) holds none.
+        views = [np.zeros(s, d) for s, d in zip(shapes, self._spec.dtypes, strict=True)]
         with self._cond:
             self._begin_put()
             try:
                 self._claim(1, deadline)  # the slot held counts in _reserved until commit or abort
             finally:
                 self._end_put()
-        shapes = self._spec.shapes if shapes is None else shapes
-        return _Reservation(self, [np.zeros(s, d) for s, d in zip(shapes, self._spec.dtypes, strict=True)])
+        return _Reservation(self, views)
 
     def _end_reservation(self, views: list[np.ndarray] | None) -> None:
         with self._cond:

@@ -28,6 +28,20 @@ constexpr auto kMaxPark = std::chrono::milliseconds(200);
 
 constexpr std::uint64_t align_up(std::uint64_t n, std::uint64_t a) { return (n + a - 1) / a * a; }
 
+// Size arithmetic that saturates at kTooManyBytes: a wrapped size would lay a
+// huge element out in a few bytes and let writes run past the block.
+static_assert(sizeof(std::size_t) == sizeof(std::uint64_t), "ring sizes are 64-bit");
+constexpr std::uint64_t add_bytes(std::uint64_t a, std::uint64_t b) {
+  return a > kTooManyBytes - b ? kTooManyBytes : a + b;
+}
+std::uint64_t mul_bytes(std::uint64_t a, std::uint64_t b) {
+  std::uint64_t product;
+  return __builtin_mul_overflow(a, b, &product) ? kTooManyBytes : product;
+}
+constexpr std::uint64_t align_bytes(std::uint64_t n, std::uint64_t a) {
+  return n > kTooManyBytes - (a - 1) ? kTooManyBytes : align_up(n, a);
+}
+
 inline void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
@@ -345,7 +359,7 @@ std::uint64_t Ring::layout(Component* components, std::uint32_t n) {
   std::uint64_t offset = 0;
   for (std::uint32_t i = 0; i < n; ++i) {
     components[i].offset = offset;
-    offset = align_up(offset + components[i].nbytes, kSlotAlignment);
+    offset = align_bytes(add_bytes(offset, components[i].nbytes), kSlotAlignment);
   }
   return std::max<std::uint64_t>(offset, kSlotAlignment);
 }
@@ -356,13 +370,14 @@ struct Offsets {
 };
 Offsets offsets_for(std::uint32_t capacity, std::uint64_t slot_bytes) {
   Offsets o;
+  // capacity < 2^32 keeps the index arrays far from overflowing; only the slots can.
   const std::uint64_t cells = align_up(std::uint64_t(capacity) * sizeof(IndexCell), kCacheLineSize);
   o.free_cells = align_up(sizeof(RingHeader), kCacheLineSize);
   o.ready_cells = o.free_cells + cells;
   o.pool_cells = o.ready_cells + cells;
   const std::uint64_t pool = align_up(std::uint64_t(capacity) * sizeof(std::uint32_t), kCacheLineSize);
   o.slots = align_up(o.pool_cells + pool, 4096);  // page-aligned slots: large copies start on a page
-  o.total = o.slots + std::uint64_t(capacity) * slot_bytes;
+  o.total = add_bytes(o.slots, mul_bytes(capacity, slot_bytes));
   return o;
 }
 }  // namespace
@@ -390,9 +405,10 @@ Ring Ring::create(void* memory, std::size_t memory_bytes, std::uint32_t capacity
   for (std::uint32_t i = 0; i < num_components; ++i) {
     const auto& c = components[i];
     if (c.offset % kSlotAlignment != 0) throw std::invalid_argument("component offset not 64-byte aligned");
-    slot_bytes = std::max(slot_bytes, align_up(c.offset + c.nbytes, kSlotAlignment));
+    slot_bytes = std::max(slot_bytes, align_bytes(add_bytes(c.offset, c.nbytes), kSlotAlignment));
   }
   const Offsets o = offsets_for(capacity, slot_bytes);
+  if (o.total == kTooManyBytes) throw std::invalid_argument("ring larger than 64 bits of bytes");
   if (memory_bytes < o.total) throw std::invalid_argument("ring memory too small");
 
   auto* base = static_cast<std::uint8_t*>(memory);

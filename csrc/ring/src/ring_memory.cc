@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <new>
@@ -43,18 +44,50 @@ Registry& registry() {
 
 // Huge pages where the kernel gives them on request (as numpy asks for its
 // large arrays: fewer TLB misses in large copies), and every page faulted in
-// now, so the first laps of the ring cost what later ones do.
-void prefault(void* base, std::size_t bytes) {
+// now, so the first laps of the ring cost what later ones do. Returns 0, or
+// ENOMEM if the kernel has not the memory to populate the block.
+int prefault(void* base, std::size_t bytes) {
 #ifdef MADV_HUGEPAGE
   madvise(base, bytes, MADV_HUGEPAGE);
 #endif
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23  // Linux 5.14; older kernels refuse it and we touch each page
 #endif
-  if (madvise(base, bytes, MADV_POPULATE_WRITE) != 0) {
-    auto* p = static_cast<volatile std::uint8_t*>(base);
-    for (std::size_t off = 0; off < bytes; off += 4096) p[off] = 0;
+  if (madvise(base, bytes, MADV_POPULATE_WRITE) == 0) return 0;
+  // After ENOMEM, touching every page would summon the OOM killer instead of
+  // reporting the failure; any other refusal (an older kernel) falls back to touching.
+  if (errno == ENOMEM) return ENOMEM;
+  auto* p = static_cast<volatile std::uint8_t*>(base);
+  for (std::size_t off = 0; off < bytes; off += 4096) p[off] = 0;
+  return 0;
+}
+
+// `bytes` with a binary unit, for people: "1.5 GiB".
+std::string human_bytes(std::uint64_t bytes) {
+  static const char* const kUnits[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  double n = static_cast<double>(bytes);
+  int unit = 0;
+  while (n >= 1024 && unit < 6) {
+    n /= 1024;
+    ++unit;
   }
+  char out[32];
+  std::snprintf(out, sizeof out, unit == 0 ? "%.0f %s" : "%.1f %s", n, kUnits[unit]);
+  return out;
+}
+
+// The ring could not get its memory: says what it needs and why (`err`, an errno; 0 if it is too large to ask for).
+[[noreturn]] void throw_alloc_error(std::uint32_t capacity, std::uint64_t slot_bytes, std::uint64_t bytes, int err) {
+  std::string message = "a ring of " + std::to_string(capacity) + " slots x ";
+  if (bytes == kTooManyBytes) {
+    message += slot_bytes == kTooManyBytes ? std::string("more than 2^64 bytes")
+                                           : std::to_string(slot_bytes) + " bytes";
+    message += " needs more than 2^64 bytes, which no machine can allocate";
+  } else {
+    message += std::to_string(slot_bytes) + " bytes needs " + std::to_string(bytes) + " bytes (" + human_bytes(bytes) +
+               ") and they could not be allocated (" + std::strerror(err) + ")";
+  }
+  throw RingAllocError(std::move(message), bytes);
 }
 
 [[noreturn]] void throw_errno(const std::string& what) {
@@ -127,6 +160,11 @@ void RingMemory::destroy(RingMemory* mem) noexcept {
   delete mem;
 }
 
+RingAllocError::RingAllocError(std::string message, std::uint64_t bytes)
+    : message_(std::move(message)), bytes_(bytes) {}
+
+const char* RingAllocError::what() const noexcept { return message_.c_str(); }
+
 RingMemory::RingMemory(void* base, std::size_t bytes, int fd) : base_(base), bytes_(bytes), fd_(fd) {}
 
 void RingMemory::register_self() {
@@ -185,14 +223,16 @@ std::shared_ptr<RingMemory> RingMemory::create(std::uint32_t capacity,
   for (std::size_t i = 0; i < comps.size(); ++i) comps[i].nbytes = component_bytes[i];
   const std::uint64_t slot_bytes = Ring::layout(comps.data(), static_cast<std::uint32_t>(comps.size()));
   const std::size_t bytes = Ring::bytes_needed(capacity, slot_bytes);
+  if (bytes == kTooManyBytes) throw_alloc_error(capacity, slot_bytes, bytes, 0);
   // mmap: page-aligned, zeroed, and returned to the OS on close.
   const int fd = shared ? anonymous_shm(bytes) : -1;
   void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, shared ? MAP_SHARED : MAP_PRIVATE | MAP_ANONYMOUS, fd, 0);
-  if (base == MAP_FAILED) {
+  const int err = base == MAP_FAILED ? errno : prefault(base, bytes);
+  if (err != 0) {
+    if (base != MAP_FAILED) munmap(base, bytes);
     if (fd >= 0) close(fd);
-    throw std::bad_alloc();
+    throw_alloc_error(capacity, slot_bytes, bytes, err);
   }
-  prefault(base, bytes);
   std::shared_ptr<RingMemory> mem(new RingMemory(base, bytes, fd), &RingMemory::destroy);
   mem->ring_ = Ring::create(base, bytes, capacity, comps.data(), static_cast<std::uint32_t>(comps.size()), options);
   mem->register_self();

@@ -199,13 +199,31 @@ inline void wait_parked(const IndexQueueState& q) {
   wait_for([&] { return q.waiters.load() > 0; });
 }
 
-// Runs `wait` on a thread of its own and gives it 50 ms to park; it must
-// still be waiting then. Then runs `end`, which must end the wait, and
-// returns how long after `end` began `wait` returned (what it wrote is then
-// visible). A wait still running 5 s after `end` fails the test.
-inline Clock::duration wake_latency(std::function<void()> wait, const std::function<void()>& end) {
+// Waits (up to 5 s) until a popper of `q` that was parked has looked at the
+// ring again since this call began, and parked again: one of its parks ended
+// after the call began (wait_ns grew; a park ends at a wake or at its 200 ms
+// re-check), and it is counted as waiting once more. Whatever the caller did
+// before the call, the popper has seen it and still waits.
+inline void wait_reparked(const IndexQueueState& q) {
+  const std::uint64_t before = q.wait_ns.load();
+  wait_for([&] { return q.wait_ns.load() > before; });
+  wait_parked(q);
+}
+
+// Whether a caller is parked, or about to park, on `q`: for wake_latency.
+inline std::function<bool()> parked_on(const IndexQueueState& q) {
+  return [&q] { return q.waiters.load() > 0; };
+}
+
+// Runs `wait` on a thread of its own until `waiting()` says it waits (the
+// ring's count of parked callers, say; up to 5 s), and checks that it has not
+// returned. Then runs `end`, which must end the wait, and returns how long
+// after `end` began `wait` returned (what it wrote is then visible). A wait
+// still running 5 s after `end` fails the test.
+inline Clock::duration wake_latency(std::function<void()> wait, const std::function<bool()>& waiting,
+                                    const std::function<void()>& end) {
   Background waiter(std::move(wait));
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  wait_for([&] { return waiting() || waiter.done(); });
   CHECK(!waiter.done());
   const auto t0 = Clock::now();
   end();
@@ -258,9 +276,14 @@ inline pid_t spawn(const std::function<void()>& child) {
 }
 
 // PYFASTQ_STRESS_ITEMS: elements per producer of the stress tests, or `fallback`.
+// A value that is not a positive number fails the test: a typo must not make the stress test a no-op.
 inline std::uint32_t stress_items(std::uint32_t fallback) {
   const char* env = std::getenv("PYFASTQ_STRESS_ITEMS");
-  return env ? static_cast<std::uint32_t>(std::strtoul(env, nullptr, 10)) : fallback;
+  if (env == nullptr) return fallback;
+  char* end = nullptr;
+  const unsigned long items = std::strtoul(env, &end, 10);
+  CHECK(end != env && *end == '\0' && items > 0 && items <= 100000000);
+  return static_cast<std::uint32_t>(items);
 }
 
 // N producers x M consumers through `r` (a kItemAndTail ring), all started

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -27,6 +28,43 @@ TEST(layout_is_aligned) {
   for (std::uint32_t s = 0; s < 5; ++s) {
     CHECK_EQ(reinterpret_cast<std::uintptr_t>(m->ring().slot_data(s)) % kSlotAlignment, 0);
   }
+}
+
+// Sizes past 64 bits saturate rather than wrap: a wrapped size would lay a
+// huge element out in a few bytes.
+TEST(layout_and_bytes_needed_saturate) {
+  Component c[2] = {{0, kTooManyBytes - 10}, {0, 100}};
+  CHECK_EQ(Ring::layout(c, 2), kTooManyBytes);
+  CHECK_EQ(Ring::bytes_needed(4, std::uint64_t{1} << 62), kTooManyBytes);
+  CHECK_EQ(Ring::bytes_needed(4, kTooManyBytes), kTooManyBytes);
+  CHECK_LT(Ring::bytes_needed(4, std::uint64_t{1} << 40), std::uint64_t{5} << 40);
+}
+
+// 2^20 slots of 256 MiB: 256 TiB, beyond a 47-bit address space, so the
+// mapping fails at once on any machine, touching no memory.
+TEST(a_ring_too_large_for_memory_says_how_many_bytes) {
+  const std::uint32_t capacity = 1u << 20;
+  const std::uint64_t slot = std::uint64_t{1} << 28;
+  bool thrown = false;
+  try {
+    private_ring(capacity, {slot});
+  } catch (const RingAllocError& e) {
+    thrown = true;
+    CHECK_EQ(e.bytes(), Ring::bytes_needed(capacity, slot));
+    const std::string want = "a ring of 1048576 slots x 268435456 bytes needs " + std::to_string(e.bytes()) +
+                             " bytes (256.0 TiB) and they could not be allocated (";
+    CHECK_EQ(std::string(e.what()).substr(0, want.size()), want);
+  }
+  CHECK(thrown);
+  thrown = false;
+  try {
+    private_ring(4, {kTooManyBytes});
+  } catch (const std::bad_alloc& e) {  // RingAllocError is one
+    thrown = true;
+    CHECK_EQ(std::string(e.what()),
+             "a ring of 4 slots x more than 2^64 bytes needs more than 2^64 bytes, which no machine can allocate");
+  }
+  CHECK(thrown);
 }
 
 TEST(fifo_order_and_capacity) {
@@ -211,8 +249,8 @@ TEST(cancel_and_fail_refuse_waiting_puts) {
           std::uint32_t s[1], got;
           result = r.acquire_many(1, s, &got);
         },
+        parked_on(r.header()->free_q),
         [&] {
-          wait_parked(r.header()->free_q);
           if (cancel) {
             CHECK(r.close(true));
           } else {
@@ -294,7 +332,7 @@ TEST(release_many_frees_every_slot_and_wakes_a_producer) {
         result = r.acquire_many(3, three, &taken);  // parks: no slot is free
         for (std::uint32_t i = 0; i < taken; ++i) r.abort(three[i]);
       },
-      [&] { r.release_many(slots, 4); });
+      parked_on(r.header()->free_q), [&] { r.release_many(slots, 4); });
   CHECK_EQ(result, Status::kOk);
   CHECK_EQ(taken, 3);
   CHECK_LE(woke, 1s);
@@ -340,7 +378,7 @@ static void check_wakes(const std::function<void(Ring&)>& end, Status want_consu
         std::uint32_t slots[1], got;
         result = r.pop(1, slots, &got);
       },
-      [&] { end(r); });
+      parked_on(r.header()->ready_q), [&] { end(r); });
   CHECK_EQ(result, want_consumer);
   CHECK_LE(woke, 1s);
 }
@@ -361,6 +399,7 @@ TEST(abandon_flag_wakes_a_waiter) {
         std::uint32_t slots[1], got;
         result = r.pop(1, slots, &got, false, no_deadline(), &abandon);
       },
+      parked_on(r.header()->ready_q),
       [&] {
         abandon = true;
         r.wake_all();

@@ -247,7 +247,6 @@ TEST(parked_waiters_wake_across_processes) {
     // Put only once the parent is parked on the futex: then only a wake, not
     // its spin, delivers the element sooner than its 200 ms re-check.
     wait_parked(cr.header()->ready_q);
-    std::this_thread::sleep_for(20ms);
     std::uint32_t slot;
     CHECK_EQ(cr.acquire(&slot, in(5000ms)), Status::kOk);
     const std::int64_t stamp = now_ns();
@@ -277,7 +276,6 @@ TEST(parked_waiters_wake_across_processes) {
   CHECK_LE(latency, 100ms);  // after the other process's commit
 
   wait_parked(r.header()->free_q);
-  std::this_thread::sleep_for(20ms);
   const std::int64_t released = now_ns();
   r.release(slot);
   CHECK_EQ(r.pop(1, &slot, &got, false, in(10000ms)), Status::kOk);
@@ -382,7 +380,7 @@ TEST(a_producer_killed_holding_a_slot_is_failed_not_waited_for) {
   });
   r.abort(mine[0]);
   r.close();
-  std::this_thread::sleep_for(100ms);
+  wait_reparked(r.header()->ready_q);  // it has seen the close, and waits on
   // Closed, yet the dead child's acquire still counts as in flight (as does
   // the parent's own mine[1]): close alone would have the consumer wait
   // forever for a put that cannot come. That is what fail() is for.
@@ -421,7 +419,16 @@ TEST(a_push_behind_a_dead_popper_gives_up_once_the_ring_fails) {
   // Giving slot 1 back pushes it into free cell 0, still unmarked. While the
   // ring is open the popper may be alive and a few instructions from marking
   // the cell, so the push waits for it; once the ring fails, it gives up.
-  CHECK_LE(wake_latency([&] { r.abort(s); }, [&] { CHECK(r.fail("dead", 4)); }), 2s);
+  // Such a push spins and yields, counted nowhere; but it cannot complete
+  // while the cell is unmarked, so once it has begun it is stalled.
+  std::atomic<bool> began{false};
+  CHECK_LE(wake_latency(
+               [&] {
+                 began = true;
+                 r.abort(s);
+               },
+               [&] { return began.load(); }, [&] { CHECK(r.fail("dead", 4)); }),
+           2s);
   std::uint32_t got;
   CHECK_EQ(r.pop(1, &s, &got), Status::kFailed);
 }
@@ -439,7 +446,14 @@ TEST(a_commit_behind_a_dead_consumer_gives_up_once_the_ring_fails) {
   CHECK_EQ(r.acquire(&s, in(1000ms)), Status::kOk);
   // Into ready cell 0, which the dead consumer never marked: the commit waits
   // for it while the ring is open, and gives up once it fails.
-  CHECK_LE(wake_latency([&] { r.commit(s); }, [&] { CHECK(r.fail("dead", 4)); }), 2s);
+  std::atomic<bool> began{false};  // as above: a commit that has begun is stalled
+  CHECK_LE(wake_latency(
+               [&] {
+                 began = true;
+                 r.commit(s);
+               },
+               [&] { return began.load(); }, [&] { CHECK(r.fail("dead", 4)); }),
+           2s);
   CHECK_EQ(r.pop(1, &s, &got), Status::kFailed);
 }
 
@@ -473,7 +487,8 @@ TEST(consumers_behind_a_dead_committer_end_with_the_failure) {
   r.close();
   CHECK_EQ(r.pop(1, &s, &got, true, in(30ms)), Status::kTimeout);  // nor does close drain it: the dead put is in flight
   Status result{};
-  const auto woke = wake_latency([&] { result = r.pop(1, &s, &got); }, [&] { CHECK(r.fail("dead", 4)); });
+  const auto woke = wake_latency([&] { result = r.pop(1, &s, &got); }, parked_on(r.header()->ready_q),
+                                 [&] { CHECK(r.fail("dead", 4)); });
   CHECK_EQ(result, Status::kFailed);
   CHECK_LT(woke, 100ms);
 }

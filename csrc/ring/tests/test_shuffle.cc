@@ -194,9 +194,9 @@ TEST(a_consumer_held_back_wakes_when_enough_arrive) {
   std::uint32_t slots[2], got = 0;
   Status result{};
   const auto woke = wake_latency([&] { result = r.pop(2, slots, &got, false, in(10000ms)); },
-                                 [&] {
+                                 parked_on(r.header()->ready_q), [&] {
                                    put_value(r, 4);
-                                   std::this_thread::sleep_for(20ms);
+                                   wait_reparked(r.header()->ready_q);  // 5 are not enough: it waits on
                                    put_value(r, 5);  // 6 = 4 kept + 2 taken
                                  });
   CHECK_EQ(result, Status::kOk);
@@ -271,6 +271,7 @@ TEST(a_blocked_shuffled_consumer_wakes_on_every_end) {
           std::uint32_t slots[2], got;
           result = r.pop(2, slots, &got, false, no_deadline(), &abandon);
         },
+        parked_on(r.header()->ready_q),
         [&] {
           if (end == 0) r.close();
           if (end == 1) r.close(true);

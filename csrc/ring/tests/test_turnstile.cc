@@ -21,6 +21,11 @@ using namespace std::chrono_literals;
 
 namespace {
 
+// Whether at least n ordered producers are parked (or about to park) waiting for their turn.
+std::function<bool()> turn_waiters(const Ring& r, std::uint32_t n) {
+  return [&r, n] { return r.header()->turns.waiters.load() >= n; };
+}
+
 // Producer `i` of `p` ordered producers; its k-th element is ticket k*p + i.
 // fill_first: acquire and fill the slot before waiting for the turn, the
 // parallel fill the turnstile exists for; otherwise wait, then acquire.
@@ -155,7 +160,7 @@ TEST(wait_turn_times_out_and_abandons_keeping_the_turn) {
 
   std::atomic<bool> abandon{false};
   Status result{};
-  const auto woke = wake_latency([&] { result = r.wait_turn(1, no_deadline(), &abandon); },
+  const auto woke = wake_latency([&] { result = r.wait_turn(1, no_deadline(), &abandon); }, turn_waiters(r, 1),
                                  [&] {
                                    abandon = true;
                                    r.wake_all();  // the flag alone moves no futex word
@@ -176,10 +181,9 @@ static void check_turn_wakes(const std::function<void(Ring&)>& end, Status want)
   Ring& r = m->ring();
   CHECK(r.begin_turns(2));
   Status result{};
-  const auto woke = wake_latency([&] { result = r.wait_turn(1); }, [&] { end(r); });
+  const auto woke = wake_latency([&] { result = r.wait_turn(1); }, turn_waiters(r, 1), [&] { end(r); });
   CHECK_EQ(result, want);
-  // Parked since ~50 ms ago: a waiter the end failed to wake would sleep out
-  // the rest of its 200 ms park.
+  // Just parked: a waiter the end failed to wake would sleep out its 200 ms park.
   CHECK_LE(woke, 100ms);
   CHECK_EQ(r.wait_turn(3), want);  // and once ended, at once
 }
@@ -196,8 +200,8 @@ TEST(turn_waiters_wake_when_a_worker_finishes_empty) {
   CHECK(r.begin_turns(3));
   std::atomic<std::int64_t> finished{0};
   std::thread empty([&] {
-    // By now worker 1 is parked on ticket 1, behind this worker's ticket 0.
-    std::this_thread::sleep_for(30ms);
+    // Workers 1 and 2 parked on their tickets, behind this worker's ticket 0.
+    wait_for(turn_waiters(r, 2));
     finished = now_ns();
     r.finish_turns(0, 0);
   });

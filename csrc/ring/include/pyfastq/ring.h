@@ -59,6 +59,9 @@ inline constexpr std::size_t kFailMessageBytes = 16384;
 inline constexpr std::uint32_t kMaxTurnWorkers = 256;
 inline constexpr std::uint64_t kNoTurn = ~std::uint64_t{0};  // every ordered producer has finished
 inline constexpr std::uint32_t kFillBins = 10;  // the fill-level histogram's bins: tenths of capacity
+// What layout() and bytes_needed() return for a size that 64 bits cannot hold:
+// no allocation can give that many bytes, so it fails as any too-large one does.
+inline constexpr std::uint64_t kTooManyBytes = ~std::uint64_t{0};
 
 using Clock = std::chrono::steady_clock;
 using Deadline = Clock::time_point;
@@ -209,16 +212,16 @@ struct Counters {
 class PYFASTQ_API Ring {
  public:
   // any thread: bytes needed for a ring of `capacity` slots of `slot_bytes`
-  // each (the stride layout() returns).
+  // each (the stride layout() returns); kTooManyBytes if that overflows.
   static std::size_t bytes_needed(std::uint32_t capacity, std::uint64_t slot_bytes);
   // any thread: lays out components one after another, each kSlotAlignment
   // aligned; fills their offsets and returns the slot stride (a multiple of
-  // kSlotAlignment, at least kSlotAlignment).
+  // kSlotAlignment, at least kSlotAlignment), or kTooManyBytes if that overflows.
   static std::uint64_t layout(Component* components, std::uint32_t n);
 
   // owner only, before anyone else views `memory`: builds a new open ring in
   // it (bytes_needed() bytes, 64-byte aligned, zeroed or not). Throws
-  // std::invalid_argument on bad sizes or options.
+  // std::invalid_argument on bad sizes (kTooManyBytes among them) or options.
   static Ring create(void* memory, std::size_t memory_bytes, std::uint32_t capacity,
                      const Component* components, std::uint32_t num_components, const RingOptions& options = {});
   // any thread: views a ring another Ring::create built in `memory` (e.g. in

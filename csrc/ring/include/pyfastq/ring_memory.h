@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -22,11 +23,28 @@
 
 namespace pyfastq {
 
+// What RingMemory::create throws when the block cannot be had: a std::bad_alloc
+// (so callers that catch that still do) whose what() says how many bytes the
+// ring needs and why it could not get them, which a bare bad_alloc does not.
+class PYFASTQ_API RingAllocError : public std::bad_alloc {
+ public:
+  // any thread: `bytes` is Ring::bytes_needed (kTooManyBytes if it overflows).
+  RingAllocError(std::string message, std::uint64_t bytes);
+  const char* what() const noexcept override;
+  std::uint64_t bytes() const noexcept { return bytes_; }
+
+ private:
+  std::string message_;
+  std::uint64_t bytes_;
+};
+
 class PYFASTQ_API RingMemory : public std::enable_shared_from_this<RingMemory> {
  public:
   // any thread: a new ring, registered under a fresh id: in process-private
   // memory, or with `shared` in shared memory that attach() can map in other
-  // processes. Throws std::invalid_argument on bad sizes or options.
+  // processes. Throws std::invalid_argument on bad sizes or options,
+  // RingAllocError when the memory cannot be allocated, and std::system_error
+  // when a shared ring does not fit in /dev/shm.
   static std::shared_ptr<RingMemory> create(std::uint32_t capacity, const std::vector<std::uint64_t>& component_bytes,
                                             bool shared = false, const RingOptions& options = {});
   // any thread: maps the shared ring behind `fd` (a descriptor of another
