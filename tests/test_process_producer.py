@@ -24,6 +24,7 @@ from _workers import (
     forever,
     holds_a_reserved_slot,
     ignores_sigterm,
+    labelled,
     put_range,
     raises_after,
     reports_tensorflow,
@@ -103,6 +104,23 @@ def test_a_worker_process_runs_without_tensorflow(native):
     q = shared_queue(capacity=4)
     with pyfastq.Producer(q, reports_tensorflow, workers=1, mode="process"):
         assert int(q.dequeue()) == 0
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/<pid>/maps")
+def test_workers_yielding_python_numbers_never_map_tensorflow(native):
+    specs = (tf.TensorSpec([4], tf.float32), tf.TensorSpec([], tf.int64), tf.TensorSpec([2], tf.float32))
+    q = pyfastq.Queue(specs, capacity=4, shared=True, backend="native")
+    with pyfastq.Producer(q, labelled, workers=2, mode="process") as p:
+        for _ in range(8):
+            image, label, pair = (t.numpy().tolist() for t in q.dequeue())
+            assert image == [label] * 4 and pair == [0.5, label]
+        # A worker waits for room only after converting the element it puts
+        wait_until(lambda: q.stats()["put_waiters"] == 2, "both workers to wait for room")
+        for pid in p.pids:
+            with open(f"/proc/{pid}/maps") as f:
+                maps = f.read()
+            assert "pyfastq" in maps  # the maps of a worker, which has pyfastq._core loaded
+            assert "libtensorflow" not in maps
 
 
 def test_a_plain_multiprocessing_process_writes_into_the_queue(native):
