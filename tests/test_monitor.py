@@ -129,6 +129,58 @@ def test_verdict_for_a_slow_model(backend, capsys):
     assert monitor.summary["producers_waited"] > 0.5 > monitor.summary["model_waited"]
 
 
+class SlowToTrace(tf.keras.layers.Layer):
+    """The identity, whose tracing takes `seconds` (its Python runs only then), as a big model's first step does."""
+
+    def __init__(self, seconds, **kwargs):
+        super().__init__(**kwargs)
+        self.seconds = seconds
+
+    def call(self, x):
+        time.sleep(self.seconds)
+        return x
+
+
+@pytest.mark.filterwarnings("ignore:Your input ran out of data")
+def test_the_verdict_leaves_out_the_first_step(backend, capsys):
+    # 15 batches of 8 rows, one every 100 ms: the producer's whole run (1.5 s) is shorter than tracing the
+    # first step (3 s), through which it fills the capacity-64 queue and waits. After that, the model waits.
+    batches, rows, period, trace_s = 15, 8, 0.1, 3.0
+    specs = (tf.TensorSpec([4], tf.float32), tf.TensorSpec([1], tf.float32))
+    q = pyfastq.Queue(specs, capacity=64, backend=backend)
+
+    def examples(worker, workers):
+        for k in range(batches * rows):
+            if k % rows == 0:
+                time.sleep(period)
+            yield np.full([4], k, np.float32), np.array([k], np.float32)
+
+    model = tf.keras.Sequential([tf.keras.Input([4]), SlowToTrace(trace_s), tf.keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    monitor = QueueMonitor(q)
+    with pyfastq.Producer(q, examples, workers=1):
+        started = time.monotonic()
+        model.fit(q.dataset(batch_size=rows), epochs=1, verbose=0, shuffle=False, callbacks=[monitor])
+    assert time.monotonic() - started > trace_s  # the first step was traced in this fit
+    assert monitor.verdict.startswith("pyfastq: input-bound: "), monitor.summary
+    assert monitor.summary["steps"] == batches - 1  # every step but the first
+    assert monitor.summary["seconds"] < time.monotonic() - started - trace_s
+    assert monitor.summary["model_waited"] > 0.5 > monitor.summary["producers_waited"]
+
+
+def test_a_one_step_fit_is_judged_on_that_step(backend):
+    q = pyfastq.Queue(SPEC, capacity=4, backend=backend)
+    q.put_many(np.zeros([4, 3], np.float32))
+    q.close()
+    model = tf.keras.Sequential([tf.keras.Input([3]), tf.keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    monitor = QueueMonitor(q, print_fn=None)
+    model.fit(q.dataset(batch_size=4).map(lambda x: (x, x[:, :1])), epochs=1, verbose=0, shuffle=False,
+              callbacks=[monitor])
+    assert monitor.summary["steps"] == 1 and monitor.summary["seconds"] > 0
+    assert monitor.verdict.startswith("pyfastq: balanced: ")
+
+
 @pytest.mark.filterwarnings("ignore:Your input ran out of data")
 def test_tensorboard_event_files_hold_the_scalars(backend, tmp_path):
     fit(backend, "model", log_dir=str(tmp_path), steps=20, update_freq=5)  # 4 writes
