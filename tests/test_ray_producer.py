@@ -56,10 +56,9 @@ def actor_gone(actor, timeout=10.0) -> bool:
 
 
 @pytest.mark.parametrize("kind", ["native", "native shared", "python"])
-def test_every_element_exactly_once_into_any_queue(local_ray, kind):
-    if kind.startswith("native") and pyfastq.native_unavailable():
-        pytest.skip("native backend unavailable")
-    q = queue(kind.split()[0], capacity=8, shared=kind.endswith("shared"))
+def test_every_element_exactly_once_into_any_queue(local_ray, kind, request):
+    backend = request.getfixturevalue("native") if kind.startswith("native") else "python"  # conftest's rule
+    q = queue(backend, capacity=8, shared=kind.endswith("shared"))
     with pyfastq.Producer(q, functools.partial(count, total=3000), workers=2, mode="ray") as p:
         assert len(p.actors) == 2 and all(isinstance(a, ray.actor.ActorHandle) for a in p.actors)
         got = [int(x) for x in q.dataset()]
@@ -77,10 +76,7 @@ def test_elements_are_nests_and_each_worker_keeps_its_order(local_ray, native):
         assert [k for v, k in got if v == w] == list(range([300, 200][w]))
 
 
-@pytest.mark.parametrize("backend", ["native", "python"])
 def test_ordered_is_the_threads_round_robin_whatever_the_timing(local_ray, backend):
-    if backend == "native" and pyfastq.native_unavailable():
-        pytest.skip("native backend unavailable")
     counts = [130, 20, 75]  # unequal: finished workers drop out of the rotation; ~1 ms apart: several chunks
     expected = []
     for k in range(max(counts)):
