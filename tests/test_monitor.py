@@ -170,6 +170,7 @@ def test_the_verdict_leaves_out_the_first_step(backend, capsys):
     assert monitor.summary["model_waited"] > 0.5 > monitor.summary["producers_waited"]
 
 
+@pytest.mark.filterwarnings("ignore:Your input ran out of data")
 def test_a_one_step_fit_is_judged_on_that_step(backend):
     q = pyfastq.Queue(SPEC, capacity=4, backend=backend)
     q.put_many(np.zeros([4, 3], np.float32))
