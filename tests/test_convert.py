@@ -29,9 +29,11 @@ pytestmark = [
 
 
 def accepted_dtypes():
-    """Every dtype Queue accepts: tf.dtypes' own, less those it refuses."""
+    """Every dtype Queue accepts: tf.dtypes' own and experimental ones (float8, int4, ...), less those it refuses."""
     out = []
-    for dtype in sorted({d for d in vars(tf.dtypes).values() if isinstance(d, tf.DType)}, key=lambda d: d.name):
+    spaces = (tf.dtypes, tf.dtypes.experimental)
+    every = {d for space in spaces for d in vars(space).values() if isinstance(d, tf.DType)}
+    for dtype in sorted(every, key=lambda d: d.name):
         try:
             pyfastq.Queue(tf.TensorSpec([], dtype), capacity=1, backend="python")
         except TypeError:
@@ -87,9 +89,8 @@ def test_python_values_convert_as_convert_to_tensor_does(native, dtype):
 
 
 def test_the_grid_covers_every_kind_of_dtype_and_outcome():
-    assert {"bool", "bfloat16", "float16", "complex128", "int8", "uint64", "qint8", "quint16"} <= {
-        d.name for d in DTYPES
-    }
+    kinds = {"bool", "bfloat16", "float16", "complex128", "int8", "uint64", "qint8", "quint16", "float8_e5m2", "int4"}
+    assert kinds <= {d.name for d in DTYPES}
     outcomes = set()
     for value in VALUES:
         for dtype in (tf.int8, tf.float32):
