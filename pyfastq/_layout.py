@@ -1,14 +1,17 @@
 """An element's layout: flattening it along the specs, checking and converting it.
 
 No TensorFlow here: worker processes use this to put into a shared ring, and
-importing TF there would cost seconds and hundreds of MB per worker. Only
-Python scalars and lists (which convert as ``tf.convert_to_tensor`` would)
-import it, on first use. Both backends and the worker share these checks, so
-the errors are the same wherever they are raised.
+importing TF there would cost seconds and hundreds of MB per worker. Python
+scalars and lists of them convert as ``tf.convert_to_tensor`` would, with
+numpy; only what numpy cannot express the same way (bfloat16 and other
+ml_dtypes, quantized dtypes, array-likes, scalar subclasses) imports TF, on
+first use. Both backends and the worker share these checks, so the errors are
+the same wherever they are raised.
 """
 
 from __future__ import annotations
 
+import numbers
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -141,12 +144,11 @@ class Layout:
                         f"component {name}: expected dtype {dtype.name}, got {arr.dtype.name} (arrays are not cast)"
                     )
             else:
-                import tensorflow as tf  # the reference for converting Python values; loaded once, when first needed
-
                 try:
-                    # convert_to_tensor's own conversion, which also works with eager execution disabled (TF1 sessions)
-                    arr = tf.make_ndarray(tf.make_tensor_proto(value, dtype=tf.as_dtype(dtype)))
-                except (TypeError, ValueError) as e:
+                    arr = _from_python(value, dtype)
+                    if arr is None:  # numpy cannot do what TF does here
+                        arr = _from_python_by_tf(value, dtype)
+                except (TypeError, ValueError, OverflowError) as e:
                     raise TypeError(
                         f"component {name}: cannot convert {type(value).__name__} to {dtype.name}: {e}"
                     ) from None
@@ -158,6 +160,68 @@ class Layout:
                 self.check_shape(i, arr.shape, rows if many else None)
             out.append(arr if arr.flags.c_contiguous else arr.copy(order="C"))
         return out
+
+
+# tf.convert_to_tensor's conversion of Python values, in numpy. Its graph-mode path is the reference
+# (tensor_util.make_tensor_proto): TF1 sessions take it, and eager conversion refuses some of what it
+# accepts (bools into ints, ints past int64) and aborts the interpreter on a negative int into uint64.
+# Each leaf is checked for the dtype's kind first (tensor_util._TF_TO_IS_OK: no float into an int, nothing
+# but bools into bool), then numpy converts the whole value, wrapping out-of-range ints as TF does.
+_ACCEPTS = {
+    "b": (bool,),
+    "i": (numbers.Integral, np.integer),
+    "u": (numbers.Integral, np.integer),
+    "f": (numbers.Real, np.integer, np.floating),
+    "c": (numbers.Complex, np.number),
+}
+# Leaves whose conversion numpy is known to share with TF; anything else (Fractions, enums, arrays,
+# strings) takes TF's own path, which also gives its errors.
+_PLAIN = frozenset({bool, int, float, complex})
+
+
+def _from_python(value: Any, dtype: np.dtype) -> np.ndarray | None:
+    """value (a Python scalar or a list/tuple nest of them) as tf.convert_to_tensor(value, dtype) gives it.
+
+    None when numpy cannot stand in for TF here. Raises TF's error types: TypeError for a leaf of the
+    wrong kind, ValueError for None or a ragged nest, OverflowError for an int numpy cannot hold.
+    """
+    if value is None:
+        raise ValueError("None values not supported.")
+    accepts = _ACCEPTS.get(dtype.kind)
+    leaves: list = []
+    if accepts is None or not _plain_leaves(value, leaves):
+        return None
+    for leaf in leaves:
+        if not isinstance(leaf, accepts):
+            raise TypeError(f"Expected {dtype.name}, but got {leaf} of type '{type(leaf).__name__}'.")
+    # numpy_compat.np_array: astype for numbers, so that out-of-range ints wrap instead of raising
+    arr = np.array(value).astype(dtype) if dtype.kind != "b" else np.array(value, dtype=dtype)
+    if list(arr.shape) != _dense_dims(value):
+        raise ValueError(f"Expected values {value!r:.200} to be a dense tensor with shape {_dense_dims(value)}, "
+                         f"but got shape {list(arr.shape)}.")
+    return arr
+
+
+def _plain_leaves(value: Any, out: list) -> bool:
+    """Appends the leaves of a list/tuple nest to out; False if one is not a plain Python or numpy scalar."""
+    if isinstance(value, (list, tuple)):
+        return all(_plain_leaves(v, out) for v in value)
+    out.append(value)
+    return type(value) in _PLAIN or isinstance(value, (np.number, np.bool_))
+
+
+def _dense_dims(value: Any) -> list[int]:
+    """The shape a nest has if it is dense, read along its first items (tensor_util._GetDenseDimensions)."""
+    if not isinstance(value, (list, tuple)):
+        return []
+    return [len(value), *_dense_dims(value[0])] if value else [0]
+
+
+def _from_python_by_tf(value: Any, dtype: np.dtype) -> np.ndarray:
+    import tensorflow as tf  # loaded once, when first needed
+
+    # convert_to_tensor's own conversion, which also works with eager execution disabled (TF1 sessions)
+    return tf.make_ndarray(tf.make_tensor_proto(value, dtype=tf.as_dtype(dtype)))
 
 
 def _shape_str(shape) -> str:

@@ -3,7 +3,9 @@
 The queue's own counters say it: ``get_blocked_s`` is the time the model (the
 queue's consumer) waited for data, ``put_blocked_s`` the time producers waited
 for space. A model that waits is input-bound (more producers help); producers
-that wait mean the model is the bottleneck (compute-bound).
+that wait mean the model is the bottleneck (compute-bound). The window starts
+when ``fit``'s first step has finished: while Keras traces and compiles that
+step, producers fill the queue and wait, whatever the steady state will be.
 """
 
 from __future__ import annotations
@@ -35,12 +37,15 @@ class QueueMonitor(tf.keras.callbacks.Callback):
     >>> model.fit(q.dataset(batch_size=64), callbacks=[monitor])
     pyfastq: input-bound: the model waited for data 43% of the time; add workers
 
+    Everything it measures starts when the first step of each ``fit`` has finished, so that
+    the time Keras spends tracing and compiling that step counts for neither side.
     With ``log_dir``, every ``update_freq`` steps it writes TensorBoard scalars (``tf.summary``)
     ``pyfastq/fill_level`` (mean size/capacity at the step ends since the last write),
     ``pyfastq/model_waited`` (the share of that time the model waited for data) and
     ``pyfastq/producers_waited`` (the share producers waited for space). At the end of
     ``fit`` it prints one line (through ``print_fn``), kept in ``verdict``; ``summary``
-    holds the figures behind it.
+    holds the figures behind it (``seconds`` and ``steps`` of the window). A ``fit`` of a
+    single step has no such window: its verdict covers that step.
     """
 
     def __init__(
@@ -66,14 +71,19 @@ class QueueMonitor(tf.keras.callbacks.Callback):
     # -- Keras hooks ---------------------------------------------------------------
     def on_train_begin(self, logs=None):
         # Steps count on across fit calls, so a second fit's scalars follow the first's in TensorBoard.
-        self.verdict, self.summary, self._first_step = None, {}, self._step
-        self._begin = self._last = self._snapshot()
+        self.verdict, self.summary = None, {}
+        self._fit_begin, self._fit_step = self._snapshot(), self._step
+        self._begin = self._last = None  # the window's start: when the first step has finished
         self._fills: list[float] = []
         if self.log_dir is not None and self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
 
     def on_train_batch_end(self, batch, logs=None):
         self._step += 1
+        if self._begin is None:
+            self._begin = self._last = self._snapshot()
+            self._begin_step = self._step
+            return
         self._fills.append(self.queue.size() / self.queue.capacity)
         if self._writer is not None and self._step % self.update_freq == 0:
             self._write()
@@ -84,12 +94,16 @@ class QueueMonitor(tf.keras.callbacks.Callback):
                 self._write()
             self._writer.flush()
         end = self._snapshot()
-        model, producers = _shares(self._begin, end)
+        if self._begin is not None and self._step > self._begin_step:
+            begin, steps = self._begin, self._step - self._begin_step
+        else:  # no step after the first: the whole fit is all there is to judge
+            begin, steps = self._fit_begin, self._step - self._fit_step
+        model, producers = _shares(begin, end)
         self.summary = {
-            "seconds": end[0] - self._begin[0],
+            "seconds": end[0] - begin[0],
             "model_waited": model,
             "producers_waited": producers,
-            "steps": self._step - self._first_step,
+            "steps": steps,
         }
         self.verdict = verdict(model, producers)
         if self.print_fn is not None:

@@ -27,6 +27,14 @@ def forever(worker, workers):
         k += 1
 
 
+def labelled(worker, workers):
+    """(image, label, [score, label]) forever: an array and Python numbers, as most datasets yield them."""
+    k = 0
+    while True:
+        yield np.full([4], k, np.float32), k, [0.5, k]
+        k += 1
+
+
 def tagged(worker, workers, counts, jitter=0.002):
     """Worker i yields counts[i] elements (i, k), after random pauses so that timing differs run to run."""
     rng = random.Random()  # unseeded on purpose: the order must not depend on timing

@@ -13,6 +13,9 @@ import pytest
 
 from support import CHILD_ENV, START_BUDGET_S, read_line, shm_segments, start_child, still_running
 
+# From main's return to the end of the process: interpreter teardown, TF's included, on a busy machine.
+EXIT_BUDGET_S = 20
+
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="signals, process sentinels and /dev/shm of Linux")
 
 
@@ -48,9 +51,8 @@ def test_interpreter_exits_while_producers_are_blocked(backend, daemon):
         threads = [threading.Thread(target=produce, args=(c,), daemon={daemon!r}) for c in (put, put_many, reserve)]
         for t in threads:
             t.start()
-        while q.size() < 2:
+        while q.stats()["put_waiters"] < 3:  # all three wait for room
             time.sleep(0.01)
-        time.sleep(0.2)
         print("blocked", flush=True)
         print(time.monotonic(), flush=True)
     """)
@@ -58,9 +60,66 @@ def test_interpreter_exits_while_producers_are_blocked(backend, daemon):
     assert "terminate called" not in proc.stderr
     lines = proc.stdout.split()
     assert lines[0] == "blocked"
-    # From the end of the script to the end of the process: prompt, not a hang (a generous bound:
-    # interpreter teardown on a busy machine).
-    assert time.monotonic() - float(lines[1]) < 20
+    # From the end of the script to the end of the process: prompt, not a hang.
+    assert time.monotonic() - float(lines[1]) < EXIT_BUDGET_S
+
+
+WAITING_AT_EXIT = """
+import sys, threading, time, numpy as np, tensorflow as tf, pyfastq
+
+
+def main(how, kind, backend):
+    q = pyfastq.Queue(tf.TensorSpec([], tf.int64), capacity=4, backend=backend)
+
+    def consume():
+        try:
+            if how == "dataset":
+                for _ in q.dataset():
+                    pass
+            else:
+                q.dequeue()
+            print("ended with no error", flush=True)
+        except tf.errors.OpError as e:
+            print("ended with", type(e).__name__, flush=True)
+
+    threading.Thread(target=consume, daemon=kind == "daemon thread").start()
+    while q.stats()["get_waiters"] == 0:
+        time.sleep(0.005)
+    print("ready", flush=True)  # and main returns, with the dequeue waiting for data that will never come
+
+
+main(*sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("kind", ["thread", "daemon thread"])
+@pytest.mark.parametrize("how", ["eager", "dataset"])
+def test_interpreter_exits_while_a_dequeue_waits(backend, how, kind, tmp_path, leftovers):
+    # The exit hook cancels every open queue before the interpreter joins its threads: a thread's dequeue
+    # ends, and the interpreter can join it; a daemon thread's ends or is still ending as it finalizes.
+    script = tmp_path / "waiting_at_exit.py"
+    script.write_text(WAITING_AT_EXIT)
+    with open(tmp_path / "stderr", "w+") as stderr:
+        proc = start_child(script, how, kind, backend, cwd=tmp_path, stderr=stderr)
+        leftovers.append(proc)
+        assert read_line(proc) == "ready"
+        ready = time.monotonic()
+        try:
+            # A generous bound: interpreter teardown on a busy machine. Without the exit hook a thread's
+            # dequeue would wait forever.
+            proc.wait(EXIT_BUDGET_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the interpreter did not exit within {EXIT_BUDGET_S} s of main's return")
+        exited = time.monotonic() - ready
+        stderr.seek(0)
+        errors = stderr.read()
+    assert proc.returncode == 0, errors
+    assert "terminate called" not in errors
+    assert exited < EXIT_BUDGET_S
+    rest = proc.stdout.read().split("\n")
+    if kind == "thread":  # joined at exit: it saw its dequeue end
+        cancelled = "CancelledError" if backend == "native" else "UnknownError"
+        assert rest[0] == f"ended with {cancelled}", rest
 
 
 def test_native_refuses_another_tensorflow(native):
@@ -89,11 +148,17 @@ def test_native_refuses_another_tensorflow(native):
 
 
 BLOCKED_PUT = """
-import sys, numpy as np, tensorflow as tf, pyfastq
+import sys, threading, time, numpy as np, tensorflow as tf, pyfastq
 q = pyfastq.Queue(tf.TensorSpec([4], tf.float32), capacity=1, backend=sys.argv[1])
 q.put(np.zeros(4, np.float32))
-try:
+
+def announce():
+    while q.stats()["put_waiters"] == 0:
+        time.sleep(0.005)
     print("blocking", flush=True)
+
+threading.Thread(target=announce, daemon=True).start()
+try:
     q.put(np.zeros(4, np.float32))
 except KeyboardInterrupt:
     print("interrupted", flush=True)
@@ -106,8 +171,7 @@ def test_ctrl_c_interrupts_a_blocked_put(backend, tmp_path, leftovers):
     script.write_text(BLOCKED_PUT)
     proc = start_child(script, backend, cwd=tmp_path)
     leftovers.append(proc)
-    assert read_line(proc) == "blocking"
-    time.sleep(0.3)  # inside the put
+    assert read_line(proc) == "blocking"  # inside the put
     start = time.monotonic()
     proc.send_signal(signal.SIGINT)
     assert read_line(proc) == "interrupted"
@@ -167,9 +231,14 @@ def test_ctrl_c_inside_a_finalizer_is_not_lost(native, finalizer, tmp_path, left
 # -- process producers: the trainer dying or interrupted ------------------------------------
 
 TRAINER = """
-import sys, time
+import sys, threading, time
 import numpy as np, tensorflow as tf, pyfastq
 from _workers import forever, python_heavy, sleeps_in_fn
+
+def announce_wait(q):
+    while q.stats()["get_waiters"] == 0:
+        time.sleep(0.005)
+    print("ready", flush=True)  # the dataset waits for data
 
 def main(how):
     # how: idle: workers blocked on a full queue; consume: busy workers; starve: workers stuck in fn
@@ -186,7 +255,9 @@ def main(how):
             batches = iter(q.dataset(batch_size=2))  # built and traced before "ready"
             if how == "consume":
                 next(batches)
-            print("ready", flush=True)  # consume: data flows; starve: next() below waits for data
+                print("ready", flush=True)  # data flows
+            else:
+                threading.Thread(target=announce_wait, args=(q,), daemon=True).start()
             for batch in batches:
                 pass
         time.sleep(3600)
@@ -231,7 +302,8 @@ def test_sigkill_of_the_trainer_ends_its_workers_and_leaves_no_segment(native, t
 def test_ctrl_c_in_the_trainer_stops_everything_within_two_seconds(native, tmp_path, to, how, leftovers):
     """consume: data flows, workers busy in Python; starve: the trainer waits in a dequeue, workers stuck in fn."""
     trainer, workers, helpers = start_trainer(tmp_path, how, leftovers)
-    time.sleep(0.3)  # consume: in the loop, workers busy in Python; starve: inside the dequeue
+    if how == "consume":
+        time.sleep(0.3)  # well into the loop, workers busy in Python
     start = time.monotonic()
     if to == "trainer":
         trainer.send_signal(signal.SIGINT)
@@ -246,7 +318,7 @@ def test_ctrl_c_in_the_trainer_stops_everything_within_two_seconds(native, tmp_p
 
 
 STARVED = """
-import sys, numpy as np, tensorflow as tf, pyfastq
+import sys, threading, time, numpy as np, tensorflow as tf, pyfastq
 
 
 def main(how, backend):
@@ -261,8 +333,14 @@ def main(how, backend):
     it = iter(q.dataset()) if how == "dataset" else None
     if how == "tf.function":
         step.get_concrete_function()  # traced now, so what follows "waiting" is the wait itself
-    try:
+
+    def announce():
+        while q.stats()["get_waiters"] == 0:
+            time.sleep(0.005)
         print("waiting", flush=True)
+
+    threading.Thread(target=announce, daemon=True).start()
+    try:
         if how == "dataset":
             next(it)
         elif how == "tf.function":
@@ -286,8 +364,7 @@ def test_ctrl_c_ends_a_dequeue_waiting_for_data(backend, how, tmp_path, leftover
     script.write_text(STARVED)
     proc = start_child(script, how, backend, cwd=tmp_path)
     leftovers.append(proc)
-    assert read_line(proc) == "waiting"
-    time.sleep(0.5)  # inside the dequeue, which no data will end
+    assert read_line(proc) == "waiting"  # inside the dequeue, which no data will end
     start = time.monotonic()
     proc.send_signal(signal.SIGINT)
     out = read_line(proc)

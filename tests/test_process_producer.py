@@ -24,6 +24,7 @@ from _workers import (
     forever,
     holds_a_reserved_slot,
     ignores_sigterm,
+    labelled,
     put_range,
     raises_after,
     reports_tensorflow,
@@ -103,6 +104,23 @@ def test_a_worker_process_runs_without_tensorflow(native):
     q = shared_queue(capacity=4)
     with pyfastq.Producer(q, reports_tensorflow, workers=1, mode="process"):
         assert int(q.dequeue()) == 0
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/<pid>/maps")
+def test_workers_yielding_python_numbers_never_map_tensorflow(native):
+    specs = (tf.TensorSpec([4], tf.float32), tf.TensorSpec([], tf.int64), tf.TensorSpec([2], tf.float32))
+    q = pyfastq.Queue(specs, capacity=4, shared=True, backend="native")
+    with pyfastq.Producer(q, labelled, workers=2, mode="process") as p:
+        for _ in range(8):
+            image, label, pair = (t.numpy().tolist() for t in q.dequeue())
+            assert image == [label] * 4 and pair == [0.5, label]
+        # A worker waits for room only after converting the element it puts
+        wait_until(lambda: q.stats()["put_waiters"] == 2, "both workers to wait for room")
+        for pid in p.pids:
+            with open(f"/proc/{pid}/maps") as f:
+                maps = f.read()
+            assert "pyfastq" in maps  # the maps of a worker, which has pyfastq._core loaded
+            assert "libtensorflow" not in maps
 
 
 def test_a_plain_multiprocessing_process_writes_into_the_queue(native):
@@ -281,8 +299,7 @@ def test_a_worker_exception_reaches_the_consumer_with_its_traceback(native):
 def test_sigkill_of_a_worker_blocked_in_put_fails_the_queue_within_a_second(native):
     q = shared_queue(capacity=4)
     with pyfastq.Producer(q, forever, workers=2, mode="process") as p:
-        wait_until(lambda: q.size() == 4, "the workers to fill the queue")
-        time.sleep(0.1)  # both workers now wait inside put for a free slot
+        wait_until(lambda: q.size() == 4 and q.stats()["put_waiters"] == 2, "both workers to wait for a free slot")
         os.kill(p.pids[0], signal.SIGKILL)
         killed = time.monotonic()
         wait_until(lambda: q.closed, "the death to close the queue", timeout=1.0)
@@ -351,6 +368,7 @@ def test_the_demo_trains_from_worker_processes(native):
 
     result = main(examples=2000, batch_size=50, workers=2, mode="process")
     assert result["examples"] == 2000 and result["mode"] == "process" and result["backend"] == "native"
+    assert result["accuracy"] > 0.3  # 4 classes: the model fed by the workers learned
     # The same model, fed by from_generator: trained on the same examples, and the ratio is of the two times.
     baseline = result["from_generator"]
     assert baseline["accuracy"] > 0.3  # 4 classes: it learned from the same examples

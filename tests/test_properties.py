@@ -56,16 +56,13 @@ def case(draw):
     return specs, element, perturb
 
 
-@pytest.mark.parametrize("backend_name", ["native", "python"])
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 )
 @given(case())
-def test_accepted_bit_identical_or_rejected_unchanged(backend_name, case):
-    if backend_name == "native" and pyfastq.native_unavailable():
-        pytest.skip("native backend unavailable")
+def test_accepted_bit_identical_or_rejected_unchanged(backend, case):
     specs, element, perturb = case
-    q = pyfastq.Queue(specs, capacity=2, backend=backend_name)
+    q = pyfastq.Queue(specs, capacity=2, backend=backend)
     expected_error = {"none": None, "dtype": TypeError, "shape": ValueError, "structure": TypeError}[perturb]
     if expected_error is None:
         q.put(element)

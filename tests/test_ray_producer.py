@@ -56,10 +56,9 @@ def actor_gone(actor, timeout=10.0) -> bool:
 
 
 @pytest.mark.parametrize("kind", ["native", "native shared", "python"])
-def test_every_element_exactly_once_into_any_queue(local_ray, kind):
-    if kind.startswith("native") and pyfastq.native_unavailable():
-        pytest.skip("native backend unavailable")
-    q = queue(kind.split()[0], capacity=8, shared=kind.endswith("shared"))
+def test_every_element_exactly_once_into_any_queue(local_ray, kind, request):
+    backend = request.getfixturevalue("native") if kind.startswith("native") else "python"  # conftest's rule
+    q = queue(backend, capacity=8, shared=kind.endswith("shared"))
     with pyfastq.Producer(q, functools.partial(count, total=3000), workers=2, mode="ray") as p:
         assert len(p.actors) == 2 and all(isinstance(a, ray.actor.ActorHandle) for a in p.actors)
         got = [int(x) for x in q.dataset()]
@@ -77,10 +76,7 @@ def test_elements_are_nests_and_each_worker_keeps_its_order(local_ray, native):
         assert [k for v, k in got if v == w] == list(range([300, 200][w]))
 
 
-@pytest.mark.parametrize("backend", ["native", "python"])
 def test_ordered_is_the_threads_round_robin_whatever_the_timing(local_ray, backend):
-    if backend == "native" and pyfastq.native_unavailable():
-        pytest.skip("native backend unavailable")
     counts = [130, 20, 75]  # unequal: finished workers drop out of the rotation; ~1 ms apart: several chunks
     expected = []
     for k in range(max(counts)):
@@ -275,8 +271,11 @@ def test_an_actor_killed_fails_the_queue_naming_the_worker_within_5_s(local_ray,
     full = feeder.startswith("putting")
     q = queue(capacity=4)
     with pyfastq.Producer(q, forever if full else sleeps_in_fn, workers=2, mode="ray") as p:
-        wait_until(lambda: q.size() == (4 if full else 2), "the actors' first elements")
-        time.sleep(0.3)  # full: the feeder waits for room; else: the actors sleep in fn, the feeder waits on them
+        if full:
+            wait_until(lambda: q.size() == 4 and q.stats()["put_waiters"] == 1, "the feeder to wait for room")
+        else:
+            wait_until(lambda: q.size() == 2, "the actors' first elements")
+            time.sleep(0.3)  # the actors now sleep in fn and the feeder waits on them: no counter shows it
         killed = time.monotonic()
         ray.kill(p.actors[1])
         wait_until(lambda: q.closed, "the death to fail the queue", timeout=5.0)
@@ -322,9 +321,14 @@ def test_actors_that_finish_are_freed(local_ray, native):
 
 
 TRAINER = """
-import faulthandler, sys, time
+import faulthandler, sys, threading, time
 import numpy as np, ray, tensorflow as tf, pyfastq
 from _workers import pid_then_sleeps, pids
+
+def announce_wait(q):
+    while q.stats()["get_waiters"] == 0:
+        time.sleep(0.005)
+    print("ready", flush=True)  # the dataset waits for data
 
 def main(address, how):
     # consume: data flows, actors busy in Python; starve: the trainer waits in a dequeue, actors asleep in fn
@@ -339,7 +343,9 @@ def main(address, how):
         batches = iter(q.dataset(batch_size=2))  # built and traced before "ready"
         if how == "consume":
             next(batches)
-        print("ready", flush=True)
+            print("ready", flush=True)  # data flows
+        else:
+            threading.Thread(target=announce_wait, args=(q,), daemon=True).start()
         # The test's Ctrl-C comes within a second: if this process is still here a minute on, its threads'
         # stacks go to stderr (the test's report) and it ends, rather than leave the test waiting.
         faulthandler.dump_traceback_later(60, exit=True)
@@ -376,7 +382,8 @@ def start_trainer(tmp_path, address, how, leftovers):
 @pytest.mark.parametrize("how", ["consume", "starve"])
 def test_ctrl_c_in_the_trainer_kills_its_actors(local_ray, native, tmp_path, how, leftovers):
     trainer, actor_pids = start_trainer(tmp_path, local_ray, how, leftovers)
-    time.sleep(0.3)  # consume: in the loop, actors busy; starve: inside the dequeue
+    if how == "consume":
+        time.sleep(0.3)  # well into the loop, actors busy
     start = time.monotonic()
     os.killpg(trainer.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
     assert read_line(trainer).startswith("stopped by")

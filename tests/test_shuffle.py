@@ -1,7 +1,6 @@
 """Queue(shuffle=True): TF's RandomShuffleQueue order, on both backends."""
 
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -80,8 +79,8 @@ def test_min_after_dequeue_holds_back_while_open_and_drains_after_close(backend)
     q = pyfastq.Queue(INT, capacity=10, shuffle=True, min_after_dequeue=4, seed=1, backend=backend)
     q.put_many(ints(4))
     t, result = blocked_dequeue(q)
-    time.sleep(0.3)
-    assert t.is_alive(), "a dequeue that would leave 3 of min_after_dequeue=4 must wait"
+    # a dequeue that would leave 3 of min_after_dequeue=4 must wait
+    wait_until(lambda: q.stats()["get_waiters"] == 1, "the dequeue to wait")
     assert q.size() == 4
     q.put(np.int32(4))
     t.join(10)
@@ -91,8 +90,8 @@ def test_min_after_dequeue_holds_back_while_open_and_drains_after_close(backend)
     # dequeue_many takes its batch whole, still leaving 4 behind: with 5 there, 2 must wait.
     q.put(np.int32(5))
     t, result = blocked_dequeue(q, 2)
-    time.sleep(0.3)
-    assert t.is_alive() and q.size() == 5
+    wait_until(lambda: q.stats()["get_waiters"] == 1, "the dequeue_many to wait")
+    assert q.size() == 5
     q.put(np.int32(6))
     t.join(10)
     assert not t.is_alive()
@@ -130,7 +129,7 @@ def test_a_put_waiting_at_close_completes_and_drains(backend):
 
     t = threading.Thread(target=put, daemon=True)
     t.start()
-    time.sleep(0.2)
+    wait_until(lambda: q.stats()["put_waiters"] == 1, "the put to wait for room")
     assert not done.is_set()
     q.close()
     assert sorted(int(x) for x in q.dataset()) == [0, 1, 2]
@@ -143,8 +142,7 @@ def test_cancel_and_fail_end_a_held_back_consumer(backend):
         q = pyfastq.Queue(INT, capacity=4, shuffle=True, min_after_dequeue=2, backend=backend)
         q.put(np.int32(0))
         t, result = blocked_dequeue(q)
-        time.sleep(0.2)
-        assert t.is_alive()
+        wait_until(lambda: q.stats()["get_waiters"] == 1, "the held-back dequeue to wait")  # noqa: B023 - called now
         q.close(cancel=True) if end == "cancel" else q.fail(RuntimeError("producer broke"))
         t.join(10)
         assert not t.is_alive() and "error" in result
@@ -230,8 +228,10 @@ def test_a_cancelled_shuffled_dequeue_takes_nothing(native):
     q = pyfastq.Queue(INT, capacity=8, shuffle=True, min_after_dequeue=3, backend=native)
     q.put_many(ints(3))
     assert q.size() == 3
-    assert 0 <= session_dequeue_after_a_timeout(q, np.int32(3)) <= 3
+    got = int(session_dequeue_after_a_timeout(q, np.int32(3)))
     assert q.size() == 3
+    q.close()
+    assert sorted([got] + [int(x) for x in q.dataset()]) == [0, 1, 2, 3]  # each element once: none taken twice
 
 
 def test_process_workers_feed_a_shuffled_shared_queue(native):
