@@ -102,8 +102,8 @@ def fit(backend, slow, log_dir=None, steps=15, update_freq=5):
     model = tf.keras.Sequential([tf.keras.Input([4]), tf.keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
     callbacks = []
-    if slow == "model":  # a model far slower than the producer, even on a busy machine: each step takes 100 ms more
-        slow_step = tf.keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs=None: time.sleep(0.1))
+    if slow == "model":  # a model far slower than the producer, even on a busy machine: each step takes 250 ms more
+        slow_step = tf.keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs=None: time.sleep(0.25))
         callbacks.append(slow_step)
     monitor = QueueMonitor(q, log_dir=log_dir, update_freq=update_freq)
     with pyfastq.Producer(q, examples_fn, workers=1):
