@@ -158,15 +158,19 @@ def put_rows_until_stopped(queue: Any, batch: Any, stop: threading.Event) -> boo
     layout = queue._layout
     rows = layout.convert(layout.flatten(batch), many=True)
     n, done = len(rows[0]), 0
+    fit = queue.capacity - queue.size()
     while done < n:
         if stop.is_set():
             return False
-        k = max(1, min(n - done, queue.capacity - queue.size()))
+        k = max(1, min(n - done, fit))
         try:
             queue._impl.put_many([a[done : done + k] for a in rows], STOP_CHECK_S)
         except TimeoutError:
+            # Slots neither ready nor free are held by consumers' tensors: a smaller slice.
+            fit = min(k // 2, queue.capacity - queue.size())
             continue
         done += k
+        fit = queue.capacity - queue.size()
     return True
 
 
