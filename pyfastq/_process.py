@@ -33,6 +33,7 @@ from multiprocessing.connection import wait as wait_for
 from typing import Any
 
 from ._errors import QueueClosed
+from ._sources import RingTurns, run_claims
 from ._worker import (
     become_worker_process,
     failure_message,
@@ -109,6 +110,7 @@ class _Worker:
         self.proc = proc
         self.conn = conn
         self.pid = proc.pid
+        self.index = 0  # set by WorkerProcesses: its place in procs
         try:
             self.sentinel: int | None = os.pidfd_open(proc.pid)  # readable once the process has exited
         except (AttributeError, OSError):
@@ -153,6 +155,7 @@ class WorkerProcesses:
         errors: list[BaseException],
         stopping: threading.Event,
         on_all_done: Callable[[], None],
+        plan: Any = None,
     ):
         self._queue = queue
         self._workers = workers
@@ -161,25 +164,26 @@ class WorkerProcesses:
         self._errors = errors
         self._stopping = stopping
         self._on_all_done = on_all_done
+        self._plan = plan  # a random-access source's _sources.Plan; None for a generator fn
         # Pickled once, here, so that what does not pickle is a TypeError before anything starts.
-        self._payload, self._fds = pickle_for_workers((fn, queue))
+        self._payload, self._fds = pickle_for_workers((fn, queue, plan))
         self.procs: list[_Worker] = []
         self._monitor: threading.Thread | None = None
+        self._lock = threading.Lock()  # procs grows (add) while the monitor reads it
+        self._finished: dict[int, str] = {}  # index -> "done" | "error" | "died"
+        self._retired: set[int] = set()
+        self._watching = True
 
     def start(self) -> None:
         if self._ordered:
-            self._queue._impl.begin_turns(self._workers)
+            # A random-access source's tickets are sampler positions, whichever worker holds them.
+            self._queue._impl.begin_turns(1 if self._plan is not None else self._workers)
         try:
             # All started first, then all fed: the interpreters start up in parallel.
-            for _ in range(self._workers):
-                ours, theirs = socket.socketpair()
-                with theirs:
-                    proc = subprocess.Popen([*_worker_command(), str(theirs.fileno())],
-                                            pass_fds=[theirs.fileno(), *self._fds], stdin=subprocess.DEVNULL)
-                self.procs.append(_Worker(proc, Connection(ours.detach())))
-            for i, w in enumerate(self.procs):
-                w.conn.send((sys.path, i, self._workers, self._seed, self._ordered))
-                w.conn.send_bytes(self._payload)
+            with self._lock:
+                started = [self._spawn() for _ in range(self._workers)]
+            for w in started:
+                self._feed(w)
         except BaseException:
             self._stopping.set()  # nothing half-started: the workers already running are stopped
             self.stop()
@@ -187,16 +191,60 @@ class WorkerProcesses:
         self._monitor = threading.Thread(target=self._watch, name=f"pyfastq-{self._queue.name}-monitor", daemon=True)
         self._monitor.start()
 
+    def _spawn(self) -> _Worker:
+        """A new worker process, appended to procs (under the lock); fed by _feed."""
+        ours, theirs = socket.socketpair()
+        with theirs:
+            proc = subprocess.Popen([*_worker_command(), str(theirs.fileno())],
+                                    pass_fds=[theirs.fileno(), *self._fds], stdin=subprocess.DEVNULL)
+        w = _Worker(proc, Connection(ours.detach()))
+        w.index = len(self.procs)
+        self.procs.append(w)
+        return w
+
+    def _feed(self, w: _Worker) -> None:
+        w.conn.send((sys.path, w.index, max(self._workers, w.index + 1), self._seed, self._ordered))
+        w.conn.send_bytes(self._payload)
+
+    def add(self) -> bool:
+        """One more worker (a random-access source's, which claims as the others do); False once the run is over."""
+        with self._lock:
+            if self._stopping.is_set() or self._monitor is None or not self._watching:
+                return False
+            w = self._spawn()
+        self._feed(w)
+        return True
+
+    def retire(self) -> bool:
+        """Asks the newest working worker to stop claiming: it puts what it has claimed, then finishes."""
+        with self._lock:
+            working = [w for w in self.procs if w.index not in self._finished and w.index not in self._retired]
+            if len(working) <= 1:
+                return False
+            w = working[-1]
+            self._retired.add(w.index)
+        with contextlib.suppress(OSError, ValueError):  # it has gone already
+            w.conn.send(("retire", None))
+        return True
+
+    def working(self) -> int:
+        """Workers neither finished nor retiring."""
+        with self._lock:
+            return sum(1 for w in self.procs if w.index not in self._finished and w.index not in self._retired)
+
     def _watch(self) -> None:
         """Reads the workers' reports and watches their deaths: a death is reported at once."""
-        finished: dict[int, str] = {}  # index -> "done" | "error" | "died"
-        by_conn = {w.conn: i for i, w in enumerate(self.procs)}
-        by_sentinel = {w.sentinel: i for i, w in enumerate(self.procs) if w.sentinel is not None}
-        while len(finished) < self._workers:
-            ready = wait_for(
-                [c for c, i in by_conn.items() if i not in finished]
-                + [s for s, i in by_sentinel.items() if i not in finished]
-            )
+        finished = self._finished
+        while True:
+            with self._lock:
+                procs = list(self.procs)
+                if len(finished) == len(procs):
+                    self._watching = False  # add() starts no worker now
+                    break
+            by_conn = {w.conn: w.index for w in procs if w.index not in finished}
+            by_sentinel = {w.sentinel: w.index for w in procs if w.sentinel is not None and w.index not in finished}
+            # A timeout, so that a worker add() started meanwhile is watched too.
+            ready = wait_for([*by_conn, *by_sentinel], timeout=0.1 if self._plan is not None else None)
             for obj in ready:
                 i = by_conn[obj] if obj in by_conn else by_sentinel[obj]
                 if i in finished:
@@ -300,30 +348,36 @@ def bootstrap() -> None:
         os._exit(EXIT_TRAINER_GONE)
     sys.path[:] = sys_path  # fn's module, if it travels by reference, imports as in the trainer
     try:
-        fn, queue = pickle.loads(payload)
+        fn, queue, plan = pickle.loads(payload)
     except _Stopped:
         os._exit(0)
     except BaseException as e:  # noqa: BLE001 - every error must reach the consumer
         _report_failure(conn, e, failure_message(index, workers, e, f" (process {os.getpid()}), loading fn,"))
         return
-    worker_main(conn, queue, fn, index, workers, base_seed, ordered)
+    worker_main(conn, queue, fn, index, workers, base_seed, ordered, plan)
 
 
-def worker_main(conn, queue, fn, index: int, workers: int, base_seed: int, ordered: bool) -> None:
-    """A worker process: puts what fn yields into the shared ring; reports ("done"|"error", ...) on conn."""
+def worker_main(conn, queue, fn, index: int, workers: int, base_seed: int, ordered: bool, plan: Any = None) -> None:
+    """A worker process: puts what fn yields (or, given a plan, the source's items it claims) into the shared ring.
+
+    Reports ("done"|"error", ...) on conn.
+    """
     become_worker_process(index, workers, base_seed, "process", queue)
-    stop = threading.Event()
-    threading.Thread(target=_watch_trainer, args=(conn, stop), name="pyfastq-watchdog", daemon=True).start()
+    stop, retire = threading.Event(), threading.Event()
+    threading.Thread(target=_watch_trainer, args=(conn, stop, retire), name="pyfastq-watchdog", daemon=True).start()
 
     impl, layout = queue._impl, queue._layout
     made = 0
     try:
-        for element in fn(index, workers):
-            flat = layout.flatten(element)
-            ticket = made * workers + index if ordered else None
-            if not put_until_stopped(impl.put, flat, stop, ticket):
-                break
-            made += 1
+        if plan is not None:
+            made = run_claims(fn, plan, queue, stop, RingTurns(impl) if ordered else None, retire)
+        else:
+            for element in fn(index, workers):
+                flat = layout.flatten(element)
+                ticket = made * workers + index if ordered else None
+                if not put_until_stopped(impl.put, flat, stop, ticket):
+                    break
+                made += 1
     except (QueueClosed, _Stopped):
         pass  # the queue ended, or stop() asked: nothing to report but that we are done
     except BaseException as e:  # noqa: BLE001 - every error must reach the consumer
@@ -332,7 +386,7 @@ def worker_main(conn, queue, fn, index: int, workers: int, base_seed: int, order
         _report_failure(conn, e, message)
         return
     finally:
-        if ordered:
+        if ordered and plan is None:
             impl.finish_turns(index, made)
     _report(conn, ("done", made))
 
@@ -346,12 +400,12 @@ def _report(conn, message) -> None:
         conn.send(message)
 
 
-def _watch_trainer(conn, stop: threading.Event) -> None:
-    """Worker process: sets stop on the trainer's word; exits at once if the trainer dies (its end of conn closes)."""
+def _watch_trainer(conn, stop: threading.Event, retire: threading.Event) -> None:
+    """Worker process: sets stop (or retire) on the trainer's word; exits at once if the trainer dies (conn closes)."""
     while True:
         try:
-            conn.recv()  # the only message the trainer sends is "stop"
-            stop.set()
+            kind, _ = conn.recv()  # "stop", or "retire": claim no more, put what is claimed
+            (retire if kind == "retire" else stop).set()
         except (EOFError, OSError):
             # The trainer is gone: nobody will consume what we make.
             sys.stderr.flush()

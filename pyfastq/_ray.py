@@ -19,6 +19,7 @@ feeder waiting on another actor's chunk.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import pickle
 import sys
@@ -34,6 +35,7 @@ import ray
 from ._errors import QueueClosed
 from ._layout import Layout
 from ._process import pickle_for_workers
+from ._sources import read_item
 from ._worker import (
     STOP_CHECK_S,
     become_worker_process,
@@ -49,6 +51,10 @@ CHUNK_BYTES = 1 << 20
 CHUNK_S = 0.05
 # Chunks an actor may have waiting for the trainer before Ray pauses it (Ray's generator backpressure).
 IN_FLIGHT = 4
+# A random-access source: positions per read() call (enough work to outweigh Ray's cost per call, a
+# fraction of a millisecond), and reads queued on each actor so it never waits for the next claim.
+READ_CLAIM = 8
+READS_AHEAD = 2
 # Actor options unless ray_options says otherwise: one core each, like a worker process.
 DEFAULT_OPTIONS = {"num_cpus": 1}
 
@@ -164,6 +170,37 @@ class ProducerActor:
     def _fail(self, e: BaseException, message: str) -> None:
         self._failure = failure_report(e, message)
 
+    def load(self, payload: bytes, index: int, workers: int, base_seed: int, trainer_path: list, layout: Layout):
+        """A random-access source's actor: unpickles the source once; read() then reads its items.
+
+        Returns None, or a failure report if the source does not load.
+        """
+        self._where = (f" (Ray actor {ray.get_runtime_context().get_actor_id()} on "
+                       f"{ray.util.get_node_ip_address()}, pid {os.getpid()})")
+        self._index, self._workers, self._layout = index, workers, layout
+        sys.path.extend(p for p in trainer_path if p not in sys.path)
+        try:
+            self._source, _, self._plan = pickle.loads(payload)
+            become_worker_process(index, workers, base_seed, "ray", None)
+        except BaseException as e:  # noqa: BLE001 - every error must reach the consumer
+            return failure_report(e, failure_message(index, workers, e, self._where + ", loading the source,"))
+        return None
+
+    def read(self, start: int, end: int) -> tuple[str, Any]:
+        """The items of sampler positions start..end-1, stacked: ("rows", arrays), or ("error", failure report)."""
+        layout, plan = self._layout, self._plan
+        try:
+            parts = []
+            for position in range(start, end):
+                item = read_item(self._source, plan.sampler.index(position), plan.sampler.length)
+                if plan.batched:
+                    parts.append(layout.convert(layout.flatten(item), many=True))
+                else:
+                    parts.append([a[None] for a in layout.convert(layout.flatten(item))])
+            return "rows", [np.concatenate(c) for c in zip(*parts, strict=True)]
+        except BaseException as e:  # noqa: BLE001 - every error must reach the consumer
+            return "error", failure_report(e, failure_message(self._index, self._workers, e, self._where))
+
     @ray.method(concurrency_group="outcome")
     def outcome(self) -> tuple[str, bytes | None] | None:
         """Returns once run has ended: None if fn finished, else (message, pickled exception or None)."""
@@ -202,6 +239,18 @@ class _Stream:
         return [np.concatenate(c) for c in zip(*parts, strict=True)]
 
 
+class _Reader:
+    """The feeder's state for one actor reading a random-access source: its reads in flight, whether it retires."""
+
+    def __init__(self, index: int, actor: Any, loaded: Any):
+        self.index = index
+        self.actor = actor
+        self.loaded = loaded  # ObjectRef of actor.load(), until it is seen
+        self.reads: set = set()
+        self.retired = False
+        self.killed = False
+
+
 class RayActors:
     """The trainer's side: starts the actors, feeds their chunks into the queue, watches them, kills them.
 
@@ -220,6 +269,7 @@ class RayActors:
         stopping: threading.Event,
         on_all_done: Callable[[], None],
         ray_options: dict | None,
+        plan: Any = None,
     ):
         self._queue = queue
         self._layout: Layout = queue._layout
@@ -231,7 +281,10 @@ class RayActors:
         self._stopping = stopping
         self._on_all_done = on_all_done
         # Pickled once, here, so that what does not pickle is a TypeError before anything starts.
-        self._payload, fds = pickle_for_workers(fn, "ray")
+        self._plan = plan  # a random-access source's _sources.Plan; None for a generator fn
+        # The actors get the sampler, not the claims: the feeder claims for them.
+        shipped = fn if plan is None else (fn, None, dataclasses.replace(plan, claims=None))
+        self._payload, fds = pickle_for_workers(shipped, "ray")
         if fds:
             raise TypeError(
                 'mode="ray" sends fn to actors that may run on other machines, and fn holds a shared queue, '
@@ -244,6 +297,8 @@ class RayActors:
         self._feeder: threading.Thread | None = None
         self._killed = False
         self._lock = threading.Lock()
+        self._readers: list[_Reader] = []
+        self._target = workers
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
@@ -251,6 +306,15 @@ class RayActors:
             ray.init()  # connects to the cluster in RAY_ADDRESS, or to one started here, else starts a local one
         try:
             payload = ray.put(self._payload)  # one copy in the object store for every actor
+            if self._plan is not None:
+                self._payload_ref = payload
+                for _ in range(self._workers):
+                    self._add_reader()
+                self._target = self._workers
+                self._feeder = threading.Thread(target=self._feed, name=f"pyfastq-{self._queue.name}-ray-feeder",
+                                                daemon=True)
+                self._feeder.start()
+                return
             for _ in range(self._workers):
                 self.actors.append(ProducerActor.options(**self._options).remote())
             for i, actor in enumerate(self.actors):
@@ -287,7 +351,9 @@ class RayActors:
     def _feed(self) -> None:
         finished = False
         try:
-            if self._ordered:
+            if self._plan is not None:
+                self._feed_claims()
+            elif self._ordered:
                 self._feed_in_turn()
             else:
                 self._feed_as_they_come()
@@ -430,6 +496,102 @@ class RayActors:
             f"finished; chunks it had sent may be lost. Ray says: {type(e).__name__}: {e}"
         )
         self._fail(RuntimeError(message), message)
+
+    # -- a random-access source: the feeder claims positions for the actors ----------------------
+    def _add_reader(self) -> _Reader:
+        """One more actor reading the source; its load() call is queued before any read()."""
+        index = len(self.actors)
+        actor = ProducerActor.options(**self._options).remote()
+        self.actors.append(actor)
+        loaded = actor.load.remote(self._payload_ref, index, max(self._workers, index + 1), self._seed, sys.path,
+                                   self._actor_layout)
+        reader = _Reader(index, actor, loaded)
+        self._readers.append(reader)
+        return reader
+
+    def add(self) -> bool:
+        """workers="auto": one more actor (the feeder starts it)."""
+        with self._lock:
+            if self._killed or self._feeder is None or not self._feeder.is_alive():
+                return False
+            self._target += 1
+        return True
+
+    def retire(self) -> bool:
+        """workers="auto": the newest actor gets no more claims; it is killed once its reads are in."""
+        with self._lock:
+            if self._target <= 1:
+                return False
+            self._target -= 1
+        return True
+
+    def _feed_claims(self) -> None:
+        """Claims READ_CLAIM positions at a time for each actor (READS_AHEAD reads queued on each) and puts the rows.
+
+        Unordered, rows go in as reads finish; ordered, each read's rows wait for the reads of earlier positions.
+        """
+        sampler = self._plan.sampler
+        claims = self._plan.claims
+        pending: dict = {}  # ObjectRef of a read -> (reader, start)
+        done: dict[int, tuple[int, list]] = {}  # ordered: start -> (end, rows) of reads not yet put
+        next_start = 0  # ordered: the position whose rows go in next
+        exhausted = False
+        while True:
+            if self._stopping.is_set():
+                raise _Ended()
+            with self._lock:
+                target = self._target
+            working = [r for r in self._readers if not r.retired]
+            while len(working) < target and not exhausted:
+                working.append(self._add_reader())
+            for r in working[target:]:
+                r.retired = True  # its reads in flight still count
+            for r in self._readers:
+                if r.retired and not r.reads and not r.killed:
+                    r.killed = True
+                    with contextlib.suppress(Exception):
+                        ray.kill(r.actor)
+            for r in working[:target]:
+                while not exhausted and len(r.reads) < READS_AHEAD:
+                    start = claims.claim(READ_CLAIM)
+                    end = sampler.end(start, READ_CLAIM)
+                    if start >= end:
+                        exhausted = True
+                        break
+                    ref = r.actor.read.remote(start, end)
+                    r.reads.add(ref)
+                    pending[ref] = (r, start, end)
+            if not pending:
+                return
+            waited = [*pending, *(r.loaded for r in self._readers if r.loaded is not None)]
+            ready, _ = ray.wait(waited, num_returns=1, timeout=STOP_CHECK_S)
+            for ref in ready:
+                if ref not in pending:
+                    reader = next(r for r in self._readers if r.loaded == ref)
+                    reader.loaded = None
+                    failure = self._result(reader, ref)
+                    if failure is not None:
+                        self._fail(reported_exception(failure), failure[0])
+                    continue
+                reader, start, end = pending.pop(ref)
+                reader.reads.discard(ref)
+                kind, value = self._result(reader, ref)
+                if kind == "error":
+                    self._fail(reported_exception(value), value[0])
+                if not self._ordered:
+                    self._put(value)
+                    continue
+                done[start] = (end, value)
+                while next_start in done:
+                    end, rows = done.pop(next_start)
+                    self._put(rows)
+                    next_start = end
+
+    def _result(self, reader: _Reader, ref: Any) -> Any:
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayError as e:
+            self._died(reader, e)  # raises
 
     def _fail(self, exc: BaseException, message: str) -> None:
         self._errors.append(exc)

@@ -192,6 +192,13 @@ class RingWriter:
     def finish_turns(self, worker: int, count: int) -> None:
         self._ring.finish_turns(worker, count)
 
+    def wait_turn(self, ticket: int, timeout: float | None) -> None:
+        """Until ticket's turn (TimeoutError, QueueClosed): for a producer putting several elements in one turn."""
+        self._ring.wait_turn(ticket, timeout)
+
+    def pass_turn(self, ticket: int) -> None:
+        self._ring.pass_turn(ticket)
+
 
 class QueueWriter(Producing):
     """A shared queue in a producer process: put, put_many and reserve write into the ring's slots.

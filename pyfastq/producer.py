@@ -8,6 +8,7 @@ module and should not pay for TF.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -15,6 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 from . import _process
 from ._errors import QueueClosed
+from ._sources import (
+    LocalClaims,
+    Plan,
+    Sampler,
+    SharedClaims,
+    ThreadTurns,
+    is_keras_batches,
+    is_random_access,
+    run_claims,
+)
 from ._worker import (
     STOP_CHECK_S,
     WorkerInfo,
@@ -32,6 +43,16 @@ if TYPE_CHECKING:
 __all__ = ["Producer", "WorkerInfo", "worker_info"]
 
 MODES = ("thread", "process", "ray")
+
+log = logging.getLogger("pyfastq")
+
+# workers="auto": the pool is judged over windows of AUTO_WINDOW_S; it grows while consumers waited for
+# data at least GROW_SHARE of a window, shrinks while producers waited for room at least SHRINK_SHARE of it,
+# and after a change waits AUTO_SETTLE windows (a new process takes a while to start) before judging again.
+AUTO_WINDOW_S = 0.5
+GROW_SHARE = 0.2
+SHRINK_SHARE = 0.8
+AUTO_SETTLE = 2
 
 
 class _ThreadTurns:
@@ -70,9 +91,29 @@ class _ThreadTurns:
 
 
 class Producer:
-    """Runs ``fn(worker_index, num_workers)`` in workers and puts every element it yields.
+    """Runs ``fn(worker_index, num_workers)`` in workers and puts what it yields; or reads a random-access source.
 
     >>> with pyfastq.Producer(q, lambda i, n: (make(k) for k in range(i, 1000, n)), workers=4):
+    ...     model.fit(q.dataset(batch_size=32))
+
+    ``source`` may instead be a random-access source: any object with
+    ``__len__`` and ``__getitem__`` (a Keras ``PyDataset``, a grain or
+    torch-style map dataset, a list). Item ``i`` is one element; for a Keras
+    ``PyDataset``/``Sequence`` (or ``batched=True``) it is a batch whose dim 0
+    splits into elements. A sampler here decides which index each position of
+    the run reads: ``epochs`` passes (None: forever), each over the indices in
+    order or, with ``shuffle``, in a permutation drawn from ``seed`` and the
+    epoch; ``shard=(index, count)`` reads only indices ``index, index + count,
+    ...`` (for tf.distribute: ``shard=(ctx.input_pipeline_id,
+    ctx.num_input_pipelines)``). Workers claim a few positions at a time as they
+    go, so a slow item or worker holds back no other; ``ordered=True`` delivers
+    in the sampler's order whichever worker read the item. ``workers="auto"``
+    starts one worker, adds one while the consumers wait for data and retires
+    one while the workers wait for room, up to ``max_workers`` (the cores this
+    process may use); ``p.workers`` is the count now, and each change is logged
+    at INFO on the "pyfastq" logger.
+
+    >>> with pyfastq.Producer(q, my_pydataset, workers="auto", mode="process", shuffle=True, epochs=3):
     ...     model.fit(q.dataset(batch_size=32))
 
     When every worker has finished, the queue is closed (``close_on_exit``); a
@@ -108,38 +149,56 @@ class Producer:
     def __init__(
         self,
         queue: Queue,
-        fn: Callable[[int, int], Iterable[Any]],
-        workers: int = 1,
+        source: Callable[[int, int], Iterable[Any]] | Any,
+        workers: int | str = 1,
         mode: str = "thread",
         close_on_exit: bool = True,
         *,
         ordered: bool = False,
         seed: int | None = None,
+        shuffle: bool = False,
+        epochs: int | None = 1,
+        shard: tuple[int, int] | None = None,
+        max_workers: int | None = None,
+        batched: bool | None = None,
         ray_options: dict | None = None,
     ):
-        _check_arguments(queue, fn, workers, mode, ordered, seed, ray_options)
+        random_access = is_random_access(source)
+        _check_arguments(queue, source, workers, mode, ordered, seed, ray_options)
+        _check_sampling(random_access, workers, shuffle, epochs, shard, max_workers, batched)
         self.queue = queue
         self.mode = mode
         self.seed = seed if seed is not None else int.from_bytes(os.urandom(8), "little")
         self.ordered = ordered
         self.errors: list[BaseException] = []
-        self._fn = fn
-        self._workers = workers
+        self._fn = source
+        self.auto = workers == "auto"
+        self.max_workers = (max_workers or len(os.sched_getaffinity(0))) if self.auto else workers
+        self._workers = 1 if self.auto else workers
         self._close_on_exit = close_on_exit
         self._stop = threading.Event()
         self._started = False
+        self.plan: Plan | None = None
+        if random_access:
+            sampler = Sampler(len(source), shuffle=shuffle, seed=self.seed, epochs=epochs, shard=shard)
+            claims = SharedClaims() if mode == "process" else LocalClaims()
+            self.plan = Plan(sampler, claims, is_keras_batches(source) if batched is None else batched)
         # thread mode
         self._threads: list[threading.Thread] = []
+        self._retire: list[threading.Event] = []  # per thread: claim no more
         self._lock = threading.Lock()
         self._running = 0
-        self._turns = _ThreadTurns(workers) if ordered and mode == "thread" else None
+        self._turns: Any = None
+        if ordered and mode == "thread":
+            self._turns = ThreadTurns(queue) if random_access else _ThreadTurns(self._workers)
+        self._scaler: threading.Thread | None = None
         # process and ray modes: the workers' pool (start, stop, running)
-        wiring = (queue, fn, workers, self.seed, ordered, self.errors, self._stop, self._all_done)
+        wiring = (queue, source, self._workers, self.seed, ordered, self.errors, self._stop, self._all_done)
         self._pool: _process.WorkerProcesses | _ray.RayActors | None = None
         if mode == "process":
-            self._pool = _process.WorkerProcesses(*wiring)
+            self._pool = _process.WorkerProcesses(*wiring, self.plan)
         elif mode == "ray":
-            self._pool = _ray_mode().RayActors(*wiring, ray_options)
+            self._pool = _ray_mode().RayActors(*wiring, ray_options, self.plan)
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> Producer:
@@ -153,13 +212,82 @@ class Producer:
         self._started = True
         if self._pool is not None:
             self._pool.start()
-            return self
-        self._running = self._workers
-        for i in range(self._workers):
-            t = threading.Thread(target=self._run_thread, args=(i,), name=f"pyfastq-{self.queue.name}-{i}", daemon=True)
-            self._threads.append(t)
-            t.start()
+        else:
+            with self._lock:
+                for _ in range(self._workers):
+                    self._add_thread()
+        if self.auto:
+            self._scaler = threading.Thread(target=self._scale, name=f"pyfastq-{self.queue.name}-auto", daemon=True)
+            self._scaler.start()
         return self
+
+    def _add_thread(self) -> None:
+        """One more worker thread (under the lock)."""
+        i = len(self._threads)
+        self._running += 1
+        self._retire.append(threading.Event())
+        t = threading.Thread(target=self._run_thread, args=(i,), name=f"pyfastq-{self.queue.name}-{i}", daemon=True)
+        self._threads.append(t)
+        t.start()
+
+    @property
+    def workers(self) -> int:
+        """The workers the pool has now (with workers="auto", as it grows and shrinks)."""
+        return self._workers
+
+    # -- workers="auto" ------------------------------------------------------------
+    def _scale(self) -> None:
+        """Grows the pool while consumers wait for data, shrinks it while the workers wait for room."""
+        last, settle = self.queue.stats(), 0
+        while not self._stop.wait(AUTO_WINDOW_S):
+            if not self.running:
+                return
+            now = self.queue.stats()
+            if settle:
+                settle -= 1
+            else:
+                settle = AUTO_SETTLE if self._resize(last, now) else 0
+            last = now
+
+    def _resize(self, last: dict, now: dict) -> bool:
+        """One window's judgement; True if the pool changed."""
+        span = AUTO_WINDOW_S
+        starved = (now["get_blocked_s"] - last["get_blocked_s"]) / span
+        crowded = (now["put_blocked_s"] - last["put_blocked_s"]) / span
+        if starved >= GROW_SHARE and self._workers < self.max_workers:
+            if not self._grow():
+                return False
+            self._workers += 1
+            log.info("pyfastq: queue '%s' waited for data %.0f%% of the last %.1f s: %d workers now (max %d)",
+                     self.queue.name, 100 * min(starved, 1), span, self._workers, self.max_workers)
+            return True
+        if crowded >= SHRINK_SHARE and self._workers > 1:
+            if not self._shrink():
+                return False
+            self._workers -= 1
+            log.info("pyfastq: queue '%s' workers waited for room %.0f%% of the last %.1f s: %d workers now",
+                     self.queue.name, 100 * min(crowded, 1), span, self._workers)
+            return True
+        return False
+
+    def _grow(self) -> bool:
+        if self._pool is not None:
+            return self._pool.add()
+        with self._lock:
+            if self._running == 0 or self._stop.is_set():
+                return False
+            self._add_thread()
+        return True
+
+    def _shrink(self) -> bool:
+        if self._pool is not None:
+            return self._pool.retire()
+        with self._lock:
+            working = [e for t, e in zip(self._threads, self._retire, strict=True) if t.is_alive() and not e.is_set()]
+            if len(working) <= 1:
+                return False
+            working[-1].set()
+        return True
 
     def stop(self, timeout: float | None = None) -> None:
         """Stops the workers and joins them; with ``close_on_exit`` the queue is closed too: no consumer waits forever.
@@ -212,35 +340,45 @@ class Producer:
 
     # -- threads -------------------------------------------------------------------
     def _run_thread(self, index: int) -> None:
-        set_thread_info(WorkerInfo(index, self._workers, worker_seed(self.seed, index), "thread", self.queue))
+        workers = max(self._workers, index + 1)
+        set_thread_info(WorkerInfo(index, workers, worker_seed(self.seed, index), "thread", self.queue))
         made = 0
         try:
-            for element in self._fn(index, self._workers):
-                ticket = made * self._workers + index
-                if self._turns is not None:
-                    while not self._turns.wait(ticket, STOP_CHECK_S):
-                        if self._stop.is_set() or self.queue.closed:
-                            return
-                if not put_until_stopped(self.queue.put, element, self._stop):
-                    return
-                made += 1
-                if self._turns is not None:
-                    self._turns.passed(ticket)
+            if self.plan is not None:
+                run_claims(self._fn, self.plan, self.queue, self._stop, self._turns, self._retire[index])
+            else:
+                made = self._put_generated(index)
         except QueueClosed:
             return  # the consumer side ended the queue: nothing left to do
         except BaseException as e:  # noqa: BLE001 - every error must reach the consumer
             self.errors.append(e)
-            self.queue.fail(failure_message(index, self._workers, e))
+            self.queue.fail(failure_message(index, workers, e))
             self._stop.set()
             return
         finally:
-            if self._turns is not None:
+            if self._turns is not None and self.plan is None:
                 self._turns.finish(index, made)
             with self._lock:
                 self._running -= 1
                 last = self._running == 0
         if last and not self._stop.is_set():
             self._all_done()
+
+    def _put_generated(self, index: int) -> int:
+        """A generator fn's worker thread: puts what it yields (in turn, if ordered); returns how many."""
+        made = 0
+        for element in self._fn(index, self._workers):
+            ticket = made * self._workers + index
+            if self._turns is not None:
+                while not self._turns.wait(ticket, STOP_CHECK_S):
+                    if self._stop.is_set() or self.queue.closed:
+                        return made
+            if not put_until_stopped(self.queue.put, element, self._stop):
+                return made
+            made += 1
+            if self._turns is not None:
+                self._turns.passed(ticket)
+        return made
 
 
 def _ray_mode():
@@ -256,16 +394,47 @@ def _ray_mode():
     return _ray
 
 
+def _check_sampling(random_access: bool, workers: Any, shuffle: Any, epochs: Any, shard: Any, max_workers: Any,
+                    batched: Any) -> None:
+    """The sampler's arguments checked: what needs a random-access source, and each one's type and range."""
+    if not random_access:
+        asked = [name for name, given in (("shuffle=True", shuffle), ("epochs != 1", epochs != 1),
+                                          ("shard", shard is not None), ('workers="auto"', workers == "auto"),
+                                          ("batched", batched is not None)) if given]
+        if asked:
+            raise ValueError(
+                f"{', '.join(asked)} need a random-access source (an object with __len__ and __getitem__, such as "
+                "a keras PyDataset or a list); fn(worker_index, num_workers) is a generator function, which "
+                "decides its own order and sharding"
+            )
+        return
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+        raise ValueError(f"epochs must be None (forever) or an int >= 1, got {epochs!r}")
+    if shard is not None:
+        ok = isinstance(shard, (tuple, list)) and len(shard) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in shard)
+        if not ok or not 0 <= shard[0] < shard[1]:
+            raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard!r}")
+    if max_workers is not None:
+        if workers != "auto":
+            raise ValueError(f'max_workers is for workers="auto", not workers={workers!r}')
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+            raise ValueError(f"max_workers must be an int >= 1, got {max_workers!r}")
+
+
 def _check_arguments(
     queue: Any, fn: Any, workers: Any, mode: Any, ordered: bool, seed: Any, ray_options: Any
 ) -> None:
     """Producer's arguments checked, before anything starts (fn's pickling is checked by the process or ray mode)."""
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+    if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(f'workers must be an int >= 1 or "auto", got {workers!r}')
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
-    if not callable(fn):
-        raise TypeError(f"fn must be callable as fn(worker_index, num_workers), got {fn!r}")
+    if not callable(fn) and not is_random_access(fn):
+        raise TypeError(
+            f"source must be callable as fn(worker_index, num_workers), or a random-access source (__len__ and "
+            f"__getitem__), got {fn!r}"
+        )
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise ValueError(f"seed must be None or an int >= 0, got {seed!r}")
     if ray_options is not None:
@@ -282,5 +451,5 @@ def _check_arguments(
         )
     from ._core import MAX_ORDERED_WORKERS  # a shared queue has the native backend
 
-    if ordered and workers > MAX_ORDERED_WORKERS:
+    if ordered and not is_random_access(fn) and workers > MAX_ORDERED_WORKERS:
         raise ValueError(f"ordered=True takes at most {MAX_ORDERED_WORKERS} worker processes, got {workers}")

@@ -317,6 +317,10 @@ class PyRing {
     }
   }
   void finish_turns(std::uint32_t worker, std::uint64_t count) { ring_->finish_turns(worker, count); }
+  // A producer that puts several elements (put_many) in one turn takes the turn itself:
+  // wait_turn_until, its puts, then pass_turn.
+  void wait_turn_until(std::uint64_t ticket, const py::object& timeout) { wait_turn(ticket, deadline_from(timeout)); }
+  void pass_turn(std::uint64_t ticket) { ring_->pass_turn(ticket); }
 
   // Puts every row along dim 0. With a timeout, all rows or none: their slots
   // are taken at once, none held while waiting. Without one, rows go in as
@@ -753,6 +757,18 @@ PYBIND11_MODULE(_core, m) {
       "_fail_next_fills", [](std::uint32_t n) { g_failing_fills.store(n, std::memory_order_relaxed); }, py::arg("n"),
       "Test hook: the next n slot fills of put, put_many and reserve (after their slots are taken) raise MemoryError");
   m.def("consumer_interrupt", &consumer_interrupt);
+  m.def(
+      "fetch_add",
+      [](py::buffer counter, std::uint64_t n) {
+        // Processes that map the same block claim disjoint ranges with it (a sampler's positions).
+        const py::buffer_info info = counter.request(true);
+        if (info.size * info.itemsize < 8 || reinterpret_cast<std::uintptr_t>(info.ptr) % 8 != 0) {
+          throw py::value_error("fetch_add needs a writable, 8-byte aligned buffer of at least 8 bytes");
+        }
+        return __atomic_fetch_add(static_cast<std::uint64_t*>(info.ptr), n, __ATOMIC_SEQ_CST);
+      },
+      py::arg("counter"), py::arg("n"),
+      "Atomically adds n to the uint64 at the start of counter (shared memory); returns the value before");
   m.def("clear_consumer_interrupt", &clear_consumer_interrupt);
 
   py::class_<Reservation>(m, "Reservation")
@@ -776,6 +792,9 @@ PYBIND11_MODULE(_core, m) {
       .def("reserve", &PyRing::reserve, py::arg("timeout") = py::none(), py::arg("shapes") = py::none())
       .def("begin_turns", &PyRing::begin_turns, py::arg("workers"))
       .def("finish_turns", &PyRing::finish_turns, py::arg("worker"), py::arg("count"))
+      .def("wait_turn", &PyRing::wait_turn_until, py::arg("ticket"), py::arg("timeout") = py::none(),
+           "Waits until ticket may commit; TimeoutError after timeout, QueueClosed once the ring has ended")
+      .def("pass_turn", &PyRing::pass_turn, py::arg("ticket"))
       .def("close", &PyRing::close, py::arg("cancel") = false)
       .def("fail", &PyRing::fail, py::arg("message"))
       .def("size", &PyRing::size)

@@ -1,0 +1,61 @@
+"""Producer(mode="ray") with a random-access source, on one local Ray of 2 CPUs for the module."""
+
+import collections
+
+import pytest
+import tensorflow as tf
+
+import pyfastq
+from pyfastq._sources import Sampler
+
+from _sources_data import Items, ShortLen, Unequal, WhoReads
+
+ray = pytest.importorskip("ray")
+
+pytestmark = pytest.mark.timeout(300)
+
+SPEC = tf.TensorSpec([], tf.int64)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """The module's Ray: started here (never a cluster some other program started), loopback only."""
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=200 << 20)
+    yield
+    ray.shutdown()
+
+
+def taken(q):
+    return [int(x) for x in q.dataset()]
+
+
+def test_every_index_once_per_epoch(local_ray):
+    q = pyfastq.Queue(SPEC, capacity=8)
+    with pyfastq.Producer(q, Items(101), workers=2, mode="ray", shuffle=True, seed=5, epochs=3):
+        got = taken(q)
+    assert collections.Counter(got) == {i: 3 for i in range(101)}
+
+
+def test_ordered_delivers_in_the_samplers_order(local_ray):
+    q = pyfastq.Queue(SPEC, capacity=8)
+    with pyfastq.Producer(q, Unequal(60), workers=2, mode="ray", ordered=True, shuffle=True, seed=7, epochs=2):
+        got = taken(q)
+    s = Sampler(60, shuffle=True, seed=7, epochs=2)
+    assert got == [s.index(p) for p in range(s.total)]
+
+
+def test_worker_info_inside_getitem(local_ray):
+    q = pyfastq.Queue((SPEC, SPEC, SPEC), capacity=8)
+    with pyfastq.Producer(q, WhoReads(30, "ray"), workers=2, mode="ray"):
+        got = [tuple(int(c) for c in e) for e in q.dataset()]
+    assert sorted(i for i, _, _ in got) == list(range(30))
+    assert all(same_mode for _, _, same_mode in got)
+
+
+def test_an_index_error_inside_len_fails_the_queue_naming_the_index(local_ray):
+    q = pyfastq.Queue(SPEC, capacity=8)
+    with pyfastq.Producer(q, ShortLen(10), workers=2, mode="ray") as p:
+        with pytest.raises(tf.errors.AbortedError, match=r"(?s)IndexError.*source\[9\] of a random-access source"):
+            taken(q)
+    assert any(isinstance(e, IndexError) for e in p.errors)
