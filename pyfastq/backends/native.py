@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.data.ops import dataset_ops
 
 from .._spec import Spec
 from .._writer import RingWriter
@@ -89,34 +90,48 @@ class NativeBackend(RingWriter):
             max_shapes=[tf.TensorShape(b) for b in spec.bounds] if spec.variable else [],
         )
 
-    def dequeue(self, end_as_flag: bool = False):
+    def dequeue(self):
         return self._tried(
             lambda: _ops.pyfastq_try_dequeue(**self._op_attrs),
-            lambda record_fill: _ops.pyfastq_dequeue(
-                end_as_flag=end_as_flag, record_fill=record_fill, **self._op_attrs
-            ),
-            end_as_flag,
+            lambda record_fill: _ops.pyfastq_dequeue(record_fill=record_fill, **self._op_attrs),
         )
 
-    def dequeue_many(self, n: int, allow_smaller: bool, end_as_flag: bool = False, padding: list | None = None):
+    def dequeue_many(self, n: int, allow_smaller: bool, padding: list | None = None):
         """padding: None (zeros), or one numpy scalar (None: zero) per component."""
-        pad = []
-        if padding is not None:
-            pad = [
-                (np.zeros((), d) if v is None else v).astype(d).tobytes()
-                for v, d in zip(padding, self._layout.dtypes, strict=True)
-            ]
+        pad = self._padding_bytes(padding)
         return self._tried(
             lambda: _ops.pyfastq_try_dequeue_many(n=n, padding=pad, **self._op_attrs),
             lambda record_fill: _ops.pyfastq_dequeue_many(
-                n=n, allow_smaller_final_batch=allow_smaller, end_as_flag=end_as_flag, padding=pad,
-                record_fill=record_fill, **self._op_attrs,
+                n=n, allow_smaller_final_batch=allow_smaller, padding=pad, record_fill=record_fill, **self._op_attrs,
             ),
-            end_as_flag,
         )
 
+    def dataset(self, batch_size: int | None, drop_remainder: bool, padding: list | None, spec: Spec):
+        """Queue.dataset's dataset, elements nested as spec: the PyfastqDataset kernel, whose GetNext takes
+        from the ring."""
+        lead = [] if batch_size is None else [batch_size if drop_remainder else None]
+        specs = [tf.TensorSpec(lead + list(s), d) for s, d in zip(spec.shapes, spec.tf_dtypes, strict=True)]
+        attrs = dict(self._op_attrs)
+        attrs["output_types"] = attrs.pop("component_types")
+        return _QueueDataset(
+            lambda: _ops.pyfastq_dataset(
+                output_shapes=[s.shape for s in specs], padding=self._padding_bytes(padding),
+                batch_size=batch_size or 0, drop_remainder=bool(drop_remainder), **attrs,
+            ),
+            spec.pack(specs),
+        )
+
+    def _padding_bytes(self, padding: list | None) -> list[bytes]:
+        """The ops' padding attr: empty (zeros), or one scalar's bytes per component."""
+        if padding is None:
+            return []
+        return [
+            (np.zeros((), d) if v is None else v).astype(d).tobytes()
+            for v, d in zip(padding, self._layout.dtypes, strict=True)
+        ]
+
     @staticmethod
-    def _tried(try_op, wait_op, end_as_flag: bool):
+    def _tried(try_op, wait_op):
         """(done, components): try_op's if it took something, else wait_op's, which waits.
 
         The try is a synchronous kernel, so what consumes an element it found runs inline on TF's
@@ -135,11 +150,17 @@ class NativeBackend(RingWriter):
         if tf.executing_eagerly():
             return (tf.constant(False), list(fast)) if ok else waited(False)
 
-        def wait():
-            done, comps = waited(False)
-            return [done, *comps] if end_as_flag else comps
+        return tf.constant(False), list(tf.cond(ok, lambda: list(fast), lambda: waited(False)[1]))
 
-        if not end_as_flag:  # done is always False: one output fewer through the cond, which costs per output
-            return tf.constant(False), list(tf.cond(ok, lambda: list(fast), wait))
-        done, *comps = tf.cond(ok, lambda: [tf.constant(False), *fast], wait)
-        return done, comps
+
+class _QueueDataset(dataset_ops.DatasetSource):
+    """A dataset whose variant is a PyfastqDataset op's: tf.data's own Python wrapper, as
+    tensorflow-io's Arrow datasets have it. The op's outputs are element_spec's components, flattened."""
+
+    def __init__(self, make_variant, element_spec):
+        self._specs = element_spec
+        super().__init__(make_variant())
+
+    @property
+    def element_spec(self):
+        return self._specs
