@@ -57,6 +57,13 @@ READ_CLAIM = 8
 READS_AHEAD = 2
 # Actor options unless ray_options says otherwise: one core each, like a worker process.
 DEFAULT_OPTIONS = {"num_cpus": 1}
+# How long an actor Ray calls "temporarily unavailable" (ActorUnavailableError) may stay so before it counts
+# as dead. Ray says so of a live actor too: a new actor given the port of one that just exited is refused
+# by the trainer's stale connection to that port until gRPC reconnects (about a second).
+UNAVAILABLE_S = 30.0
+
+
+_UNAVAILABLE = object()  # _result(): Ray could not reach the actor (ActorUnavailableError)
 
 
 class _Ended(Exception):
@@ -201,6 +208,10 @@ class ProducerActor:
         except BaseException as e:  # noqa: BLE001 - every error must reach the consumer
             return "error", failure_report(e, failure_message(self._index, self._workers, e, self._where))
 
+    def ready(self) -> bool:
+        """Answers once the actor is up: the feeder calls it until Ray reaches the actor (see UNAVAILABLE_S)."""
+        return True
+
     @ray.method(concurrency_group="outcome")
     def outcome(self) -> tuple[str, bytes | None] | None:
         """Returns once run has ended: None if fn finished, else (message, pickled exception or None)."""
@@ -246,6 +257,7 @@ class _Reader:
         self.index = index
         self.actor = actor
         self.loaded = loaded  # ObjectRef of actor.load(), until it is seen
+        self.load_args: tuple = ()
         self.reads: set = set()
         self.retired = False
         self.killed = False
@@ -315,13 +327,9 @@ class RayActors:
                                                 daemon=True)
                 self._feeder.start()
                 return
+            self._payload_ref = payload
             for _ in range(self._workers):
                 self.actors.append(ProducerActor.options(**self._options).remote())
-            for i, actor in enumerate(self.actors):
-                chunks = actor.run.options(
-                    num_returns="streaming", _generator_backpressure_num_objects=IN_FLIGHT
-                ).remote(payload, i, self._workers, self._seed, sys.path, self._actor_layout)
-                self._streams.append(_Stream(i, actor, chunks, actor.outcome.remote()))
         except BaseException:
             self._stopping.set()  # nothing half-started: the actors made so far are killed
             self.stop()
@@ -353,10 +361,12 @@ class RayActors:
         try:
             if self._plan is not None:
                 self._feed_claims()
-            elif self._ordered:
-                self._feed_in_turn()
             else:
-                self._feed_as_they_come()
+                self._start_streams()
+                if self._ordered:
+                    self._feed_in_turn()
+                else:
+                    self._feed_as_they_come()
             self._await_outcomes()  # every stream has ended: did each fn finish, or raise?
             finished = True
         except (_Ended, QueueClosed):
@@ -372,6 +382,38 @@ class RayActors:
             self._kill()  # finished, failed or stopped: no actor keeps its CPU
         if finished and not self._stopping.is_set():
             self._on_all_done()
+
+    def _start_streams(self) -> None:
+        """Starts run() and outcome() on every actor, once Ray reaches it: what run() sent cannot be asked for twice."""
+        for i, actor in enumerate(self.actors):
+            self._reach(actor, i)
+            chunks = actor.run.options(
+                num_returns="streaming", _generator_backpressure_num_objects=IN_FLIGHT
+            ).remote(self._payload_ref, i, self._workers, self._seed, sys.path, self._actor_layout)
+            self._streams.append(_Stream(i, actor, chunks, actor.outcome.remote()))
+
+    def _reach(self, actor: Any, index: int) -> None:
+        """Returns once the actor answers ready(); raises (via _died) if it died or stays unavailable UNAVAILABLE_S."""
+        deadline = time.monotonic() + UNAVAILABLE_S
+        while True:
+            if self._stopping.is_set():
+                raise _Ended()
+            ref = actor.ready.remote()
+            while True:
+                ready, _ = ray.wait([ref], timeout=STOP_CHECK_S)
+                if ready:
+                    break
+                if self._stopping.is_set():
+                    raise _Ended()
+            try:
+                ray.get(ref)
+                return
+            except ray.exceptions.ActorUnavailableError as e:
+                if time.monotonic() > deadline:
+                    self._died(index, actor, e)
+                time.sleep(STOP_CHECK_S)
+            except ray.exceptions.RayError as e:
+                self._died(index, actor, e)
 
     def _feed_as_they_come(self) -> None:
         streams = list(self._streams)
@@ -438,7 +480,7 @@ class RayActors:
                 try:
                     return stream, ray.get(ref)
                 except ray.exceptions.RayError as e:
-                    self._died(stream, e)
+                    self._died(stream.index, stream.actor, e)
 
     def _put(self, rows: list[np.ndarray]) -> None:
         """put_many of every row, in slices that fit the free slots, so that stop() and failures are seen."""
@@ -482,17 +524,17 @@ class RayActors:
         try:
             failure = ray.get(ref)
         except ray.exceptions.RayError as e:
-            self._died(stream, e)  # raises
+            self._died(stream.index, stream.actor, e)  # raises
         if failure is None:
             return  # fn finished: its last chunks are still to be read from its stream
         self._fail(reported_exception(failure), failure[0])
 
-    def _died(self, stream: _Stream, e: BaseException) -> None:
+    def _died(self, index: int, actor: Any, e: BaseException) -> None:
         if self._stopping.is_set():
             raise _Ended()  # killed by stop()
-        actor_id = stream.actor._actor_id.hex()
+        actor_id = actor._actor_id.hex()
         message = (
-            f"pyfastq producer worker {stream.index} of {self._workers} (Ray actor {actor_id}) died before it "
+            f"pyfastq producer worker {index} of {self._workers} (Ray actor {actor_id}) died before it "
             f"finished; chunks it had sent may be lost. Ray says: {type(e).__name__}: {e}"
         )
         self._fail(RuntimeError(message), message)
@@ -503,9 +545,9 @@ class RayActors:
         index = len(self.actors)
         actor = ProducerActor.options(**self._options).remote()
         self.actors.append(actor)
-        loaded = actor.load.remote(self._payload_ref, index, max(self._workers, index + 1), self._seed, sys.path,
-                                   self._actor_layout)
-        reader = _Reader(index, actor, loaded)
+        args = (self._payload_ref, index, max(self._workers, index + 1), self._seed, sys.path, self._actor_layout)
+        reader = _Reader(index, actor, actor.load.remote(*args))
+        reader.load_args = args
         self._readers.append(reader)
         return reader
 
@@ -567,15 +609,25 @@ class RayActors:
             ready, _ = ray.wait(waited, num_returns=1, timeout=STOP_CHECK_S)
             for ref in ready:
                 if ref not in pending:
-                    reader = next(r for r in self._readers if r.loaded == ref)
-                    reader.loaded = None
+                    reader = next((r for r in self._readers if r.loaded == ref), None)
+                    if reader is None:
+                        continue  # a call dropped by a reconnection
                     failure = self._result(reader, ref)
+                    if failure is _UNAVAILABLE:
+                        self._reconnect(reader, pending)
+                        continue
+                    reader.loaded = None
                     if failure is not None:
                         self._fail(reported_exception(failure), failure[0])
                     continue
-                reader, start, end = pending.pop(ref)
+                reader, start, end = pending[ref]
+                result = self._result(reader, ref)
+                if result is _UNAVAILABLE:
+                    self._reconnect(reader, pending)
+                    continue
+                del pending[ref]
                 reader.reads.discard(ref)
-                kind, value = self._result(reader, ref)
+                kind, value = result
                 if kind == "error":
                     self._fail(reported_exception(value), value[0])
                 if not self._ordered:
@@ -588,10 +640,30 @@ class RayActors:
                     next_start = end
 
     def _result(self, reader: _Reader, ref: Any) -> Any:
+        """What a load() or read() returned; _UNAVAILABLE if Ray could not reach the actor; raises if it died."""
         try:
             return ray.get(ref)
+        except ray.exceptions.ActorUnavailableError:
+            return _UNAVAILABLE
         except ray.exceptions.RayError as e:
-            self._died(reader, e)  # raises
+            self._died(reader.index, reader.actor, e)  # raises
+
+    def _reconnect(self, reader: _Reader, pending: dict) -> None:
+        """Ray could not reach the reader's actor: once it answers again, its load() (if unseen) and reads go again.
+
+        Both only read: calling them twice changes nothing. Calls to one actor run in the order they are made.
+        """
+        mine = sorted(((start, end) for r, start, end in pending.values() if r is reader))
+        for ref in [ref for ref, (r, _, _) in pending.items() if r is reader]:
+            del pending[ref]
+        reader.reads.clear()
+        self._reach(reader.actor, reader.index)
+        if reader.loaded is not None:
+            reader.loaded = reader.actor.load.remote(*reader.load_args)
+        for start, end in mine:
+            ref = reader.actor.read.remote(start, end)
+            reader.reads.add(ref)
+            pending[ref] = (reader, start, end)
 
     def _fail(self, exc: BaseException, message: str) -> None:
         self._errors.append(exc)
