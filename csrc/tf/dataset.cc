@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "pyfastq/interrupt.h"
 #include "pyfastq/ring_memory.h"
@@ -262,6 +263,17 @@ class PyfastqDataset : public DatasetBase {
   class Iterator : public DatasetIterator<PyfastqDataset> {
    public:
     explicit Iterator(const Params& params) : DatasetIterator<PyfastqDataset>(params) {}
+
+    // Dataset.save reads a dataset to its end without asking CheckExternalState first: on an open
+    // queue it would wait for the close forever. Its iterators are the ones named Save (SaveDatasetOp)
+    // or SaveDatasetV2 (Dataset.save with checkpoint_args) by TF's prefixes.
+    absl::Status Initialize(IteratorContext*) override {
+      const std::string& p = prefix();
+      if (absl::StartsWith(p, "Save::") || absl::StrContains(p, "::SaveDatasetV2")) {
+        return dataset()->CheckExternalState();
+      }
+      return absl::OkStatus();
+    }
 
    protected:
     absl::Status GetNextInternal(IteratorContext* ctx, std::vector<Tensor>* out_tensors,
