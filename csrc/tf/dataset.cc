@@ -33,6 +33,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "pyfastq/interrupt.h"
 #include "pyfastq/ring_memory.h"
 #include "slots.h"
@@ -265,12 +267,12 @@ class PyfastqDataset : public DatasetBase {
     explicit Iterator(const Params& params) : DatasetIterator<PyfastqDataset>(params) {}
 
     // Dataset.save reads a dataset to its end without asking CheckExternalState first: on an open
-    // queue it would wait for the close forever. Its iterators are the ones named Save (SaveDatasetOp)
-    // or SaveDatasetV2 (Dataset.save with checkpoint_args) by TF's prefixes.
+    // queue it would wait for the close forever. Its iterators are the ones under Save (SaveDatasetOp)
+    // or SaveDatasetV2 (Dataset.save with checkpoint_args) in TF's prefixes, with whatever tf.data's
+    // rewrites put between (an injected prefetch, say).
     absl::Status Initialize(IteratorContext*) override {
-      const std::string& p = prefix();
-      if (absl::StartsWith(p, "Save::") || absl::StrContains(p, "::SaveDatasetV2")) {
-        return dataset()->CheckExternalState();
+      for (absl::string_view part : absl::StrSplit(prefix(), "::")) {
+        if (part == "Save" || part == "SaveDatasetV2") return dataset()->CheckExternalState();
       }
       return absl::OkStatus();
     }
