@@ -127,27 +127,12 @@ class Queue(Producing):
         """
         if batch_size is not None:
             self._check_batch(batch_size)
-        impl, spec = self._impl, self._spec
-        padding = self._padding(padding_values)
-
-        def take(_):
-            if batch_size is None:
-                done, flat = impl.dequeue(end_as_flag=True)
-            else:
-                done, flat = impl.dequeue_many(batch_size, not drop_remainder, end_as_flag=True, padding=padding)
-            return done, tuple(flat)
-
-        lead = [] if batch_size is None else [batch_size if drop_remainder else None]
-
-        def unpack(done, flat):
-            return spec.pack([tf.ensure_shape(t, lead + list(s)) for t, s in zip(flat, spec.shapes, strict=True)])
-
-        ds = tf.data.Dataset.from_tensors(0).repeat().map(take).take_while(lambda done, flat: tf.logical_not(done))
+        ds = self._impl.dataset(batch_size, drop_remainder, self._padding(padding_values), self._spec)
         # Each tf.distribute worker feeds its own queue: there is no file list to shard, and sharding by
         # data would make every worker read the whole queue to keep 1/N of it.
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-        return ds.map(unpack).with_options(options)
+        return ds.with_options(options)
 
     # -- state ---------------------------------------------------------------------
     @property

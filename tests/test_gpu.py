@@ -179,8 +179,9 @@ def test_each_dequeue_is_placed_where_tf_puts_it(native, monkeypatch, gpus, vari
 
 
 @pytest.mark.parametrize("batch_size", [None, 2])
-def test_a_dataset_dequeues_on_the_host_with_its_try(native, monkeypatch, batch_size):
-    # tf.data runs its pipeline on the host: with a GPU visible, its dequeues still try first.
+def test_a_dataset_is_the_same_host_source_whether_a_gpu_is_visible(native, monkeypatch, batch_size):
+    # tf.data runs its pipeline on the host: the dataset is one PyfastqDataset op, with no dequeue ops to
+    # place, and takes from the ring as without a GPU.
     from tensorflow.core.framework import graph_pb2
 
     from pyfastq.backends import native as native_backend
@@ -189,9 +190,11 @@ def test_a_dataset_dequeues_on_the_host_with_its_try(native, monkeypatch, batch_
     q = placement_queue(False)
     ds = q.dataset(batch_size=batch_size)
     graph_def = graph_pb2.GraphDef.FromString(ds._as_serialized_graph().numpy())
-    wait, try_ = ("PyfastqDequeue", "PyfastqTryDequeue") if batch_size is None else (
-        "PyfastqDequeueMany", "PyfastqTryDequeueMany")
-    assert dequeue_ops(graph_def) == [(wait, "/device:CPU:0"), (try_, "/device:CPU:0")]
+    assert [n.op for n in graph_def.node if n.op.startswith("Pyfastq")] == ["PyfastqDataset"]
+    for _ in range(4):
+        q.put(np.ones([4], np.float32))
+    q.close()
+    assert sum(1 if batch_size is None else len(x) for x in ds) == 4
 
 
 def test_deciding_where_a_dequeue_goes_leaves_the_device_configuration_open(native, tmp_path):

@@ -1,10 +1,7 @@
 // CPU and GPU kernels of PyfastqDequeue and PyfastqDequeueMany.
 //
-// Variable shapes: with max_shapes, the ring has one component more than the
-// op's outputs, holding the true dims of every variable component (int64s,
-// in component order); each element's data sits compact at the start of its
-// component. dequeue aliases it at its true shape; dequeue_many pads every
-// component to the largest shape in the batch.
+// Variable shapes (slots.h): dequeue aliases an element at its true shape;
+// dequeue_many pads every component to the largest shape in the batch.
 //
 // All are AsyncOpKernels: they try the ring for a few microseconds without
 // blocking, and only when it stays empty hand the wait to a thread of their
@@ -42,6 +39,7 @@
 #include "absl/strings/str_cat.h"
 #include "pyfastq/interrupt.h"
 #include "pyfastq/ring_memory.h"
+#include "slots.h"
 #include "transfer.h"
 #include "tensorflow/core/framework/allocation_description.pb.h"
 #include "tensorflow/core/framework/allocator.h"
@@ -56,55 +54,24 @@
 namespace tensorflow {
 namespace {
 
-using pyfastq::RingMemory;
-using RingStatus = pyfastq::Status;
+using pyfastq_tf::kInterruptCheck;
+using pyfastq_tf::QueueLayout;
+using pyfastq_tf::RingMemory;
+using pyfastq_tf::RingStatus;
+using pyfastq_tf::SlotLease;
+using pyfastq_tf::SlotTensor;
 
 // The fast path spins this long on TF's thread, never parking nor yielding it:
 // other iterations of the step may be what frees the ring's slots.
 constexpr auto kInlineSpin = std::chrono::microseconds(5);
 // A dequeue_many that copies more than this is worth a thread of TF's pool of its own.
 constexpr std::uint64_t kInlineGatherBytes = 256 * 1024;
-// A parked wait re-checks for Ctrl-C (pyfastq::take_consumer_interrupt) this often.
-constexpr auto kInterruptCheck = std::chrono::milliseconds(50);
 // GPU dequeue_many from a pinned ring, PYFASTQ_GPU_COPY=auto: rows of at least
 // this many bytes are copied one DMA each, straight from their slots; smaller
 // rows are gathered into one pinned buffer first, as one DMA per row would
 // cost more in launches than the host copy it saves. A figure from paper
 // (~5 us per copy against ~10 GB/s of memcpy), to be set by bench/run.py --device gpu.
 constexpr std::uint64_t kRowCopyBytes = 64 * 1024;
-
-// Gives a slot back to producers when the last tensor aliasing it is freed.
-struct SlotLease {
-  SlotLease(std::shared_ptr<RingMemory> m, std::uint32_t s) : mem(std::move(m)), slot(s) {}
-  ~SlotLease() { mem->ring().release(slot); }
-  std::shared_ptr<RingMemory> mem;
-  std::uint32_t slot;
-};
-
-// A tensor buffer inside a ring slot: TF reads it in place.
-class SlotBuffer : public TensorBuffer {
- public:
-  SlotBuffer(void* data, std::size_t size, std::shared_ptr<SlotLease> lease)
-      : TensorBuffer(data), size_(size), pinned_(lease->mem->pinned()), lease_(std::move(lease)) {}
-  std::size_t size() const override { return size_; }
-  // TF's host-to-GPU copy stages pageable memory through a pinned buffer of its
-  // own, and DMAs pinned memory directly: a pinned ring must say it is pinned.
-  AllocatorMemoryType GetMemoryType() const override {
-    return pinned_ ? AllocatorMemoryType::kHostPinned : AllocatorMemoryType::kHostPageable;
-  }
-  TensorBuffer* root_buffer() override { return this; }
-  void FillAllocationDescription(AllocationDescription* proto) const override {
-    proto->set_requested_bytes(static_cast<int64_t>(size_));
-    proto->set_allocator_name("pyfastq_ring");
-  }
-  // Not ours to hand on: TF must not forward the slot as another op's output buffer.
-  bool OwnsMemory() const override { return false; }
-
- private:
-  std::size_t size_;
-  bool pinned_;
-  std::shared_ptr<SlotLease> lease_;
-};
 
 // Issues a GPU dequeue's copies through the op's device context and ends the op once they are done.
 void StartTransfer(OpKernelContext* ctx, std::vector<pyfastq_gpu::Transfer::Copy> copies,
@@ -224,66 +191,28 @@ struct Wait {
 // What every dequeue kernel shares: attributes, checks, and reading a slot.
 // Base is AsyncOpKernel for the waiting kernels, OpKernel for PyfastqTryDequeue.
 template <class Base>
-class DequeueCommon : public Base {
+class DequeueCommon : public Base, protected QueueLayout {
  public:
   explicit DequeueCommon(OpKernelConstruction* ctx) : Base(ctx) {
     const std::string& type_string = this->type_string();
-    batched_ = type_string == "PyfastqDequeueMany" || type_string == "PyfastqTryDequeueMany";
-    OP_REQUIRES(ctx, pyfastq::ring_library_version() == pyfastq::kRingVersion,
-                absl::FailedPreconditionError(absl::StrCat(
-                    type_string, ": pyfastq's ring library is version ", pyfastq::ring_library_version(),
-                    ", the op library was built for version ", pyfastq::kRingVersion,
-                    ": a stale libpyfastq_ring.so; reinstall pyfastq")));
+    const bool batched = type_string == "PyfastqDequeueMany" || type_string == "PyfastqTryDequeueMany";
+    OP_REQUIRES_OK(ctx, CheckRingLibrary(type_string));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("queue_id", &queue_id_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("queue_name", &queue_name_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("component_types", &types_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("shapes", &shapes_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("max_shapes", &max_shapes_));
-    if (ctx->HasAttr("end_as_flag")) OP_REQUIRES_OK(ctx, ctx->GetAttr("end_as_flag", &end_as_flag_));
     // Every error names the op and the queue.
     where_ = absl::StrCat(type_string, " on pyfastq queue '", queue_name_, "'");
-    if (batched_) {
-      int64_t n;
+    int64_t n = 1;
+    if (batched) {
       OP_REQUIRES_OK(ctx, ctx->GetAttr("n", &n));
       if (ctx->HasAttr("allow_smaller_final_batch")) {
         OP_REQUIRES_OK(ctx, ctx->GetAttr("allow_smaller_final_batch", &allow_smaller_));
       }
       OP_REQUIRES_OK(ctx, ctx->GetAttr("padding", &padding_));
-      n_ = static_cast<std::uint32_t>(n);
     }
-    OP_REQUIRES(ctx, shapes_.size() == types_.size(),
-                absl::InvalidArgumentError(
-                    absl::StrCat(where_, ": ", shapes_.size(), " shapes for ", types_.size(), " component types")));
-    variable_ = !max_shapes_.empty();
-    OP_REQUIRES(ctx, !variable_ || max_shapes_.size() == types_.size(),
-                absl::InvalidArgumentError(absl::StrCat(where_, ": ", max_shapes_.size(), " max_shapes for ",
-                                                        types_.size(), " component types")));
-    OP_REQUIRES(ctx, padding_.empty() || padding_.size() == types_.size(),
-                absl::InvalidArgumentError(
-                    absl::StrCat(where_, ": ", padding_.size(), " padding values for ", types_.size(), " components")));
-    std::uint64_t dims = 0;
-    for (size_t i = 0; i < shapes_.size(); ++i) {
-      const PartialTensorShape& bound = variable_ ? max_shapes_[i] : shapes_[i];
-      OP_REQUIRES(ctx, bound.IsFullyDefined() && bound.IsCompatibleWith(shapes_[i]),
-                  absl::InvalidArgumentError(absl::StrCat(where_, ": component ", i, " has shape ",
-                                                          shapes_[i].DebugString(), " and bound ", bound.DebugString(),
-                                                          ": the bound must be fully defined and fit the shape")));
-      OP_REQUIRES(ctx, padding_.empty() || padding_[i].size() == static_cast<size_t>(DataTypeSize(types_[i])),
-                  absl::InvalidArgumentError(absl::StrCat(where_, ": component ", i, "'s padding has ",
-                                                          padding_[i].size(), " bytes, not one ",
-                                                          DataTypeString(types_[i]))));
-      TensorShape s;
-      bound.AsTensorShape(&s);
-      full_shapes_.push_back(s);
-      nbytes_.push_back(static_cast<std::uint64_t>(s.num_elements()) * DataTypeSize(types_[i]));
-      is_variable_.push_back(!shapes_[i].IsFullyDefined());
-      dims_at_.push_back(dims);
-      if (is_variable_.back()) dims += static_cast<std::uint64_t>(shapes_[i].dims());
-    }
-    dims_bytes_ = dims * sizeof(std::int64_t);
-    if (batched_) {
-      for (const std::uint64_t bytes : nbytes_) gather_bytes_ += bytes * n_;
-    }
+    OP_REQUIRES_OK(ctx, InitLayout(batched, static_cast<std::uint32_t>(n)));
   }
 
   // A dequeue that finds its data copies at most a batch (a waiting one hands
@@ -305,186 +234,25 @@ class DequeueCommon : public Base {
   }
   void SetDone(OpKernelContext* ctx, bool value) { SetFlag(ctx, value); }
 
-  // Component i's shape in `slot`: the spec's, or its true dims from the slot.
-  TensorShape ShapeIn(const pyfastq::Ring& ring, std::uint32_t slot, std::uint32_t i) const {
-    if (!is_variable_[i]) return full_shapes_[i];
-    const auto* dims = reinterpret_cast<const std::int64_t*>(
-                           ring.slot_data(slot) + ring.component(static_cast<std::uint32_t>(types_.size())).offset) +
-                       dims_at_[i];
-    TensorShape s;
-    for (int d = 0; d < shapes_[i].dims(); ++d) {
-      // Clamped to the bound: a producer writes dims it has checked, but the op must not read past the slot.
-      s.AddDim(std::min<int64_t>(std::max<int64_t>(dims[d], 0), full_shapes_[i].dim_size(d)));
-    }
-    return s;
-  }
-
-  bool batched_ = false;
-  int64_t queue_id_ = 0;
-  std::string queue_name_;
-  std::string where_;  // "<op> on pyfastq queue '<name>'": the start of every error
-  DataTypeVector types_;
-  std::vector<PartialTensorShape> shapes_;
-  std::vector<PartialTensorShape> max_shapes_;  // empty unless some dims are variable
-  std::vector<std::string> padding_;            // per component, one value's bytes; empty: zeros
-  bool variable_ = false;
-  std::vector<TensorShape> full_shapes_;        // the spec's shapes, or with variable dims the bounds
-  std::vector<std::uint64_t> nbytes_;           // bytes of each component's region in a slot
-  std::vector<bool> is_variable_;
-  std::vector<std::uint64_t> dims_at_;          // a variable component's first dim in the dims component
-  std::uint64_t dims_bytes_ = 0;                // the dims component's size; 0 without one
-  std::uint64_t gather_bytes_ = 0;              // what a dequeue_many copies at most; 0 for dequeue
-  bool end_as_flag_ = false;
-  bool allow_smaller_ = false;
-  std::uint32_t n_ = 1;
-  std::once_flag found_;
-  absl::Status found_status_;             // Validate's verdict on the ring, once found
-  std::weak_ptr<RingMemory> found_ring_;  // empty if the queue was gone at the first dequeue
-
-  // One element: the components as tensors that point into `slot`, which
-  // goes back to producers when the last of them is freed.
+  // One element: the components alias `slot`.
   void AliasSlot(OpKernelContext* ctx, const std::shared_ptr<RingMemory>& mem, std::uint32_t slot) {
-    const pyfastq::Ring& ring = mem->ring();
-    auto lease = std::make_shared<SlotLease>(mem, slot);
-    for (std::uint32_t i = 0; i < types_.size(); ++i) {
-      const TensorShape shape = ShapeIn(ring, slot, i);
-      const std::size_t bytes = static_cast<std::size_t>(shape.num_elements()) * DataTypeSize(types_[i]);
-      auto* buf = new SlotBuffer(ring.slot_data(slot) + ring.component(i).offset, bytes, lease);
-      ctx->set_output(kFirstComponent + static_cast<int>(i), Tensor(types_[i], shape, buf));
-      buf->Unref();  // the Tensor holds its own reference
+    std::vector<Tensor> components = QueueLayout::AliasSlot(std::make_shared<SlotLease>(mem, slot));
+    for (std::uint32_t i = 0; i < components.size(); ++i) {
+      ctx->set_output(kFirstComponent + static_cast<int>(i), std::move(components[i]));
     }
   }
 
-  // n elements: one output per component, row r copied from slot r; with
-  // variable shapes, padded to the largest shape in the batch.
+  // n elements: one output per component, row r copied from slot r.
   void GatherSlots(OpKernelContext* ctx, pyfastq::Ring& ring, const std::vector<std::uint32_t>& slots,
                    std::uint32_t got) {
-    // Slots go back to producers however this ends.
-    struct Release {
-      pyfastq::Ring& ring;
-      const std::vector<std::uint32_t>& slots;
-      std::uint32_t n;
-      ~Release() {
-        ring.release_many(slots.data(), n);
-      }
-    } release{ring, slots, got};
-    std::vector<TensorShape> rows(got);
-    for (std::uint32_t i = 0; i < types_.size(); ++i) {
-      const std::uint64_t offset = ring.component(i).offset;
-      const std::size_t item = static_cast<std::size_t>(DataTypeSize(types_[i]));
-      TensorShape shape = full_shapes_[i];
-      bool ragged = false;
-      if (is_variable_[i]) {
-        for (std::uint32_t r = 0; r < got; ++r) rows[r] = ShapeIn(ring, slots[r], i);
-        for (int d = 0; d < shape.dims(); ++d) {
-          int64_t largest = 0;
-          for (std::uint32_t r = 0; r < got; ++r) largest = std::max(largest, rows[r].dim_size(d));
-          shape.set_dim(d, largest);
-        }
-        for (std::uint32_t r = 0; r < got && !ragged; ++r) ragged = rows[r] != shape;
-      }
-      const std::size_t row_bytes = static_cast<std::size_t>(shape.num_elements()) * item;
-      shape.InsertDim(0, got);
-      Tensor* out = nullptr;
-      OP_REQUIRES_OK(ctx, ctx->allocate_output(kFirstComponent + static_cast<int>(i), shape, &out));
-      char* dst = const_cast<char*>(out->tensor_data().data());
-      if (!ragged) {
-        for (std::uint32_t r = 0; r < got; ++r) {
-          std::memcpy(dst + r * row_bytes, ring.slot_data(slots[r]) + offset, row_bytes);
-        }
-        continue;
-      }
-      Pad(dst, out->TotalBytes(), i);
-      const auto batch_dims = shape.dim_sizes();
-      const std::vector<int64_t> to(batch_dims.begin() + 1, batch_dims.end());
-      for (std::uint32_t r = 0; r < got; ++r) {
-        const auto row_dims = rows[r].dim_sizes();
-        const std::vector<int64_t> from(row_dims.begin(), row_dims.end());
-        CopyPadded(reinterpret_cast<const char*>(ring.slot_data(slots[r]) + offset), from.data(),
-                   dst + r * row_bytes, to.data(), static_cast<int>(to.size()), item);
-      }
-    }
+    OP_REQUIRES_OK(ctx, QueueLayout::GatherSlots(ring, slots.data(), got,
+                                                 [ctx](std::uint32_t i, const TensorShape& shape, Tensor** out) {
+                                                   return ctx->allocate_output(kFirstComponent + static_cast<int>(i),
+                                                                               shape, out);
+                                                 }));
   }
 
-  // Fills an output with component i's padding value (zeros unless given).
-  void Pad(char* dst, std::size_t bytes, std::uint32_t i) const {
-    if (padding_.empty()) {
-      std::memset(dst, 0, bytes);
-      return;
-    }
-    const std::string& value = padding_[i];
-    for (std::size_t at = 0; at + value.size() <= bytes; at += value.size()) {
-      std::memcpy(dst + at, value.data(), value.size());
-    }
-  }
-
-  // Copies a compact array of shape `from` into the top-left corner of one of
-  // shape `to` (same rank, each dim at least as large), a run of the last dim at a time.
-  static void CopyPadded(const char* src, const int64_t* from, char* dst, const int64_t* to, int rank,
-                         std::size_t item) {
-    if (rank == 0) {
-      std::memcpy(dst, src, item);
-      return;
-    }
-    std::size_t src_stride = item, dst_stride = item;
-    for (int d = 1; d < rank; ++d) {
-      src_stride *= static_cast<std::size_t>(from[d]);
-      dst_stride *= static_cast<std::size_t>(to[d]);
-    }
-    if (rank == 1) {
-      std::memcpy(dst, src, static_cast<std::size_t>(from[0]) * item);
-      return;
-    }
-    for (int64_t k = 0; k < from[0]; ++k) {
-      CopyPadded(src + k * src_stride, from + 1, dst + k * dst_stride, to + 1, rank - 1, item);
-    }
-  }
-
-  // The queue's ring, found and checked by the first dequeue: a queue id is
-  // never reused and a ring's layout never changes, so later ones only lock it.
-  absl::StatusOr<std::shared_ptr<RingMemory>> FindRing() {
-    std::call_once(found_, [this] {
-      auto mem = pyfastq::find_ring(static_cast<std::uint64_t>(queue_id_));
-      if (mem != nullptr) {
-        found_status_ = Validate(mem->ring());
-        found_ring_ = mem;
-      }
-    });
-    if (!found_status_.ok()) return found_status_;
-    std::shared_ptr<RingMemory> mem = found_ring_.lock();
-    if (mem == nullptr) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          where_, " (id ", queue_id_, "): the queue no longer exists; keep the pyfastq.Queue alive while its ops run"));
-    }
-    return mem;
-  }
-
-  absl::Status Validate(const pyfastq::Ring& ring) const {
-    const std::size_t components = types_.size() + (dims_bytes_ != 0 ? 1 : 0);
-    if (ring.num_components() != components) {
-      return absl::InvalidArgumentError(absl::StrCat(where_, ": the queue has ", ring.num_components(),
-                                                     " ring components, the op expects ", components));
-    }
-    if (dims_bytes_ != 0 && ring.component(static_cast<std::uint32_t>(types_.size())).nbytes != dims_bytes_) {
-      return absl::InvalidArgumentError(absl::StrCat(where_, ": the queue's shape component holds ",
-                                                     ring.component(static_cast<std::uint32_t>(types_.size())).nbytes,
-                                                     " bytes, the op expects ", dims_bytes_));
-    }
-    for (std::uint32_t i = 0; i < types_.size(); ++i) {
-      if (ring.component(i).nbytes != nbytes_[i]) {
-        return absl::InvalidArgumentError(absl::StrCat(where_, ": component ", i, " holds ", ring.component(i).nbytes,
-                                                       " bytes, the op expects ", nbytes_[i], " (",
-                                                       DataTypeString(types_[i]), " ", full_shapes_[i].DebugString(),
-                                                       ")"));
-      }
-    }
-    if (n_ > ring.capacity()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where_, ": n=", n_, " is more than the queue's capacity ", ring.capacity()));
-    }
-    return absl::OkStatus();
-  }
-
+  bool allow_smaller_ = false;
 };
 
 // The waiting kernels (CPU and GPU): a short spin on TF's thread, then the
@@ -556,8 +324,6 @@ class DequeueOp : public DequeueCommon<AsyncOpKernel> {
   virtual void Prepare(RingMemory& /*mem*/) {}
   // kOk: wait->got elements in wait->slots, which Deliver owns from here on. Calls done.
   virtual void Deliver(OpKernelContext* ctx, std::shared_ptr<Wait> wait, DoneCallback done) = 0;
-  // Closed and drained, with end_as_flag: done=true and empty (or zero) components. Calls done.
-  virtual void DeliverEnd(OpKernelContext* ctx, DoneCallback done) = 0;
 
  private:
   void Finish(OpKernelContext* ctx, std::shared_ptr<Wait> wait, RingStatus st, DoneCallback done) {
@@ -572,10 +338,6 @@ class DequeueOp : public DequeueCommon<AsyncOpKernel> {
         Deliver(ctx, std::move(wait), std::move(done));
         return;
       case RingStatus::kClosed:
-        if (end_as_flag_) {
-          DeliverEnd(ctx, std::move(done));
-          return;
-        }
         ctx->SetStatus(absl::OutOfRangeError(
             absl::StrCat(where_, ": the queue is closed and has ",
                          batched_ ? "fewer than " + std::to_string(n_) + " elements left"
@@ -617,30 +379,6 @@ class CpuDequeueOp : public DequeueOp {
     }
     done();
   }
-
-  void DeliverEnd(OpKernelContext* ctx, DoneCallback done) override {
-    EmitEnd(ctx);
-    done();
-  }
-
- private:
-  // Closed and drained, with end_as_flag: done=true and empty (or zero) components.
-  void EmitEnd(OpKernelContext* ctx) {
-    SetDone(ctx, true);
-    OpOutputList outputs;
-    OP_REQUIRES_OK(ctx, ctx->output_list("components", &outputs));
-    for (std::uint32_t i = 0; i < types_.size(); ++i) {
-      TensorShape shape = full_shapes_[i];
-      for (int d = 0; d < shape.dims(); ++d) {
-        if (shapes_[i].dim_size(d) < 0) shape.set_dim(d, 0);  // a variable dim: empty
-      }
-      if (batched_) shape.InsertDim(0, 0);
-      Tensor* out = nullptr;
-      OP_REQUIRES_OK(ctx, outputs.allocate(static_cast<int>(i), shape, &out));
-      if (out->TotalBytes() > 0) std::memset(const_cast<char*>(out->tensor_data().data()), 0, out->TotalBytes());
-    }
-  }
-
 };
 
 // Outputs in device memory, copied from the slots by the device context; `done` stays in host memory.
@@ -700,7 +438,7 @@ class GpuDequeueOp : public DequeueOp {
       Tensor* out = nullptr;
       OP_REQUIRES_OK_ASYNC(ctx, outputs.allocate(static_cast<int>(i), shape, &out), done);
       if (!batched_) {
-        copies.push_back({SlotTensor(types_[i], full_shapes_[i], ring, offset, bytes, leases[0]), *out});
+        copies.push_back({SlotTensor(types_[i], full_shapes_[i], ring.slot_data(wait->slots[0]) + offset, bytes, leases[0]), *out});
         continue;
       }
       const bool rows = mode_ == CopyMode::kRows || (mode_ == CopyMode::kAuto && pinned && bytes >= kRowCopyBytes);
@@ -709,7 +447,7 @@ class GpuDequeueOp : public DequeueOp {
         TensorShape row = full_shapes_[i];
         row.InsertDim(0, 1);
         for (std::uint32_t r = 0; r < got; ++r) {
-          copies.push_back({SlotTensor(types_[i], row, ring, offset, bytes, leases[r]), out->Slice(r, r + 1)});
+          copies.push_back({SlotTensor(types_[i], row, ring.slot_data(wait->slots[r]) + offset, bytes, leases[r]), out->Slice(r, r + 1)});
         }
       } else {
         // Rows gathered into pinned host memory from TF's GPU host allocator, then one copy.
@@ -728,37 +466,7 @@ class GpuDequeueOp : public DequeueOp {
     StartTransfer(ctx, std::move(copies), std::move(done));
   }
 
-  void DeliverEnd(OpKernelContext* ctx, DoneCallback done) override {
-    SetDone(ctx, true);
-    if (!ctx->status().ok()) return done();
-    OpOutputList outputs;
-    OP_REQUIRES_OK_ASYNC(ctx, ctx->output_list("components", &outputs), done);
-    std::vector<pyfastq_gpu::Transfer::Copy> copies;
-    for (std::uint32_t i = 0; i < types_.size(); ++i) {
-      TensorShape shape = full_shapes_[i];
-      if (batched_) shape.InsertDim(0, 0);
-      Tensor* out = nullptr;
-      OP_REQUIRES_OK_ASYNC(ctx, outputs.allocate(static_cast<int>(i), shape, &out), done);
-      if (out->TotalBytes() == 0) continue;
-      // Zeros, copied over: no device memset without CUDA at compile time, and this happens once per run.
-      Tensor zeros;
-      OP_REQUIRES_OK_ASYNC(ctx, ctx->allocate_temp(types_[i], shape, &zeros, HostPinned()), done);
-      std::memset(const_cast<char*>(zeros.tensor_data().data()), 0, zeros.TotalBytes());
-      copies.push_back({std::move(zeros), *out});
-    }
-    StartTransfer(ctx, std::move(copies), std::move(done));
-  }
-
  private:
-  // A host tensor over one component of a slot; its buffer holds the slot's lease.
-  static Tensor SlotTensor(DataType type, const TensorShape& shape, pyfastq::Ring& ring, std::uint64_t offset,
-                           std::size_t bytes, const std::shared_ptr<SlotLease>& lease) {
-    auto* buf = new SlotBuffer(ring.slot_data(lease->slot) + offset, bytes, lease);
-    Tensor t(type, shape, buf);
-    buf->Unref();  // the Tensor holds its own reference
-    return t;
-  }
-
   // Host memory the GPU can DMA from: TF's pinned host allocator.
   static AllocatorAttributes HostPinned() {
     AllocatorAttributes attrs;

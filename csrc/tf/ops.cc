@@ -1,9 +1,10 @@
-// Registration of pyfastq's dequeue ops and their shape functions.
+// Registration of pyfastq's dequeue ops, its dataset op, and their shape functions.
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/shape_inference.h"
 
 namespace tensorflow {
@@ -26,12 +27,10 @@ absl::Status DequeueShapes(InferenceContext* c, bool batched) {
   DimensionHandle lead;
   if (batched) {
     int64_t n;
-    bool allow_smaller = false, end_as_flag = false;  // PyfastqTryDequeueMany has neither: n rows or none
+    bool allow_smaller = false;  // PyfastqTryDequeueMany has none: n rows or none
     TF_RETURN_IF_ERROR(c->GetAttr("n", &n));
-    if (c->GetAttr("allow_smaller_final_batch", &allow_smaller).ok()) {
-      TF_RETURN_IF_ERROR(c->GetAttr("end_as_flag", &end_as_flag));
-    }
-    lead = allow_smaller || end_as_flag ? c->UnknownDim() : c->MakeDim(n);
+    if (!c->GetAttr("allow_smaller_final_batch", &allow_smaller).ok()) allow_smaller = false;
+    lead = allow_smaller ? c->UnknownDim() : c->MakeDim(n);
   }
   c->set_output(0, c->Scalar());
   for (size_t i = 0; i < shapes.size(); ++i) {
@@ -53,7 +52,6 @@ REGISTER_OP("PyfastqDequeue")
     .Attr("component_types: list(type) >= 1")
     .Attr("shapes: list(shape) >= 1")
     .Attr("max_shapes: list(shape) = []")
-    .Attr("end_as_flag: bool = false")
     .Attr("record_fill: bool = true")
     .SetIsStateful()
     .SetShapeFn([](InferenceContext* c) { return DequeueShapes(c, /*batched=*/false); })
@@ -64,8 +62,7 @@ slot; the slot is given back when the last of them is freed.
 max_shapes: empty, or for a queue whose shapes have unknown dims, every
   component's bound: the element then has its true shape, read from the slot.
 
-done: true only with end_as_flag, once the queue is closed and drained
-  (the components are then zeros).
+done: always false.
 
 record_fill: count this dequeue in the queue's fill histogram (false after a
   PyfastqTryDequeue that found nothing, which counted it).
@@ -99,7 +96,6 @@ REGISTER_OP("PyfastqDequeueMany")
     .Attr("padding: list(string) = []")
     .Attr("n: int >= 1")
     .Attr("allow_smaller_final_batch: bool = false")
-    .Attr("end_as_flag: bool = false")
     .Attr("record_fill: bool = true")
     .SetIsStateful()
     .SetShapeFn([](InferenceContext* c) { return DequeueShapes(c, /*batched=*/true); })
@@ -111,8 +107,7 @@ largest shape in the batch, as padded_batch does.
 padding: empty (pad with zeros), or per component the bytes of one scalar of
   its type to pad with.
 
-done: true only with end_as_flag, once the queue is closed with too few
-  elements left (the components then have 0 rows).
+done: always false.
 
 record_fill: count this dequeue in the queue's fill histogram (false after a
   PyfastqTryDequeueMany that found too few, which counted it).
@@ -135,6 +130,31 @@ Takes n elements from a pyfastq queue if n are ready, without waiting: ok is
 true and the components are the batch, as PyfastqDequeueMany makes it.
 Otherwise ok is false, nothing is taken, and the components are placeholders
 with no rows, to be dropped.
+)doc");
+
+REGISTER_OP("PyfastqDataset")
+    .Output("handle: variant")
+    .Attr("queue_id: int")
+    .Attr("queue_name: string")
+    .Attr("output_types: list(type) >= 1")
+    .Attr("output_shapes: list(shape) >= 1")
+    .Attr("shapes: list(shape) >= 1")
+    .Attr("max_shapes: list(shape) = []")
+    .Attr("padding: list(string) = []")
+    .Attr("batch_size: int >= 0 = 0")
+    .Attr("drop_remainder: bool = false")
+    .Attr("metadata: string = ''")
+    // Source datasets are stateful, as TF's own are, so that constant folding leaves them alone.
+    .SetIsStateful()
+    .SetShapeFn(shape_inference::ScalarShape)
+    .Doc(R"doc(
+A tf.data dataset of a pyfastq queue's elements (batch_size 0) or of batches
+of batch_size elements, stacked along a new dim 0 and padded as
+PyfastqDequeueMany pads them; it ends once the queue is closed and drained
+(with drop_remainder: once it has fewer than batch_size left).
+
+output_types, output_shapes: the dataset's, as every dataset op has them.
+shapes: each component's shape in one element.
 )doc");
 
 }  // namespace tensorflow

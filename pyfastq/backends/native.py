@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import node_def_pb2
 from tensorflow.python.eager import context
+from tensorflow.python.data.ops import dataset_ops
 
 from .._spec import Spec, bitcast_takes
 from .._writer import RingWriter
@@ -112,7 +113,7 @@ def _placed(dequeue):
     """A dequeue method run under its queue's placement (NativeBackend._placement)."""
     @functools.wraps(dequeue)
     def placed(self, *args, **kwargs):
-        with self._placement(kwargs.get("end_as_flag", False)):
+        with self._placement():
             return dequeue(self, *args, **kwargs)
 
     return placed
@@ -156,37 +157,52 @@ class NativeBackend(RingWriter):
         # on the host. Its dequeues stay there (also under a GPU scope), and TF copies what a GPU op reads.
         self._host_only = spec.variable
 
-    def _placement(self, end_as_flag: bool = False):
-        # end_as_flag is Queue.dataset's: its dequeues feed a tf.data pipeline, which runs on the host.
-        return tf.device("/CPU:0") if self._host_only or end_as_flag else contextlib.nullcontext()
+    def _placement(self):
+        return tf.device("/CPU:0") if self._host_only else contextlib.nullcontext()
 
     @_placed
-    def dequeue(self, end_as_flag: bool = False):
+    def dequeue(self):
         return self._tried(
             lambda attrs: _ops.pyfastq_try_dequeue(**attrs),
-            lambda attrs, record_fill: _ops.pyfastq_dequeue(end_as_flag=end_as_flag, record_fill=record_fill, **attrs),
-            end_as_flag,
+            lambda attrs, record_fill: _ops.pyfastq_dequeue(record_fill=record_fill, **attrs),
         )
 
     @_placed
-    def dequeue_many(self, n: int, allow_smaller: bool, end_as_flag: bool = False, padding: list | None = None):
+    def dequeue_many(self, n: int, allow_smaller: bool, padding: list | None = None):
         """padding: None (zeros), or one numpy scalar (None: zero) per component."""
-        pad = []
-        if padding is not None:
-            pad = [
-                (np.zeros((), d) if v is None else v).astype(d).tobytes()
-                for v, d in zip(padding, self._layout.dtypes, strict=True)
-            ]
+        pad = self._padding_bytes(padding)
         return self._tried(
             lambda attrs: _ops.pyfastq_try_dequeue_many(n=n, padding=pad, **attrs),
             lambda attrs, record_fill: _ops.pyfastq_dequeue_many(
-                n=n, allow_smaller_final_batch=allow_smaller, end_as_flag=end_as_flag, padding=pad,
-                record_fill=record_fill, **attrs,
+                n=n, allow_smaller_final_batch=allow_smaller, padding=pad, record_fill=record_fill, **attrs,
             ),
-            end_as_flag,
         )
 
-    def _tried(self, try_op, wait_op, end_as_flag: bool):
+    def dataset(self, batch_size: int | None, drop_remainder: bool, padding: list | None, spec: Spec):
+        """Queue.dataset's dataset, elements nested as spec: the PyfastqDataset kernel, whose GetNext takes
+        from the ring."""
+        lead = [] if batch_size is None else [batch_size if drop_remainder else None]
+        specs = [tf.TensorSpec(lead + list(s), d) for s, d in zip(spec.shapes, spec.tf_dtypes, strict=True)]
+        attrs = dict(self._op_attrs)
+        attrs["output_types"] = attrs.pop("component_types")
+        return _QueueDataset(
+            lambda: _ops.pyfastq_dataset(
+                output_shapes=[s.shape for s in specs], padding=self._padding_bytes(padding),
+                batch_size=batch_size or 0, drop_remainder=bool(drop_remainder), **attrs,
+            ),
+            spec.pack(specs),
+        )
+
+    def _padding_bytes(self, padding: list | None) -> list[bytes]:
+        """The ops' padding attr: empty (zeros), or one scalar's bytes per component."""
+        if padding is None:
+            return []
+        return [
+            (np.zeros((), d) if v is None else v).astype(d).tobytes()
+            for v, d in zip(padding, self._layout.dtypes, strict=True)
+        ]
+
+    def _tried(self, try_op, wait_op):
         """(done, components): try_op's if it took something, else wait_op's, which waits.
 
         The try is a synchronous kernel, so what consumes an element it found runs inline on TF's
@@ -210,14 +226,22 @@ class NativeBackend(RingWriter):
         ok, fast = try_op(self._cond_attrs)
 
         def wait():
-            done, comps = waited(self._cond_attrs, False)
-            return [done, *comps] if end_as_flag else comps
+            return waited(self._cond_attrs, False)[1]
 
-        if not end_as_flag:  # done is always False: one output fewer through the cond, which costs per output
-            done, comps = tf.constant(False), tf.cond(ok, lambda: list(fast), wait)
-        else:
-            done, *comps = tf.cond(ok, lambda: [tf.constant(False), *fast], wait)
-        return done, [
+        comps = tf.cond(ok, lambda: list(fast), wait)
+        return tf.constant(False), [
             t if t.dtype == d else tf.bitcast(t, d) for t, d in zip(comps, self._dtypes, strict=True)
         ]
 
+
+class _QueueDataset(dataset_ops.DatasetSource):
+    """A dataset whose variant is a PyfastqDataset op's: tf.data's own Python wrapper, as
+    tensorflow-io's Arrow datasets have it. The op's outputs are element_spec's components, flattened."""
+
+    def __init__(self, make_variant, element_spec):
+        self._specs = element_spec
+        super().__init__(make_variant())
+
+    @property
+    def element_spec(self):
+        return self._specs

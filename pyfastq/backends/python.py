@@ -426,6 +426,24 @@ class PythonBackend:
         """padding: None (zeros), or one numpy scalar (None: zero) per component."""
         return self._op(n, allow_smaller, end_as_flag, padding)
 
+    def dataset(self, batch_size: int | None, drop_remainder: bool, padding: list | None, spec) -> tf.data.Dataset:
+        """Queue.dataset's dataset, elements nested as spec: a dequeue per element, mapped until the end flag."""
+
+        def take(_):
+            if batch_size is None:
+                done, flat = self.dequeue(end_as_flag=True)
+            else:
+                done, flat = self.dequeue_many(batch_size, not drop_remainder, end_as_flag=True, padding=padding)
+            return done, tuple(flat)
+
+        lead = [] if batch_size is None else [batch_size if drop_remainder else None]
+
+        def unpack(done, flat):
+            return spec.pack([tf.ensure_shape(t, lead + list(s)) for t, s in zip(flat, spec.shapes, strict=True)])
+
+        ds = tf.data.Dataset.from_tensors(0).repeat().map(take).take_while(lambda done, flat: tf.logical_not(done))
+        return ds.map(unpack)
+
 
 def _zeroed(shape: tuple) -> tuple:
     """shape with each variable dim (None) as 0: an empty placeholder of it."""

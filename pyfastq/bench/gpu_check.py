@@ -150,7 +150,7 @@ def _check_dropped() -> str:
         with tf.device("/GPU:0"):
             for _ in tf.range(1_000_000):  # until the queue is gone
                 _, (batch,) = native._ops.pyfastq_dequeue_many(
-                    n=2, allow_smaller_final_batch=False, end_as_flag=False, padding=[], record_fill=True, **attrs
+                    n=2, allow_smaller_final_batch=False, padding=[], record_fill=True, **attrs
                 )
                 total += tf.reduce_sum(batch[:, 0, 0])
         return total

@@ -45,6 +45,8 @@ puts 128 elements per call. --inter-op-threads sets TensorFlow's inter-op pool b
 1, 2 and 8 process workers: seconds from entering the producer to the first element in the
 trainer, and each worker's USS; beside it, the same fn in multiprocessing's forkserver
 processes, which re-run the script (what Producer did before its workers were lean).
+"tfdata" (pyfastq/bench/tfdata.py) runs q.dataset(), q.dataset(128), q.dataset().batch(64) and Keras fit
+against tf.data's own floor (from_tensors(x).repeat(), an in-memory fit), with the same consumer.
 Ratios compare methods measured in the same run; absolute figures drift between runs.
 """
 
@@ -143,7 +145,9 @@ STARTUP_USS_TARGET_MB = 60
 # mode="ray"'s targets: against process workers with as many workers (one host), and against Ray Data's TF path.
 RAY_VS_PROCESS = 0.7
 RAY_VS_RAY_DATA = 2.0
-WORKLOAD_NAMES = (*WORKLOADS, STARTUP)
+# Not a Workload either: q.dataset() and Keras fit against tf.data's own floor (pyfastq/bench/tfdata.py).
+TFDATA = "tfdata"
+WORKLOAD_NAMES = (*WORKLOADS, STARTUP, TFDATA)
 
 
 class Feeder:
@@ -677,6 +681,7 @@ class Results:
     failures: int = 0
     element_ms: float | None = None  # the python workload's ms of work per element, measured here on one core
     startup: list = field(default_factory=list)  # startup_trainer.py's figures, one dict per run
+    tfdata: dict = field(default_factory=dict)  # tfdata.py's figures: label -> median over the repeats
 
 
 def run_workload(name: str, options: Options, results: Results, progress: Progress) -> None:
@@ -712,6 +717,31 @@ def run_workload(name: str, options: Options, results: Results, progress: Progre
         row[label] = statistics.median(rates) if len(rates) == options.repeat else None
 
 
+def run_tfdata(options: Options, results: Results, progress: Progress) -> None:
+    """The tfdata workload: each q.dataset() case and its tf.data floor, measured one after the other."""
+    from . import tfdata
+
+    if pyfastq.native_unavailable():
+        progress.log(f"tfdata needs the native backend: {pyfastq.native_unavailable()}")
+        results.failures += 1
+        return
+    for label, run in tfdata.plan():
+        rates = []
+        for _ in range(options.repeat):
+            progress.working_on(f"tfdata {label}")
+            try:
+                rates.append(run(options.seconds))
+            except Exception as e:  # noqa: BLE001 - one broken case must not hide the others
+                results.failures += 1
+                progress.log(f"tfdata {label} FAILED: {type(e).__name__}: {e}")
+                break
+            finally:
+                progress.advance()
+                gc.collect()
+            progress.log(f"tfdata {label:45s} {rates[-1]:14,.1f}/s")
+        results.tfdata[label] = statistics.median(rates) if len(rates) == options.repeat else None
+
+
 def startup_plan(options: Options) -> list:
     """(how, workers) of each startup figure."""
     if options.quick:
@@ -725,6 +755,10 @@ def measurements(options: Options) -> int:
     for name in options.workloads:
         if name == STARTUP:
             count += len(startup_plan(options))
+        elif name == TFDATA:
+            from . import tfdata
+
+            count += len(tfdata.plan())
         else:
             count += len(list(runs(WORKLOADS[name], options.methods, options.worker_counts)))
     return count * options.repeat
@@ -894,6 +928,8 @@ def write_json(path: str, results: Results, options: Options) -> None:
            "batch_elements": {name: WORKLOADS[name].batch for name in results.rows}}
     if results.element_ms is not None:
         out["python_element_ms"] = results.element_ms
+    if results.tfdata:
+        out["tfdata"] = results.tfdata
     if results.startup:
         out["startup"] = startup_medians(results.startup)
         out["startup_runs"] = results.startup
@@ -969,6 +1005,8 @@ def main(argv=None) -> int:
         for name in options.workloads:
             if name == STARTUP:
                 run_startup(options, results, progress)
+            elif name == TFDATA:
+                run_tfdata(options, results, progress)
             else:
                 run_workload(name, options, results, progress)
     finally:
@@ -977,6 +1015,10 @@ def main(argv=None) -> int:
     print()
     print_summary(results)
     print_startup(results.startup)
+    if results.tfdata:
+        from . import tfdata
+
+        tfdata.print_table(results.tfdata)
     write_outputs(options, results)
     print(f"\n({progress.elapsed():.0f} s)", file=sys.stderr)
     return 1 if results.failures else 0

@@ -1,0 +1,171 @@
+"""The tfdata workload: q.dataset() against tf.data's own floor, with the same consumer, in one run.
+
+Each case pairs a pyfastq dataset, fed by a Python thread putting one pre-made element, with the tf.data
+dataset that feeds nothing at all (from_tensors(x).repeat(), or an in-memory from_tensor_slices for Keras):
+the floor any tf.data source sits on. Consumers: a tf.function graph loop of next(it) (as fit consumes),
+eager iteration (for x in ds), and Keras fit of a one-layer model with steps_per_execution=50.
+Figures are elements/s (fit: steps/s); the ratio is pyfastq's over the floor's.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+import pyfastq
+
+SMALL = (100,)  # 400 B of float32
+LARGE = (128, 100)  # 51 KB of float32
+FIT_INPUTS = 100
+FIT_BATCH = 64
+STEPS_PER_EXECUTION = 50
+# Goals (a benchmark, not a test): pyfastq's figure over the floor's.
+TARGETS = {"dataset()": 0.9, "dataset(128)": 0.9, "dataset().batch(64)": 0.6, "fit dataset(64)": 0.9,
+           "fit dataset().batch(64)": 0.6}
+
+
+@dataclass
+class Case:
+    name: str  # the TARGETS key
+    element: tuple  # one element's shape (float32)
+    consumer: str  # "graph" or "eager"
+
+    @property
+    def label(self) -> str:
+        kb = int(np.prod(self.element)) * 4 / 1000
+        return f"{self.name} {kb:g} KB, {self.consumer}"
+
+
+CASES = [Case(n, e, c) for c in ("graph", "eager") for n, e in
+         [("dataset()", SMALL), ("dataset()", LARGE), ("dataset(128)", SMALL), ("dataset(128)", LARGE),
+          ("dataset().batch(64)", SMALL)]]
+FIT_CASES = ["fit dataset(64)", "fit dataset().batch(64)"]
+
+
+def _shape(case: Case) -> tuple[int, int]:
+    """(elements per batch the consumer takes, how the pyfastq dataset is batched: None or n)."""
+    if case.name == "dataset(128)":
+        return 128, 128
+    if case.name == "dataset().batch(64)":
+        return 64, None
+    return 1, None
+
+
+def _pyfastq_dataset(q, case: Case):
+    _, n = _shape(case)
+    ds = q.dataset(n)
+    return ds.batch(64) if case.name == "dataset().batch(64)" else ds
+
+
+def _floor_dataset(case: Case):
+    _, n = _shape(case)
+    x = tf.ones(case.element, tf.float32)
+    if n:
+        return tf.data.Dataset.from_tensors(tf.ones((n, *case.element), tf.float32)).repeat()
+    ds = tf.data.Dataset.from_tensors(x).repeat()
+    return ds.batch(64) if case.name == "dataset().batch(64)" else ds
+
+
+def _eager(it, seconds: float) -> float:
+    """Batches per second of next(it) in Python, after a warm-up."""
+    for _ in range(100):
+        next(it)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(100):
+            next(it)
+        count += 100
+    return count / (time.perf_counter() - start)
+
+
+def _rate(ds, case: Case, seconds: float) -> float:
+    from .run import graph_loop, timed
+
+    it = iter(ds)
+    if case.consumer == "graph":
+        return timed(graph_loop(lambda: next(it)), seconds)
+    return _eager(it, seconds)
+
+
+def measure(case: Case, source: str, seconds: float) -> float:
+    """Elements per second of one case, from pyfastq ("pyfastq") or from the floor ("floor")."""
+    from .run import Feeder
+
+    per, _ = _shape(case)
+    if source == "floor":
+        return _rate(_floor_dataset(case), case, seconds) * per
+    q = pyfastq.Queue(tf.TensorSpec(case.element, tf.float32), capacity=256 if case.name == "dataset(128)" else 64)
+    if case.name == "dataset(128)":  # the producer puts one pre-made batch of 128 rows per call
+        feeder = Feeder(q.put_many, np.ones((128, *case.element), np.float32))
+    else:
+        feeder = Feeder(q.put, np.ones(case.element, np.float32))
+    try:
+        return _rate(_pyfastq_dataset(q, case), case, seconds) * per
+    finally:
+        feeder.stop(lambda: q.close(cancel=True))
+
+
+def measure_fit(name: str, source: str, seconds: float) -> float:
+    """Keras fit steps per second of a one-layer model on batches of 64 (pyfastq, or in-memory: "floor")."""
+    from .run import Feeder
+
+    model = tf.keras.Sequential([tf.keras.Input([FIT_INPUTS]), tf.keras.layers.Dense(1)])
+    model.compile("sgd", "mse", steps_per_execution=STEPS_PER_EXECUTION)
+    q = feeder = None
+    if source == "floor":
+        x = np.ones((FIT_BATCH * 100, FIT_INPUTS), np.float32)
+        y = np.ones((FIT_BATCH * 100, 1), np.float32)
+        ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(FIT_BATCH).repeat()
+    else:
+        q = pyfastq.Queue((tf.TensorSpec([FIT_INPUTS], tf.float32), tf.TensorSpec([1], tf.float32)), capacity=256)
+        feeder = Feeder(q.put, (np.ones(FIT_INPUTS, np.float32), np.ones(1, np.float32)))
+        ds = q.dataset(FIT_BATCH) if name == "fit dataset(64)" else q.dataset().batch(FIT_BATCH)
+    try:
+        start = time.perf_counter()
+        model.fit(ds, steps_per_epoch=STEPS_PER_EXECUTION * 4, epochs=1, verbose=0)  # traced and warm
+        start = time.perf_counter()
+        model.fit(ds, steps_per_epoch=STEPS_PER_EXECUTION * 4, epochs=1, verbose=0)
+        per_step = (time.perf_counter() - start) / (STEPS_PER_EXECUTION * 4)
+        steps = STEPS_PER_EXECUTION * max(1, int(seconds / per_step / STEPS_PER_EXECUTION))
+        start = time.perf_counter()
+        model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
+        return steps / (time.perf_counter() - start)
+    finally:
+        if feeder is not None:
+            feeder.stop(lambda: q.close(cancel=True))
+
+
+def plan() -> list:
+    """(label, measure()) of every figure, pyfastq's and its floor's side by side."""
+    out = []
+    for case in CASES:
+        for source in ("pyfastq", "floor"):
+            out.append((f"{case.label} {source}", lambda s, c=case, src=source: measure(c, src, s)))
+    for name in FIT_CASES:
+        for source in ("pyfastq", "floor"):
+            out.append((f"{name} {source}", lambda s, n=name, src=source: measure_fit(n, src, s)))
+    return out
+
+
+def print_table(rows: dict) -> None:
+    """rows: label -> figure (None if it failed). One line per case: pyfastq, the floor, their ratio."""
+    if not rows:
+        return
+    print()
+    print("| tf.data case | pyfastq | tf.data floor | ratio | target |")
+    print("|---|---:|---:|---:|---|")
+    labels = [c.label for c in CASES] + FIT_CASES
+    for label in labels:
+        ours, floor = rows.get(f"{label} pyfastq"), rows.get(f"{label} floor")
+        target = TARGETS[label if label.startswith("fit") else label.split(" ")[0]]
+        unit = "steps/s" if label.startswith("fit") else "elements/s"
+        if ours is None or floor is None:
+            print(f"| {label} | {'failed' if ours is None else f'{ours:,.0f}'} | "
+                  f"{'failed' if floor is None else f'{floor:,.0f}'} | | >= {target:g}x |")
+            continue
+        ratio = ours / floor
+        print(f"| {label} ({unit}) | {ours:,.0f} | {floor:,.0f} | {ratio:.2f}x | >= {target:g}x: "
+              f"{'met' if ratio >= target else 'NOT met'} |")
