@@ -552,11 +552,18 @@ Status Ring::acquire_begun(std::uint32_t n, std::uint32_t* slots, std::uint32_t*
     return Try::kPending;
   };
   Status st = Status::kTimeout;
+  const std::uint32_t need = allow_smaller ? 1 : n;
+  const std::uint32_t refill = std::max(need, header_->capacity / kRefillShare);
   // One try before anything else: the common case, at no clock read and no write to the queue's shared line.
-  if (try_once(&st) == Try::kPending && !spin_first(header_->free_q, deadline, abandon, try_once, &st)) {
+  // No spin while the ring holds a refill's worth of elements ready for its consumers: a producer answering
+  // a few microseconds late then costs them nothing, while its spin would take a core from them.
+  auto ready = [&] {  // head first: read the other way, a pop in between could make head pass tail
+    const std::uint64_t head = header_->ready_q.head.load(std::memory_order_acquire);
+    return header_->ready_q.tail.load(std::memory_order_acquire) - head;
+  };
+  if (try_once(&st) == Try::kPending &&
+      (ready() >= refill || !spin_first(header_->free_q, deadline, abandon, try_once, &st))) {
     // Woken once a refill's worth is free (kRefillShare), looking again every kRefillPark meanwhile.
-    const std::uint32_t need = allow_smaller ? 1 : n;
-    const std::uint32_t refill = std::max(need, header_->capacity / kRefillShare);
     st = wait_until(
         header_->free_q, deadline, abandon, try_once,
         [&] { return header_->free_q.head.load(std::memory_order_seq_cst) + refill; },
