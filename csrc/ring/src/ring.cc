@@ -25,6 +25,14 @@ constexpr int kClockEvery = 16;  // spins between looks at the clock, which cost
 // A parked waiter re-checks at least this often, so a missed wake (or a
 // waker in a process that died) costs latency, never a hang.
 constexpr auto kMaxPark = std::chrono::milliseconds(200);
+// A producer parked on a full ring asks to be woken once kRefillShare of the
+// capacity is free, not at the first free slot: woken per slot, a producer
+// keeping pace with its consumer costs that consumer a futex wake and itself
+// a trip through the scheduler per element (and, for a Python producer, a
+// GIL handoff). Woken per refill, it fills the share in one burst. It still
+// takes a single free slot at its next look, within kRefillPark.
+constexpr std::uint32_t kRefillShare = 4;  // a quarter of the capacity
+constexpr auto kRefillPark = std::chrono::milliseconds(1);
 
 constexpr std::uint64_t align_up(std::uint64_t n, std::uint64_t a) { return (n + a - 1) / a * a; }
 
@@ -179,7 +187,8 @@ enum class Try { kPending, kDone };
 // is told when the park began, once it is over.
 template <typename F, typename Announce, typename Parked>
 Status park_until(std::atomic<std::uint32_t>& epoch, std::atomic<std::uint32_t>& waiters, Deadline deadline,
-                  const std::atomic<bool>* abandon, F try_once, Announce announce, Parked parked) {
+                  const std::atomic<bool>* abandon, F try_once, Announce announce, Parked parked,
+                  Clock::duration max_park = kMaxPark) {
   Status st = Status::kOk;
   // Spin first: a partner that keeps pace answers within it, at no system
   // call. The spin stops at the deadline, so one that has passed makes this a
@@ -201,7 +210,7 @@ Status park_until(std::atomic<std::uint32_t>& epoch, std::atomic<std::uint32_t>&
     if (abandon != nullptr && abandon->load(std::memory_order_acquire)) return Status::kAbandoned;
     const auto now = Clock::now();
     if (now >= deadline) return Status::kTimeout;
-    const auto park = std::min<Clock::duration>(deadline - now, kMaxPark);
+    const auto park = std::min<Clock::duration>(deadline - now, max_park);
     // Announce ourselves, then re-check the epoch: a waker bumps the epoch
     // before reading waiters, so one of us sees the other.
     waiters.fetch_add(1, std::memory_order_seq_cst);
@@ -224,7 +233,7 @@ std::uint64_t clock_ns() noexcept {
 // to wait_ns (per popper) and blocked_ns (while at least one is parked).
 template <typename F, typename Need>
 Status wait_until(IndexQueueState& q, Deadline deadline, const std::atomic<bool>* abandon, F try_once,
-                  Need need_tail) {
+                  Need need_tail, Clock::duration max_park = kMaxPark) {
   return park_until(
       q.epoch, q.waiters, deadline, abandon, try_once,
       [&] {
@@ -244,7 +253,8 @@ Status wait_until(IndexQueueState& q, Deadline deadline, const std::atomic<bool>
           const std::uint64_t now = clock_ns();
           if (now > began) q.blocked_ns.fetch_add(now - began, std::memory_order_relaxed);
         }
-      });
+      },
+      max_park);
 }
 
 // park_until on an index queue, for a popper that needs `n` elements.
@@ -542,9 +552,22 @@ Status Ring::acquire_begun(std::uint32_t n, std::uint32_t* slots, std::uint32_t*
     return Try::kPending;
   };
   Status st = Status::kTimeout;
+  const std::uint32_t need = allow_smaller ? 1 : n;
+  const std::uint32_t refill = std::max(need, header_->capacity / kRefillShare);
   // One try before anything else: the common case, at no clock read and no write to the queue's shared line.
-  if (try_once(&st) == Try::kPending && !spin_first(header_->free_q, deadline, abandon, try_once, &st)) {
-    st = wait_until(header_->free_q, allow_smaller ? 1 : n, deadline, abandon, try_once);
+  // No spin while the ring holds a refill's worth of elements ready for its consumers: a producer answering
+  // a few microseconds late then costs them nothing, while its spin would take a core from them.
+  auto ready = [&] {  // head first: read the other way, a pop in between could make head pass tail
+    const std::uint64_t head = header_->ready_q.head.load(std::memory_order_acquire);
+    return header_->ready_q.tail.load(std::memory_order_acquire) - head;
+  };
+  if (try_once(&st) == Try::kPending &&
+      (ready() >= refill || !spin_first(header_->free_q, deadline, abandon, try_once, &st))) {
+    // Woken once a refill's worth is free (kRefillShare), looking again every kRefillPark meanwhile.
+    st = wait_until(
+        header_->free_q, deadline, abandon, try_once,
+        [&] { return header_->free_q.head.load(std::memory_order_seq_cst) + refill; },
+        refill > need ? std::chrono::duration_cast<Clock::duration>(kRefillPark) : Clock::duration(kMaxPark));
   }
   // One in-flight count per slot held: commit and abort each give one back.
   if (st == Status::kOk) header_->inflight.fetch_add(*got, std::memory_order_seq_cst);
