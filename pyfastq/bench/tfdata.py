@@ -1,6 +1,7 @@
 """The tfdata workload: q.dataset() against tf.data's own floor, with the same consumer, in one run.
 
-Each case pairs a pyfastq dataset, fed by a Python thread putting one pre-made element, with the tf.data
+Each case pairs a pyfastq dataset, fed by a Python thread putting pre-made elements (one per put; a batch's
+rows per put_many for dataset(128) and for fit), with the tf.data
 dataset that feeds nothing at all (from_tensors(x).repeat(), or an in-memory from_tensor_slices for Keras):
 the floor any tf.data source sits on. Consumers: a tf.function graph loop of next(it) (as fit consumes),
 eager iteration (for x in ds), and Keras fit of a one-layer model with steps_per_execution=50.
@@ -136,7 +137,9 @@ def measure_fit(name: str, source: str, seconds: float) -> float:
         ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(FIT_BATCH).repeat()
     else:
         q = pyfastq.Queue((tf.TensorSpec([FIT_INPUTS], tf.float32), tf.TensorSpec([1], tf.float32)), capacity=256)
-        feeder = Feeder(q.put, (np.ones(FIT_INPUTS, np.float32), np.ones(1, np.float32)))
+        # put_many of a batch's rows at a time: one put per element from a Python thread costs ~2.5 us, more
+        # than a step of this model per 64 elements, which would measure the producer, not the dataset.
+        feeder = Feeder(q.put_many, (np.ones((FIT_BATCH, FIT_INPUTS), np.float32), np.ones((FIT_BATCH, 1), np.float32)))
         ds = q.dataset(FIT_BATCH) if name == "fit dataset(64)" else q.dataset().batch(FIT_BATCH)
     try:
         start = time.perf_counter()
