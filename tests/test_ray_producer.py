@@ -41,15 +41,22 @@ def queue(backend="native", capacity=8, spec=SPEC, shared=False):
     return pyfastq.Queue(spec, capacity=capacity, backend=backend, shared=shared)
 
 
-def actor_gone(actor, timeout=10.0) -> bool:
-    """True if calling the actor raises Ray's actor error (it was killed) within timeout seconds."""
-    try:
-        ray.get(actor.outcome.remote(), timeout=timeout)
-    except ray.exceptions.RayActorError:
-        return True
-    except ray.exceptions.GetTimeoutError:
-        return False
-    return False  # its outcome came: alive (or finished), not killed
+def actor_gone(actor, timeout=30.0) -> bool:
+    """True once calling the actor raises Ray's actor error (it was killed), within timeout seconds.
+
+    ray.kill lands a little later: a call Ray delivers before it is answered (at once by an actor whose fn
+    has finished), so answered calls are made again until the error comes or the time is up.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.outcome.remote(), timeout=max(0.1, deadline - time.monotonic()))
+        except ray.exceptions.RayActorError:
+            return True
+        except ray.exceptions.GetTimeoutError:
+            return False
+        time.sleep(0.1)
+    return False  # it kept answering: alive, not killed
 
 
 # -- delivery ---------------------------------------------------------------------------
