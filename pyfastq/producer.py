@@ -8,9 +8,11 @@ module and should not pay for TF.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -46,13 +48,17 @@ MODES = ("thread", "process", "ray")
 
 log = logging.getLogger("pyfastq")
 
-# workers="auto": the pool is judged over windows of AUTO_WINDOW_S; it grows while consumers waited for
-# data at least GROW_SHARE of a window, shrinks while producers waited for room at least SHRINK_SHARE of it,
-# and after a change waits AUTO_SETTLE windows (a new process takes a while to start) before judging again.
+# workers="auto": every AUTO_TICK_S the pool is judged over the last AUTO_WINDOW_S; it grows while consumers
+# waited for data at least GROW_SHARE of the window, shrinks while producers waited for room at least
+# SHRINK_SHARE of it, and after a change waits AUTO_SETTLE_S (a new process takes a while to start), then a
+# whole window, before judging again. The first judgement needs no whole window: until the first change
+# every tick judges the time since the start, so a consumer waiting from its first step gets its second
+# worker within a tick or two instead of half a second later.
+AUTO_TICK_S = 0.1
 AUTO_WINDOW_S = 0.5
 GROW_SHARE = 0.2
 SHRINK_SHARE = 0.8
-AUTO_SETTLE = 2
+AUTO_SETTLE_S = 1.0
 
 
 class _ThreadTurns:
@@ -238,20 +244,29 @@ class Producer:
     # -- workers="auto" ------------------------------------------------------------
     def _scale(self) -> None:
         """Grows the pool while consumers wait for data, shrinks it while the workers wait for room."""
-        last, settle = self.queue.stats(), 0
-        while not self._stop.wait(AUTO_WINDOW_S):
+        window = collections.deque([(time.monotonic(), self.queue.stats())])  # (when, stats) samples, oldest first
+        changed, settled_at = False, 0.0
+        while not self._stop.wait(AUTO_TICK_S):
             if not self.running:
                 return
-            now = self.queue.stats()
-            if settle:
-                settle -= 1
-            else:
-                settle = AUTO_SETTLE if self._resize(last, now) else 0
-            last = now
+            at, now = time.monotonic(), self.queue.stats()
+            if at < settled_at:
+                continue
+            if not window:  # settled: a new window starts now
+                window.append((at, now))
+                continue
+            window.append((at, now))
+            while at - window[1][0] >= AUTO_WINDOW_S:  # the oldest sample still covering a whole window
+                window.popleft()
+            since, then = window[0]
+            if changed and at - since < AUTO_WINDOW_S:
+                continue
+            if self._resize(then, now, at - since):
+                changed, settled_at = True, at + AUTO_SETTLE_S
+                window.clear()
 
-    def _resize(self, last: dict, now: dict) -> bool:
-        """One window's judgement; True if the pool changed."""
-        span = AUTO_WINDOW_S
+    def _resize(self, last: dict, now: dict, span: float) -> bool:
+        """The judgement of the span seconds between two stats; True if the pool changed."""
         starved = (now["get_blocked_s"] - last["get_blocked_s"]) / span
         crowded = (now["put_blocked_s"] - last["put_blocked_s"]) / span
         if starved >= GROW_SHARE and self._workers < self.max_workers:
