@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING, Any
 from . import _process
 from ._errors import QueueClosed
 from ._sources import (
+    EpochEnds,
     LocalClaims,
     Plan,
     Sampler,
     SharedClaims,
     ThreadTurns,
+    has_epoch_end,
     is_keras_batches,
     is_random_access,
     run_claims,
@@ -117,7 +119,11 @@ class Producer:
     starts one worker, adds one while the consumers wait for data and retires
     one while the workers wait for room, up to ``max_workers`` (the cores this
     process may use); ``p.workers`` is the count now, and each change is logged
-    at INFO on the "pyfastq" logger.
+    at INFO on the "pyfastq" logger. A Keras ``PyDataset`` with an
+    ``on_epoch_end`` of its own has it called between epochs in
+    ``mode="thread"`` (no read of the next epoch starts before it returns); in
+    the other modes each worker holds a copy, and it is not called (a warning
+    says so).
 
     >>> with pyfastq.Producer(q, my_pydataset, workers="auto", mode="process", shuffle=True, epochs=3):
     ...     model.fit(q.dataset(batch_size=32))
@@ -185,10 +191,20 @@ class Producer:
         self._stop = threading.Event()
         self._started = False
         self.plan: Plan | None = None
+        self._epoch_ends: EpochEnds | None = None
         if random_access:
             sampler = Sampler(len(source), shuffle=shuffle, seed=self.seed, epochs=epochs, shard=shard)
             claims = SharedClaims() if mode == "process" else LocalClaims()
             self.plan = Plan(sampler, claims, is_keras_batches(source) if batched is None else batched)
+            if has_epoch_end(source):
+                if mode == "thread":
+                    self._epoch_ends = EpochEnds(source, sampler)
+                else:
+                    log.warning(
+                        "pyfastq: %s.on_epoch_end is not called in mode=%r: each worker reads a copy of the "
+                        "source, and copies changed apart (a reshuffle of each one's own) would no longer "
+                        "read each index once per epoch; shuffle=True shuffles every epoch, or use "
+                        'mode="thread"', type(source).__name__, mode)
         # thread mode
         self._threads: list[threading.Thread] = []
         self._retire: list[threading.Event] = []  # per thread: claim no more
@@ -360,7 +376,8 @@ class Producer:
         made = 0
         try:
             if self.plan is not None:
-                run_claims(self._fn, self.plan, self.queue, self._stop, self._turns, self._retire[index])
+                run_claims(self._fn, self.plan, self.queue, self._stop, self._turns, self._retire[index],
+                           self._epoch_ends)
             else:
                 made = self._put_generated(index)
         except QueueClosed:
