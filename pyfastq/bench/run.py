@@ -122,6 +122,13 @@ class Workload:
     methods: tuple = METHODS  # the methods that apply
     make: Callable | None = None  # the producer's fn(worker, workers) -> elements; None: put one pre-made item
     source: Callable | None = None  # source workloads: makes the random-access source every method reads
+    _source_object: object = field(default=None, repr=False)
+
+    def random_access_source(self):
+        """The one source object every method of a source workload reads (made at its first use)."""
+        if self._source_object is None:
+            self._source_object = self.source()
+        return self._source_object
 
     @property
     def batch_bytes(self) -> int:
@@ -348,8 +355,7 @@ def measure_source(w: Workload, method: str, seconds: float, workers: int) -> fl
 
     Each method first takes batches for a warm-up (its workers start, pools fill, auto grows), then is timed.
     """
-    source = w.source()
-    take, stop = source_pipeline(w, method, source, workers)
+    take, stop = source_pipeline(w, method, w.random_access_source(), workers)
     try:
         run = graph_loop(take)
         timed(run, min(SOURCE_WARMUP_S, max(0.5, seconds)))
@@ -500,6 +506,13 @@ def default_worker_counts(quick: bool) -> list:
             p *= 2
         counts.add(cores)
     return sorted(counts)
+
+
+def worker_counts_of(w: Workload, options: Options) -> list:
+    """The worker counts w is measured at: --workers (or its default); --quick, a source workload at the largest."""
+    if options.quick and w.source is not None:
+        return options.worker_counts[-1:]
+    return options.worker_counts
 
 
 def runs(w: Workload, methods: list, worker_counts: list):
@@ -778,7 +791,7 @@ def run_workload(name: str, options: Options, results: Results, progress: Progre
             f"on one core (ideal {1e3 / results.element_ms:,.0f} elements/s per core)"
         )
     samples = results.samples[name] = {}
-    for m, workers in runs(w, options.methods, options.worker_counts):
+    for m, workers in runs(w, options.methods, worker_counts_of(w, options)):
         label = f"{m} P={workers}" if workers else m
         rates = samples[label] = []
         for _ in range(options.repeat):
@@ -814,7 +827,8 @@ def measurements(options: Options) -> int:
         if name == STARTUP:
             count += len(startup_plan(options))
         else:
-            count += len(list(runs(WORKLOADS[name], options.methods, options.worker_counts)))
+            w = WORKLOADS[name]
+            count += len(list(runs(w, options.methods, worker_counts_of(w, options))))
     return count * options.repeat
 
 
