@@ -58,7 +58,7 @@ log = logging.getLogger("pyfastq")
 # worker within a tick or two instead of half a second later.
 AUTO_TICK_S = 0.1
 AUTO_WINDOW_S = 0.5
-GROW_SHARE = 0.2
+GROW_SHARE = 0.1
 SHRINK_SHARE = 0.8
 AUTO_SETTLE_S = 1.0
 
