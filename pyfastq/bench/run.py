@@ -41,6 +41,15 @@ producer that makes its data in place, rng.random(out=view) inside q.reserve(); 
 producer making a fresh array and calling put (image and large; reserve saves the copy). "put_many" (seed)
 puts 128 elements per call. --inter-op-threads sets TensorFlow's inter-op pool before anything runs
 (the figures of one run share it).
+"source_gil" and "source_image" are random-access sources (pyfastq/bench/sources.py: item i made from i
+alone, ~1.7 ms of GIL-bound Python and a 1 KB element; a numpy crop, flip and brightness of a 224x224x3
+uint8 image), one object per workload read by every method: pyfastq.Producer with P threads, P processes
+and workers="auto" (processes), against the peers in pyfastq/bench/peers.py (Keras PyDataset with P threads
+or processes entering TF as fit does, grain's DataLoader with P workers when grain imports,
+map(py_function, AUTOTUNE), from_generator). Batches of 32 into the graph loop; each method takes batches
+for a warm-up (2 s; --quick 0.5 s) before it is timed, so pools have started and auto has grown; --quick
+measures them at the largest worker count only. Targets at 2 workers: image >= 3x PyDataset processes and
+>= 2.5x grain; GIL-bound >= 1.0x the best peer; auto >= 0.9x the best fixed worker count.
 "startup" runs pyfastq/bench/startup_trainer.py, a script that imports TensorFlow at its top, with
 1, 2 and 8 process workers: seconds from entering the producer to the first element in the
 trainer, and each worker's USS; beside it, the same fn in multiprocessing's forkserver
