@@ -36,12 +36,61 @@ def is_random_access(source: Any) -> bool:
     return hasattr(kind, "__len__") and hasattr(kind, "__getitem__")
 
 
+def _is_keras_class(c: type) -> bool:
+    return c.__module__.split(".")[0] in ("keras", "tf_keras", "tensorflow")
+
+
 def is_keras_batches(source: Any) -> bool:
     """True for a keras PyDataset / Sequence, whose items are batches; keras itself is never imported for it."""
-    return any(
-        c.__name__ in _KERAS_BATCHES and c.__module__.split(".")[0] in ("keras", "tf_keras", "tensorflow")
-        for c in type(source).__mro__
-    )
+    return any(c.__name__ in _KERAS_BATCHES and _is_keras_class(c) for c in type(source).__mro__)
+
+
+def has_epoch_end(source: Any) -> bool:
+    """True for a keras PyDataset / Sequence whose class has an on_epoch_end of its own (keras' does nothing)."""
+    if not is_keras_batches(source):
+        return False
+    owner = next((c for c in type(source).__mro__ if "on_epoch_end" in vars(c)), None)
+    return owner is not None and not _is_keras_class(owner)
+
+
+class EpochEnds:
+    """Thread workers: ``source.on_epoch_end()`` once every item of an epoch is read, before any of the next is.
+
+    As Keras' fit does between epochs (its workers stop, then on_epoch_end runs), so an on_epoch_end that
+    changes what an index reads (a reshuffle of the PyDataset's own) never races a read. Reads of the next
+    epoch wait at the boundary; those of one epoch still run in parallel.
+    """
+
+    def __init__(self, source: Any, sampler: Sampler):
+        self._source = source
+        self._per_epoch = sampler.per_epoch
+        self._cond = threading.Condition()
+        self._read: dict[int, int] = {}  # epoch -> items read
+        self._ended = 0  # epochs whose on_epoch_end has returned
+
+    def before_read(self, position: int, stop: threading.Event) -> bool:
+        """Waits until the epochs before position's have ended; False if stopped meanwhile."""
+        epoch = position // self._per_epoch
+        with self._cond:
+            while self._ended < epoch:
+                if stop.is_set():
+                    return False
+                self._cond.wait(STOP_CHECK_S)
+        return True
+
+    def after_read(self, position: int) -> None:
+        """Counts position's item as read; the epoch's last read runs on_epoch_end (its exception is the caller's)."""
+        epoch = position // self._per_epoch
+        with self._cond:
+            self._read[epoch] = self._read.get(epoch, 0) + 1
+            if self._read[epoch] < self._per_epoch:
+                return
+            del self._read[epoch]
+        # Outside the lock: the next epoch's readers wait for _ended, not for the lock.
+        self._source.on_epoch_end()
+        with self._cond:
+            self._ended = epoch + 1
+            self._cond.notify_all()
 
 
 class Sampler:
@@ -175,11 +224,12 @@ def put_rows_until_stopped(queue: Any, batch: Any, stop: threading.Event) -> boo
 
 
 def run_claims(source: Any, plan: Plan, queue: Any, stop: threading.Event, turns: Any = None,
-               retire: threading.Event | None = None) -> int:
+               retire: threading.Event | None = None, epoch_ends: EpochEnds | None = None) -> int:
     """A worker's loop: claims positions, reads their items and puts them, until the run ends, stop or retire.
 
     With turns (ordered), each item is put in its position's turn: ``turns.wait(position, stop)``
-    (False: stopped) and ``turns.passed(position)``. Returns the items put.
+    (False: stopped) and ``turns.passed(position)``. With epoch_ends, items are read epoch after epoch,
+    on_epoch_end between them. Returns the items put.
     """
     sampler, made = plan.sampler, 0
     while not stop.is_set() and not (retire is not None and retire.is_set()):
@@ -188,7 +238,11 @@ def run_claims(source: Any, plan: Plan, queue: Any, stop: threading.Event, turns
         if start >= end:
             break
         for position in range(start, end):
+            if epoch_ends is not None and not epoch_ends.before_read(position, stop):
+                return made
             item = read_item(source, sampler.index(position), sampler.length)
+            if epoch_ends is not None:
+                epoch_ends.after_read(position)
             if turns is not None and not turns.wait(position, stop):
                 return made
             if plan.batched:

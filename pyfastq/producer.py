@@ -8,20 +8,24 @@ module and should not pay for TF.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import _process
 from ._errors import QueueClosed
 from ._sources import (
+    EpochEnds,
     LocalClaims,
     Plan,
     Sampler,
     SharedClaims,
     ThreadTurns,
+    has_epoch_end,
     is_keras_batches,
     is_random_access,
     run_claims,
@@ -46,13 +50,17 @@ MODES = ("thread", "process", "ray")
 
 log = logging.getLogger("pyfastq")
 
-# workers="auto": the pool is judged over windows of AUTO_WINDOW_S; it grows while consumers waited for
-# data at least GROW_SHARE of a window, shrinks while producers waited for room at least SHRINK_SHARE of it,
-# and after a change waits AUTO_SETTLE windows (a new process takes a while to start) before judging again.
+# workers="auto": every AUTO_TICK_S the pool is judged over the last AUTO_WINDOW_S; it grows while consumers
+# waited for data at least GROW_SHARE of the window, shrinks while producers waited for room at least
+# SHRINK_SHARE of it, and after a change waits AUTO_SETTLE_S (a new process takes a while to start), then a
+# whole window, before judging again. The first judgement needs no whole window: until the first change
+# every tick judges the time since the start, so a consumer waiting from its first step gets its second
+# worker within a tick or two instead of half a second later.
+AUTO_TICK_S = 0.1
 AUTO_WINDOW_S = 0.5
-GROW_SHARE = 0.2
+GROW_SHARE = 0.1
 SHRINK_SHARE = 0.8
-AUTO_SETTLE = 2
+AUTO_SETTLE_S = 1.0
 
 
 class _ThreadTurns:
@@ -111,7 +119,11 @@ class Producer:
     starts one worker, adds one while the consumers wait for data and retires
     one while the workers wait for room, up to ``max_workers`` (the cores this
     process may use); ``p.workers`` is the count now, and each change is logged
-    at INFO on the "pyfastq" logger.
+    at INFO on the "pyfastq" logger. A Keras ``PyDataset`` with an
+    ``on_epoch_end`` of its own has it called between epochs in
+    ``mode="thread"`` (no read of the next epoch starts before it returns); in
+    the other modes each worker holds a copy, and it is not called (a warning
+    says so).
 
     >>> with pyfastq.Producer(q, my_pydataset, workers="auto", mode="process", shuffle=True, epochs=3):
     ...     model.fit(q.dataset(batch_size=32))
@@ -179,10 +191,20 @@ class Producer:
         self._stop = threading.Event()
         self._started = False
         self.plan: Plan | None = None
+        self._epoch_ends: EpochEnds | None = None
         if random_access:
             sampler = Sampler(len(source), shuffle=shuffle, seed=self.seed, epochs=epochs, shard=shard)
             claims = SharedClaims() if mode == "process" else LocalClaims()
             self.plan = Plan(sampler, claims, is_keras_batches(source) if batched is None else batched)
+            if has_epoch_end(source):
+                if mode == "thread":
+                    self._epoch_ends = EpochEnds(source, sampler)
+                else:
+                    log.warning(
+                        "pyfastq: %s.on_epoch_end is not called in mode=%r: each worker reads a copy of the "
+                        "source, and copies changed apart (a reshuffle of each one's own) would no longer "
+                        "read each index once per epoch; shuffle=True shuffles every epoch, or use "
+                        'mode="thread"', type(source).__name__, mode)
         # thread mode
         self._threads: list[threading.Thread] = []
         self._retire: list[threading.Event] = []  # per thread: claim no more
@@ -238,20 +260,29 @@ class Producer:
     # -- workers="auto" ------------------------------------------------------------
     def _scale(self) -> None:
         """Grows the pool while consumers wait for data, shrinks it while the workers wait for room."""
-        last, settle = self.queue.stats(), 0
-        while not self._stop.wait(AUTO_WINDOW_S):
+        window = collections.deque([(time.monotonic(), self.queue.stats())])  # (when, stats) samples, oldest first
+        changed, settled_at = False, 0.0
+        while not self._stop.wait(AUTO_TICK_S):
             if not self.running:
                 return
-            now = self.queue.stats()
-            if settle:
-                settle -= 1
-            else:
-                settle = AUTO_SETTLE if self._resize(last, now) else 0
-            last = now
+            at, now = time.monotonic(), self.queue.stats()
+            if at < settled_at:
+                continue
+            if not window:  # settled: a new window starts now
+                window.append((at, now))
+                continue
+            window.append((at, now))
+            while at - window[1][0] >= AUTO_WINDOW_S:  # the oldest sample still covering a whole window
+                window.popleft()
+            since, then = window[0]
+            if changed and at - since < AUTO_WINDOW_S:
+                continue
+            if self._resize(then, now, at - since):
+                changed, settled_at = True, at + AUTO_SETTLE_S
+                window.clear()
 
-    def _resize(self, last: dict, now: dict) -> bool:
-        """One window's judgement; True if the pool changed."""
-        span = AUTO_WINDOW_S
+    def _resize(self, last: dict, now: dict, span: float) -> bool:
+        """The judgement of the span seconds between two stats; True if the pool changed."""
         starved = (now["get_blocked_s"] - last["get_blocked_s"]) / span
         crowded = (now["put_blocked_s"] - last["put_blocked_s"]) / span
         if starved >= GROW_SHARE and self._workers < self.max_workers:
@@ -345,7 +376,8 @@ class Producer:
         made = 0
         try:
             if self.plan is not None:
-                run_claims(self._fn, self.plan, self.queue, self._stop, self._turns, self._retire[index])
+                run_claims(self._fn, self.plan, self.queue, self._stop, self._turns, self._retire[index],
+                           self._epoch_ends)
             else:
                 made = self._put_generated(index)
         except QueueClosed:

@@ -69,12 +69,17 @@ class ShortLen(Items):
 
 
 class WhoReads(Items):
-    """Item i is (i, the index of the worker that read it, 1 if worker_info() says the mode given)."""
+    """Item i is (i, the index of the worker that read it, 1 if worker_info() says the mode given).
 
-    def __init__(self, n: int, mode: str):
+    Each item takes `seconds` of waiting first (not CPU).
+    """
+
+    def __init__(self, n: int, mode: str, seconds: float = 0.0):
         super().__init__(n)
         self.mode = mode
+        self.seconds = seconds
 
     def __getitem__(self, i: int):
+        time.sleep(self.seconds)
         info = pyfastq.worker_info()
         return np.int64(i), np.int64(info.index), np.int64(info.mode == self.mode)

@@ -1,5 +1,6 @@
 """pyfastq bench, as a user runs it: the table, --out's bench.json and bench.png, and usage errors."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -64,3 +65,28 @@ def test_the_limits_and_producers_of_issue_13_run_and_report(native):
 def test_inter_op_threads_must_be_positive():
     proc = bench("--inter-op-threads", "0")
     assert proc.returncode == 2 and "--inter-op-threads takes an int >= 1" in proc.stderr
+
+
+def test_the_source_workloads_measure_pyfastq_and_every_peer_on_one_source(native):
+    proc = bench("--workloads", "source_gil", "--quick")
+    assert proc.returncode == 0, proc.stderr
+    rows = ["thread P=2", "process P=2", "auto", "from_generator", "pydataset_threads P=2",
+            "pydataset_processes P=2", "tf_map"]
+    if importlib.util.find_spec("grain"):
+        rows.append("grain P=2")
+    else:
+        assert "grain skipped: grain does not import" in proc.stderr
+    for row in rows:
+        assert f"| source_gil | {row} |" in proc.stdout
+    assert "| source_gil | thread P=1 |" not in proc.stdout  # --quick: the largest worker count only
+    assert "source_gil: pyfastq " in proc.stdout and "x the best peer" in proc.stdout
+    assert "source_gil: pyfastq auto " in proc.stdout and "x the best fixed worker count" in proc.stdout
+
+
+def test_without_grain_its_method_is_skipped_saying_so(native):
+    no_grain = "import sys; sys.modules['grain'] = None; "  # its import fails
+    proc = bench("--workloads", "source_image", "--methods", "process,grain", "--workers", "1", "--quick",
+                 prelude=no_grain)
+    assert proc.returncode == 0, proc.stderr
+    assert "grain skipped: grain does not import" in proc.stderr and "pip install grain" in proc.stderr
+    assert "| source_image | process P=1 |" in proc.stdout and "| source_image | grain" not in proc.stdout

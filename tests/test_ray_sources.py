@@ -1,6 +1,8 @@
 """Producer(mode="ray") with a random-access source, on one local Ray of 2 CPUs for the module."""
 
 import collections
+import logging
+import threading
 
 import pytest
 import tensorflow as tf
@@ -9,6 +11,7 @@ import pyfastq
 from pyfastq._sources import Sampler
 
 from _sources_data import Items, ShortLen, Unequal, WhoReads
+from support import START_BUDGET_S, wait_until
 
 ray = pytest.importorskip("ray")
 
@@ -59,3 +62,31 @@ def test_an_index_error_inside_len_fails_the_queue_naming_the_index(local_ray):
         with pytest.raises(tf.errors.AbortedError, match=r"(?s)IndexError.*source\[9\] of a random-access source"):
             taken(q)
     assert any(isinstance(e, IndexError) for e in p.errors)
+
+
+def test_auto_workers_grow_while_the_consumer_waits_and_shrink_while_it_does_not(local_ray, caplog):
+    caplog.set_level(logging.INFO, logger="pyfastq")
+    q = pyfastq.Queue((SPEC, SPEC, SPEC), capacity=8)
+    # Items that wait 20 ms each: one actor makes 50 a second; a consumer taking as fast as it can waits.
+    # Half a CPU each: three actors fit in the module's Ray of 2 CPUs.
+    with pyfastq.Producer(q, WhoReads(1000, "ray", seconds=0.02), workers="auto", mode="ray", max_workers=3,
+                          epochs=None, ray_options={"num_cpus": 0.5}) as p:
+        assert p.workers == 1
+        stop, readers = threading.Event(), set()
+
+        def consume():
+            while not stop.is_set():
+                readers.add(int(q.dequeue()[1]))
+
+        consumer = threading.Thread(target=consume, daemon=True)
+        consumer.start()
+        try:
+            wait_until(lambda: p.workers == 3, "the pool to grow to max_workers while the consumer waits")
+            wait_until(lambda: readers == {0, 1, 2}, "items read by each of the three actors")
+            assert len(p.actors) == 3
+        finally:
+            stop.set()
+            consumer.join(START_BUDGET_S)
+        wait_until(lambda: p.workers == 1, "the pool to shrink while the actors wait for room")
+    messages = [r.getMessage() for r in caplog.records if r.name == "pyfastq"]
+    assert any("3 workers now" in m for m in messages) and any("1 workers now" in m for m in messages)

@@ -109,6 +109,33 @@ def test_a_pydataset_of_x_y_batches_through_process_workers(native):
     assert all((x == y).all() for x, y in got)
 
 
+def test_on_epoch_end_runs_between_epochs_in_thread_mode(native):
+    from _keras_data import Reshuffled
+
+    source = Reshuffled(batches=8, batch_size=4, seconds=0.002)
+    q = pyfastq.Queue((SPEC, SPEC), capacity=8, backend="native")
+    with pyfastq.Producer(q, source, workers=3, epochs=3):
+        got = [(int(row), int(epoch)) for row, epoch in q.dataset()]
+    assert source.epoch == 3  # once after each epoch, the last one too
+    # Every read of an epoch saw that epoch's permutation whole: no read raced a reshuffle.
+    for epoch in range(3):
+        assert sorted(row for row, e in got if e == epoch) == list(range(32))
+
+
+def test_on_epoch_end_is_not_called_in_process_mode_and_says_so(native, caplog):
+    from _keras_data import Reshuffled
+
+    caplog.set_level(logging.WARNING, logger="pyfastq")
+    source = Reshuffled(batches=4, batch_size=4)
+    q = pyfastq.Queue((SPEC, SPEC), capacity=8, shared=True)
+    with pyfastq.Producer(q, source, workers=2, mode="process", epochs=2):
+        got = [(int(row), int(epoch)) for row, epoch in q.dataset()]
+    # Each worker's copy keeps its first order: still every row once per epoch.
+    assert collections.Counter(row for row, _ in got) == {i: 2 for i in range(16)}
+    assert {e for _, e in got} == {0}
+    assert any("Reshuffled.on_epoch_end is not called in mode='process'" in r.getMessage() for r in caplog.records)
+
+
 def test_batched_splits_any_sources_items(native):
     batches = [np.arange(k * 4, (k + 1) * 4, dtype=np.int64) for k in range(5)]
     q = queue("thread", capacity=3)  # smaller than a batch: its rows go in as slots come free

@@ -31,11 +31,11 @@ SHAPE = (100,)
 DTYPE = np.float32
 
 
-def work(seed: int) -> int:
-    """LOOPS steps of pure-Python integer arithmetic (about 1 ms); the GIL is held throughout."""
+def work(seed: int, loops: int = LOOPS) -> int:
+    """`loops` steps of pure-Python integer arithmetic (LOOPS: about 1 ms); the GIL is held throughout."""
     x = seed & 0x7FFFFFFF
     acc = 0
-    for _ in range(LOOPS):
+    for _ in range(loops):
         x = (x * 1103515245 + 12345) & 0x7FFFFFFF
         acc += x >> 16
     return acc

@@ -41,6 +41,15 @@ producer that makes its data in place, rng.random(out=view) inside q.reserve(); 
 producer making a fresh array and calling put (image and large; reserve saves the copy). "put_many" (seed)
 puts 128 elements per call. --inter-op-threads sets TensorFlow's inter-op pool before anything runs
 (the figures of one run share it).
+"source_gil" and "source_image" are random-access sources (pyfastq/bench/sources.py: item i made from i
+alone, ~1.7 ms of GIL-bound Python and a 1 KB element; a numpy crop, flip and brightness of a 224x224x3
+uint8 image), one object per workload read by every method: pyfastq.Producer with P threads, P processes
+and workers="auto" (processes), against the peers in pyfastq/bench/peers.py (Keras PyDataset with P threads
+or processes entering TF as fit does, grain's DataLoader with P workers when grain imports,
+map(py_function, AUTOTUNE), from_generator). Batches of 32 into the graph loop; each method takes batches
+for a warm-up (2 s; --quick 0.5 s) before it is timed, so pools have started and auto has grown; --quick
+measures them at the largest worker count only. Targets at 2 workers: image >= 3x PyDataset processes and
+>= 2.5x grain; GIL-bound >= 1.0x the best peer; auto >= 0.9x the best fixed worker count.
 "startup" runs pyfastq/bench/startup_trainer.py, a script that imports TensorFlow at its top, with
 1, 2 and 8 process workers: seconds from entering the producer to the first element in the
 trainer, and each worker's USS; beside it, the same fn in multiprocessing's forkserver
@@ -80,6 +89,7 @@ import pyfastq
 
 from . import gil_work
 from . import gpu_copy as gpu
+from . import sources as items
 
 BASELINES = ("from_generator", "numpy_function", "fifo_queue", "ray_data")
 METHODS = ("native", "python", "from_generator", "numpy_function", "fifo_queue", "np_copyto")
@@ -96,8 +106,21 @@ SHUFFLE_TARGET = 0.8  # x native's (FIFO) batches/s, same run
 # The "python" workload's methods: Producer threads, processes and Ray actors, each with P workers, and from_generator.
 PRODUCER_METHODS = ("thread", "process", "ray", "from_generator")
 WORKER_METHODS = ("thread", "process", "ray")  # measured once per worker count P
+# The source workloads' methods: each reads the same random-access source (pyfastq/bench/sources.py).
+# pyfastq.Producer with threads, processes and workers="auto" (processes), against the peers
+# (pyfastq/bench/peers.py), those with a worker count measured once per P as Producer's are.
+AUTO = "auto"
+PEER_WORKER_METHODS = ("pydataset_threads", "pydataset_processes", "grain")
+SOURCE_PEERS = (*PEER_WORKER_METHODS, "tf_map", "from_generator")
+SOURCE_METHODS = ("thread", "process", AUTO, *SOURCE_PEERS)
+SOURCE_WARMUP_S = 2.0  # batches taken before each source figure's measurement (--quick: 0.5 s)
+# Targets at 2 workers (issue 19): pyfastq's best against PyDataset with processes and grain on the
+# image source, against the best peer on the GIL-bound one; auto against the best fixed worker count.
+SOURCE_TARGETS = {"source_image": {"pydataset_processes": 3.0, "grain": 2.5}, "source_gil": {"best peer": 1.0}}
+AUTO_TARGET = 0.9
 # What --methods takes.
-ALL_METHODS = ("native", SHUFFLE, "put_many", *IN_PLACE, "python", "thread", "process", "ray", *BASELINES, *LIMITS)
+ALL_METHODS = ("native", SHUFFLE, "put_many", *IN_PLACE, "python", "thread", "process", "ray", AUTO, *BASELINES,
+               *LIMITS, *PEER_WORKER_METHODS, "tf_map")
 
 
 @dataclass
@@ -109,6 +132,14 @@ class Workload:
     capacity: int  # queue capacity, in elements
     methods: tuple = METHODS  # the methods that apply
     make: Callable | None = None  # the producer's fn(worker, workers) -> elements; None: put one pre-made item
+    source: Callable | None = None  # source workloads: makes the random-access source every method reads
+    _source_object: object = field(default=None, repr=False)
+
+    def random_access_source(self):
+        """The one source object every method of a source workload reads (made at its first use)."""
+        if self._source_object is None:
+            self._source_object = self.source()
+        return self._source_object
 
     @property
     def batch_bytes(self) -> int:
@@ -134,6 +165,12 @@ WORKLOADS = {
                       (*METHODS, *IN_PLACE, COLD_COPY)),
     "python": Workload("Python-heavy producer: ~1 ms of GIL-bound Python per [100] float32 element, dequeue_many(32)",
                        gil_work.SHAPE, gil_work.DTYPE, 32, 128, PRODUCER_METHODS, gil_work.make),
+    "source_gil": Workload("random-access source: ~1.7 ms of GIL-bound Python per [256] float32 item (1 KB), "
+                           "batches of 32", items.GIL_SHAPE, np.float32, 32, 256, SOURCE_METHODS,
+                           source=items.GilItems),
+    "source_image": Workload("random-access source: crop, flip, brightness of a 224x224x3 uint8 image per item "
+                             "(150 KB), batches of 32", items.IMAGE_SHAPE, np.uint8, 32, 256, SOURCE_METHODS,
+                             source=items.AugmentedImages),
 }
 
 
@@ -326,6 +363,49 @@ def measure_producer(w: Workload, mode: str, workers: int, seconds: float) -> fl
         return rate
 
 
+def measure_source(w: Workload, method: str, seconds: float, workers: int) -> float:
+    """A source workload's method: batches of w.batch elements of one random-access source, per second.
+
+    Each method first takes batches for a warm-up (its workers start, pools fill, auto grows), then is timed.
+    """
+    take, stop = source_pipeline(w, method, w.random_access_source(), workers)
+    try:
+        run = graph_loop(take)
+        timed(run, min(SOURCE_WARMUP_S, max(0.5, seconds)))
+        return timed(run, seconds)
+    finally:
+        stop()
+
+
+def source_pipeline(w: Workload, method: str, source, workers: int):
+    """(take, stop): what the graph loop calls for a batch of method's pipeline over source, and what ends it."""
+    if method in ("thread", "process", AUTO):
+        mode = "thread" if method == "thread" else "process"
+        q = pyfastq.Queue(w.spec(), capacity=w.capacity, backend="native", shared=mode == "process")
+        p = pyfastq.Producer(q, source, workers="auto" if method == AUTO else workers, mode=mode, epochs=None)
+        p.start()
+
+        def stop():
+            p.stop()
+            if p.errors:
+                raise p.errors[0]
+
+        return functools.partial(q.dequeue_many, w.batch), stop
+    from . import peers
+
+    if method.startswith("pydataset_"):
+        it, end = peers.pydataset(source, w.batch, workers, processes=method == "pydataset_processes")
+    elif method == "grain":
+        it, end = peers.grain_loader(source, w.batch, workers)
+    else:
+        it, end = getattr(peers, method)(source, w.batch)
+
+    def take():
+        return peers.first(next(it))
+
+    return take, functools.partial(peers.stop_quietly, end)
+
+
 def measure_from_generator(w: Workload, seconds: float) -> float:
     item = np.ones(w.element_shape, w.dtype)
 
@@ -417,6 +497,8 @@ def measure_np_copyto_cold(w: Workload, seconds: float) -> float:
 
 
 def measure(w: Workload, method: str, seconds: float, workers: int = 1) -> float:
+    if w.source is not None:
+        return measure_source(w, method, seconds, workers)
     if method in WORKER_METHODS:
         return measure_producer(w, method, workers, seconds)
     if method in ("native", "python"):
@@ -439,12 +521,19 @@ def default_worker_counts(quick: bool) -> list:
     return sorted(counts)
 
 
+def worker_counts_of(w: Workload, options: Options) -> list:
+    """The worker counts w is measured at: --workers (or its default); --quick, a source workload at the largest."""
+    if options.quick and w.source is not None:
+        return options.worker_counts[-1:]
+    return options.worker_counts
+
+
 def runs(w: Workload, methods: list, worker_counts: list):
     """(method, workers) pairs to measure for w: workers is None for methods without a worker count."""
     for m in methods:  # in the order asked for
         if m not in w.methods:
             continue
-        if m in WORKER_METHODS:
+        if m in WORKER_METHODS or m in PEER_WORKER_METHODS:
             for p in worker_counts:
                 yield m, p
         else:
@@ -620,6 +709,16 @@ def runnable(methods: list) -> list:
         if m in methods and pyfastq.native_unavailable():
             print(f"native backend unavailable, Producer's {m} skipped", file=sys.stderr)
             methods.remove(m)
+    if AUTO in methods and pyfastq.native_unavailable():  # the Producer's process workers
+        print(f"native backend unavailable, Producer's {AUTO} skipped", file=sys.stderr)
+        methods.remove(AUTO)
+    if "grain" in methods:
+        try:
+            importlib.import_module("grain")
+        except ImportError as e:
+            print(f"grain skipped: grain does not import ({e}); pip install grain to measure its DataLoader",
+                  file=sys.stderr)
+            methods.remove("grain")
     for m, module, extra in (("ray", "ray", "ray"), ("ray_data", "ray.data", "bench")):
         if m in methods:
             try:
@@ -672,6 +771,17 @@ class Progress:
             self._bar.stop()
 
 
+class ProgressHandler(logging.Handler):
+    """Log records as Progress lines."""
+
+    def __init__(self, progress: Progress):
+        super().__init__(logging.INFO)
+        self._progress = progress
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._progress.log(record.getMessage())
+
+
 @dataclass
 class Results:
     """What the runs measured."""
@@ -695,7 +805,7 @@ def run_workload(name: str, options: Options, results: Results, progress: Progre
             f"on one core (ideal {1e3 / results.element_ms:,.0f} elements/s per core)"
         )
     samples = results.samples[name] = {}
-    for m, workers in runs(w, options.methods, options.worker_counts):
+    for m, workers in runs(w, options.methods, worker_counts_of(w, options)):
         label = f"{m} P={workers}" if workers else m
         rates = samples[label] = []
         for _ in range(options.repeat):
@@ -711,7 +821,7 @@ def run_workload(name: str, options: Options, results: Results, progress: Progre
                 gc.collect()
             rate = rates[-1]
             line = f"{name:6s} {label:15s} {rate:12,.1f} batches/s {rate * w.batch_bytes / 1e9:8.3f} GB/s"
-            if w.methods is PRODUCER_METHODS:
+            if w.methods in (PRODUCER_METHODS, SOURCE_METHODS):
                 line += f" {rate * w.batch:10,.0f} elements/s"
             progress.log(line)
         row[label] = statistics.median(rates) if len(rates) == options.repeat else None
@@ -760,7 +870,8 @@ def measurements(options: Options) -> int:
 
             count += len(tfdata.plan())
         else:
-            count += len(list(runs(WORKLOADS[name], options.methods, options.worker_counts)))
+            w = WORKLOADS[name]
+            count += len(list(runs(w, options.methods, worker_counts_of(w, options))))
     return count * options.repeat
 
 
@@ -847,6 +958,8 @@ def print_table(argv, rows: dict, samples: dict) -> None:
     for name, row in rows.items():
         w = WORKLOADS[name]
         base = max((row.get(b) or 0 for b in BASELINES), default=0)
+        if w.source is not None:
+            base = (best_of(row, SOURCE_PEERS) or (None, 0))[1]
         copy = row.get("np_copyto")
         for m, rate in row.items():
             if rate is None:
@@ -885,6 +998,44 @@ def print_summary(results: Results) -> None:
     if "python" in results.rows:
         for line in producer_summary(results.rows["python"], WORKLOADS["python"].batch, results.element_ms):
             print(line)
+    for name, row in results.rows.items():
+        if WORKLOADS[name].source is not None:
+            for line in source_summary(name, row, WORKLOADS[name].batch):
+                print(line)
+
+
+def method_of(label: str) -> str:
+    """The method of a row's label: "process P=2" -> "process"."""
+    return label.split(" P=")[0]
+
+
+def best_of(row: dict, methods: tuple, workers: int | None = None) -> tuple | None:
+    """(label, batches/s) of the fastest figure in row of one of methods (at P=workers, or without a P); or None."""
+    got = [(label, rate) for label, rate in row.items() if rate and method_of(label) in methods
+           and (workers is None or " P=" not in label or label.endswith(f" P={workers}"))]
+    return max(got, key=lambda kv: kv[1]) if got else None
+
+
+def source_summary(name: str, row: dict, batch: int) -> list:
+    """A source workload against its peers at 2 workers, and workers="auto" against the best fixed worker count."""
+    lines = []
+    peer, ours = best_of(row, SOURCE_PEERS, 2), best_of(row, ("thread", "process"), 2)
+    if ours and peer:
+        label, rate = ours
+        against = [f"{rate / peer[1]:.2f}x the best peer, {peer[0]} ({peer[1] * batch:,.0f} elements/s)"]
+        for m, target in SOURCE_TARGETS.get(name, {}).items():
+            if m == "best peer":
+                against[0] += f"; {verdict(rate / peer[1], target)}"
+            elif row.get(f"{m} P=2"):
+                ratio = rate / row[f"{m} P=2"]
+                against.append(f"{ratio:.2f}x {m} P=2 ({verdict(ratio, target)})")
+        lines.append(f"{name}: pyfastq {label} ({rate * batch:,.0f} elements/s) is {'; '.join(against)}")
+    fixed = best_of(row, ("thread", "process"))
+    if row.get(AUTO) and fixed:
+        ratio = row[AUTO] / fixed[1]
+        lines.append(f"{name}: pyfastq auto ({row[AUTO] * batch:,.0f} elements/s) is {ratio:.2f}x the best fixed "
+                     f"worker count, {fixed[0]} ({verdict(ratio, AUTO_TARGET)})")
+    return lines
 
 
 def verdict(ratio: float, target: float) -> str:
@@ -1001,6 +1152,13 @@ def main(argv=None) -> int:
     options.methods = runnable(options.methods)
     progress = Progress(measurements(options))
     results = Results()
+    # workers="auto" logs each change of its pool at INFO: shown among the figures, stamped like them.
+    said = ProgressHandler(progress)
+    pyfastq_log = logging.getLogger("pyfastq")
+    level, propagate = pyfastq_log.level, pyfastq_log.propagate
+    pyfastq_log.addHandler(said)
+    pyfastq_log.setLevel(logging.INFO)
+    pyfastq_log.propagate = False  # once, not again through a handler TF's absl gave the root logger
     try:
         for name in options.workloads:
             if name == STARTUP:
@@ -1010,6 +1168,9 @@ def main(argv=None) -> int:
             else:
                 run_workload(name, options, results, progress)
     finally:
+        pyfastq_log.removeHandler(said)
+        pyfastq_log.setLevel(level)
+        pyfastq_log.propagate = propagate
         progress.close()
     print_table(argv, results.rows, results.samples)
     print()
