@@ -270,10 +270,7 @@ def _put_position(source: Any, plan: Plan, queue: Any, stop: threading.Event, tu
         return True
     item = read_item(source, sampler.index(position), sampler.length)
     tag = position if plan.tagged else None
-    if plan.batched:
-        left = len(queue._layout.flatten(item)[0]) - done
-    else:
-        left = 1 - done
+    left = (len(queue._layout.flatten(item)[0]) if plan.batched else 1) - done  # rows still to put
     if left <= 0:
         # A dead predecessor committed all of it, and may have died before passing its turn on.
         if turns is not None:

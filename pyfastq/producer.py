@@ -252,7 +252,7 @@ class Producer:
         t.start()
 
     def state(self) -> dict:
-        """What the consumers have taken so far, as a small JSON-able dict: ``Producer(..., resume=state)`` goes on from it.
+        """What the consumers have taken so far: a small JSON-able dict for ``Producer(..., resume=state)``.
 
         Elements still in the queue or being made are not counted: a run resumed
         from this state delivers each of them (and every position not yet
@@ -454,7 +454,8 @@ def _ray_mode():
 def _check_resume(state: Any, length: int, shuffle: bool, seed: int | None, shard: Any) -> int:
     """A resume state checked against this run's source and sampler; returns the seed to use (the state's)."""
     if not isinstance(state, dict) or state.get("pyfastq_state") != STATE_VERSION:
-        raise ValueError(f"resume must be a dict from Producer.state() (pyfastq_state={STATE_VERSION}), got {state!r:.200}")
+        raise ValueError(
+            f"resume must be a dict from Producer.state() (pyfastq_state={STATE_VERSION}), got {state!r:.200}")
     given = {"length": length, "shuffle": bool(shuffle), "shard": list(shard or (0, 1))}
     if seed is not None:
         given["seed"] = seed
