@@ -587,9 +587,13 @@ void Ring::commit(std::uint32_t slot) noexcept {
   // the slot, where the other order would let reclaim_writer free a slot
   // that is also ready.
   if (writer_ != 0) owners()[slot].store(0, std::memory_order_release);
-  push_and_notify(header_->ready_q, ready_cells(), header_->capacity, slot, header_->state);
-  inflight().fetch_sub(1, std::memory_order_seq_cst);
+  push(header_->ready_q, ready_cells(), header_->capacity, slot, header_->state);
+  // Counted the instant after the push, before the wake's system call: a
+  // writer killed in between leaves its element counted uncommitted, and it
+  // is made again (see set_writer).
   if (commits_ != nullptr) commits_->fetch_add(1, std::memory_order_seq_cst);
+  notify(header_->ready_q);
+  inflight().fetch_sub(1, std::memory_order_seq_cst);
   if (state() != State::kOpen) notify_all(header_->ready_q);
 }
 

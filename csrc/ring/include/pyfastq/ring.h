@@ -366,7 +366,9 @@ class PYFASTQ_API Ring {
   void set_tag(std::uint32_t slot, std::uint64_t position) noexcept { tags()[slot] = position; }
   // this view only, before it puts anything: its puts are writer `writer`'s
   // (1 .. kMaxWriters - 1; 0: unnamed); with `commits`, each slot it
-  // commits adds one to that word, right after the commit.
+  // commits adds one to that word, right after the commit. A writer killed
+  // between the two (a few instructions) has one committed element counted
+  // as not: whoever goes by the count makes it again.
   [[nodiscard]] bool set_writer(std::uint32_t writer, std::atomic<std::uint64_t>* commits = nullptr) noexcept;
   // any thread, once writer `writer` is dead (never while it runs): the slots
   // it held go back to the free queue and its puts under way end, so neither
