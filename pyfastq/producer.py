@@ -137,6 +137,13 @@ class Producer:
     that has finished is skipped), so a run is reproducible whatever the
     timing. Workers still make their elements in parallel.
 
+    With a random-access source, ``p.state()`` says what the consumers have
+    taken (a JSON-able dict, for a checkpoint) and ``resume=state`` delivers
+    each position not taken before exactly once, then the later epochs.
+    ``restarts=k`` (process mode) replaces a worker process that dies, up to
+    k times: the slots it held come back and the rest of its claim goes to
+    its replacement.
+
     ``mode="ray"`` runs the workers in Ray actors (options from
     ``ray_options``, e.g. ``{"num_cpus": 2, "resources": {...}}``) anywhere in
     the Ray cluster this process is connected to (a local one is started if
