@@ -18,6 +18,7 @@ other a pickled shared queue needs) is inherited through ``pass_fds``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pickle
 import signal
@@ -47,6 +48,10 @@ STOP_GRACE_S = 0.5
 TERM_GRACE_S = 0.5
 # Exit codes of a worker that ends itself.
 EXIT_TRAINER_GONE = 3
+# Writers the ring can name (its kMaxWriters): worker i is writer i + 1.
+MAX_WRITERS = 256
+
+log = logging.getLogger("pyfastq")
 
 
 class _FdsForChild:
@@ -173,11 +178,16 @@ class WorkerProcesses:
         self._finished: dict[int, str] = {}  # index -> "done" | "error" | "died"
         self._retired: set[int] = set()
         self._watching = True
+        self.restarts_left = plan.restarts if plan is not None else 0
+        self.replaced: list[tuple[int, int, float]] = []  # (index, dead pid, monotonic time of the death seen)
 
     def start(self) -> None:
         if self._ordered:
             # A random-access source's tickets are sampler positions, whichever worker holds them.
-            self._queue._impl.begin_turns(1 if self._plan is not None else self._workers)
+            if self._plan is not None:
+                self._queue._impl.begin_turns(1, self._plan.start)
+            else:
+                self._queue._impl.begin_turns(self._workers)
         try:
             # All started first, then all fed: the interpreters start up in parallel.
             with self._lock:
@@ -191,16 +201,45 @@ class WorkerProcesses:
         self._monitor = threading.Thread(target=self._watch, name=f"pyfastq-{self._queue.name}-monitor", daemon=True)
         self._monitor.start()
 
-    def _spawn(self) -> _Worker:
-        """A new worker process, appended to procs (under the lock); fed by _feed."""
+    def _spawn(self, index: int | None = None) -> _Worker:
+        """A new worker process, appended to procs or replacing procs[index] (under the lock); fed by _feed."""
         ours, theirs = socket.socketpair()
         with theirs:
             proc = subprocess.Popen([*_worker_command(), str(theirs.fileno())],
                                     pass_fds=[theirs.fileno(), *self._fds], stdin=subprocess.DEVNULL)
         w = _Worker(proc, Connection(ours.detach()))
-        w.index = len(self.procs)
-        self.procs.append(w)
+        if index is None:
+            w.index = len(self.procs)
+            self.procs.append(w)
+        else:
+            w.index = index
+            self.procs[index] = w
         return w
+
+    def _replace(self, i: int) -> bool:
+        """Worker i died: with restarts left, a new process takes its place and the rest of its claim; True if so.
+
+        The ring gets back the slots it held and forgets its puts under way (it was writer i + 1),
+        and the claims table says which positions and rows of its claim it had committed.
+        """
+        if self._stopping.is_set() or self.restarts_left <= 0 or i + 1 >= MAX_WRITERS:
+            return False
+        dead = self.procs[i]
+        if not dead.join(1.0):  # its line closed but it lingers: it must write nothing more before reclaiming
+            dead.proc.kill()
+            dead.proc.wait()
+        self._queue._impl.reclaim_writer(i + 1)
+        self._plan.claims.handover(i)
+        self.restarts_left -= 1
+        self.replaced.append((i, dead.pid, time.monotonic()))
+        dead.close()
+        with self._lock:
+            w = self._spawn(i)
+        self._feed(w)
+        log.warning("pyfastq: producer worker %d (process %d) of queue '%s' died with exit code %s; replaced by "
+                    "process %d (%d restarts left)", i, dead.pid, self._queue.name, dead.exitcode, w.pid,
+                    self.restarts_left)
+        return True
 
     def _feed(self, w: _Worker) -> None:
         w.conn.send((sys.path, w.index, max(self._workers, w.index + 1), self._seed, self._ordered))
@@ -250,29 +289,39 @@ class WorkerProcesses:
                 if i in finished:
                     continue
                 if obj in by_conn:
-                    self._read_report(i, finished)
+                    replaced = self._read_report(i, finished)
                 else:
                     # Its last report was sent before it exited: read that first.
-                    while i not in finished and self.procs[i].conn.poll(0):
-                        self._read_report(i, finished)
-                    if i not in finished:
-                        self._died(i)
-                        finished[i] = "died"
+                    replaced = False
+                    while i not in finished and not replaced and self.procs[i].conn.poll(0):
+                        replaced = self._read_report(i, finished)
+                    if i not in finished and not replaced:
+                        replaced = self._replace(i)
+                        if not replaced:
+                            self._died(i)
+                            finished[i] = "died"
+                if replaced:
+                    break  # the rest of `ready` may name the dead worker's closed descriptors: wait again
         if not self._stopping.is_set() and all(v == "done" for v in finished.values()):
             self._on_all_done()
 
-    def _read_report(self, i: int, finished: dict) -> None:
+    def _read_report(self, i: int, finished: dict) -> bool:
+        """Reads worker i's report; True if it had died and was replaced."""
         try:
             kind, payload = self.procs[i].conn.recv()
         except (EOFError, OSError):  # the socket closes as the process exits
+            self.procs[i].join(1.0)
+            if self._replace(i):
+                return True
             self._died(i)
             finished[i] = "died"
-            return
+            return False
         if kind == "error":
             self._errors.append(reported_exception(payload))
             self._stopping.set()
             self._queue.fail(payload[0])  # the worker failed the queue itself, unless it could not even load fn
         finished[i] = kind
+        return False
 
     def _died(self, i: int) -> None:
         w = self.procs[i]
@@ -288,6 +337,8 @@ class WorkerProcesses:
             f"pyfastq producer worker {i} of {self._workers} (process {w.pid}) died with {how} before it finished; "
             "an element it was putting may be lost"
         )
+        if self._plan is not None and self._plan.restarts:
+            message += f" (restarts={self._plan.restarts} used up)"
         self._errors.append(RuntimeError(message))
         self._queue.fail(message)
 
@@ -370,7 +421,10 @@ def worker_main(conn, queue, fn, index: int, workers: int, base_seed: int, order
     made = 0
     try:
         if plan is not None:
-            made = run_claims(fn, plan, queue, stop, RingTurns(impl) if ordered else None, retire)
+            # The claims table counts what this worker commits; with restarts, the ring knows its slots as its own.
+            impl.set_writer(index + 1 if plan.restarts and index + 1 < MAX_WRITERS else 0, plan.claims.table,
+                            plan.claims.commits_word(index))
+            made = run_claims(fn, plan, queue, stop, RingTurns(impl) if ordered else None, retire, entry=index)
         else:
             for element in fn(index, workers):
                 flat = layout.flatten(element)

@@ -61,12 +61,14 @@ class EpochEnds:
     epoch wait at the boundary; those of one epoch still run in parallel.
     """
 
-    def __init__(self, source: Any, sampler: Sampler):
+    def __init__(self, source: Any, sampler: Sampler, start: int = 0):
         self._source = source
         self._per_epoch = sampler.per_epoch
         self._cond = threading.Condition()
-        self._read: dict[int, int] = {}  # epoch -> items read
-        self._ended = 0  # epochs whose on_epoch_end has returned
+        # A resumed run starts at position `start`: the epochs before it ended, and its own positions
+        # below it count as read (they were, before the resume).
+        self._ended = start // self._per_epoch  # epochs whose on_epoch_end has returned
+        self._read: dict[int, int] = {self._ended: start % self._per_epoch} if start % self._per_epoch else {}
 
     def before_read(self, position: int, stop: threading.Event) -> bool:
         """Waits until the epochs before position's have ended; False if stopped meanwhile."""
@@ -145,8 +147,8 @@ class Sampler:
 class LocalClaims:
     """Claiming for workers of one process (threads, the Ray feeder): the next unclaimed position, under a lock."""
 
-    def __init__(self):
-        self._next = 0
+    def __init__(self, start: int = 0):
+        self._next = start
         self._lock = threading.Lock()
 
     def claim(self, n: int) -> int:
@@ -157,22 +159,62 @@ class LocalClaims:
 
 
 class SharedClaims:
-    """Claiming for worker processes: the next unclaimed position in one word of shared memory, taken atomically.
+    """Claiming for worker processes: a table in shared memory, the next unclaimed position and one entry per worker.
 
-    It pickles to its descriptor (as a shared queue does), so the workers map the same word.
+    Each worker claims under the table's lock and records in its entry its
+    claim, the position it is at and the slots it had committed when it began
+    it (``_core.claim``, ``_core.claims_advance``): when a worker dies, the
+    trainer reads what it had committed and hands the rest of its claim to a
+    replacement (``handover``). It pickles to its descriptor (as a shared
+    queue does), so the workers map the same table.
     """
 
-    def __init__(self, fd: int | None = None):
+    ENTRIES = 1024  # worker indices a run can have, restarts and workers="auto" included
+    _BYTES = (8 + 8 * ENTRIES) * 8
+
+    def __init__(self, fd: int | None = None, start: int = 0):
         if fd is None:
             fd = os.memfd_create("pyfastq-claims", os.MFD_CLOEXEC)
-            os.ftruncate(fd, mmap.PAGESIZE)
+            os.ftruncate(fd, self._BYTES)
         self._fd = fd
-        self._map = mmap.mmap(fd, mmap.PAGESIZE)
+        self._map = mmap.mmap(fd, self._BYTES)
+        if start:
+            np.frombuffer(self._map, np.uint64, 1)[0] = start
 
-    def claim(self, n: int) -> int:
-        from ._core import fetch_add
+    def claim(self, n: int, entry: int = 0, total: int | None = None) -> tuple[int, int]:
+        """Up to n positions below total for worker `entry`: (start, end)."""
+        from ._core import claim
 
-        return fetch_add(self._map, n)
+        if entry >= self.ENTRIES:
+            raise RuntimeError(f"pyfastq: worker index {entry} beyond the {self.ENTRIES} a run can have")
+        return claim(self._map, entry, n, -1 if total is None else total)
+
+    def advance(self, entry: int, position: int) -> None:
+        """Worker `entry` begins position `position` (the one before is committed whole)."""
+        from ._core import claims_advance
+
+        claims_advance(self._map, entry, position)
+
+    def pending(self, entry: int) -> tuple[int, int, int]:
+        """Worker `entry`'s unfinished claim: (position, end, rows of position committed)."""
+        words = np.frombuffer(self._map, np.uint64, 8, (8 + 8 * entry) * 8)
+        which = int(words[2])
+        position, base = int(words[3 + 2 * which]), int(words[4 + 2 * which])
+        return position, max(position, int(words[1])), int(words[7]) - base
+
+    def handover(self, entry: int) -> tuple[int, int, int]:
+        """Trainer, once worker `entry` is dead: its claim's remainder stays in the entry for the replacement."""
+        from ._core import claims_handover
+
+        return claims_handover(self._map, entry)
+
+    def commits_word(self, entry: int) -> int:
+        """Where in the table worker `entry`'s count of committed slots is (a uint64 index)."""
+        return 8 + 8 * entry + 7
+
+    @property
+    def table(self) -> mmap.mmap:
+        return self._map
 
     def __reduce__(self):
         from multiprocessing.reduction import DupFd
@@ -191,6 +233,10 @@ class Plan:
     sampler: Sampler
     claims: Any  # LocalClaims or SharedClaims
     batched: bool  # item i is a batch: dim 0 splits into elements
+    tagged: bool = False  # each element's position goes into the ring with it (the ring records what is taken)
+    skip: frozenset = frozenset()  # positions taken before a resume: not read again
+    restarts: int = 0  # worker processes may be replaced: each names itself to the ring as writer index + 1
+    start: int = 0  # the first position of the run (a resume's watermark)
 
 
 def read_item(source: Any, index: int, length: int) -> Any:
@@ -202,18 +248,26 @@ def read_item(source: Any, index: int, length: int) -> Any:
         raise
 
 
-def put_rows_until_stopped(queue: Any, batch: Any, stop: threading.Event) -> bool:
-    """Every row of batch's dim 0, in slices that fit the free slots (so stop() is seen); False if stopped."""
+def put_rows_until_stopped(queue: Any, batch: Any, stop: threading.Event, tag: int | None = None,
+                           skip: int = 0) -> bool:
+    """Every row of batch's dim 0 from row `skip`, in slices that fit the free slots (so stop() is seen).
+
+    False if stopped. With a tag, the last row carries it (the row whose taking completes the item).
+    """
     layout = queue._layout
     rows = layout.convert(layout.flatten(batch), many=True)
-    n, done = len(rows[0]), 0
+    n, done = len(rows[0]), min(skip, len(rows[0]))
     fit = queue.capacity - queue.size()
     while done < n:
         if stop.is_set():
             return False
         k = max(1, min(n - done, fit))
         try:
-            queue._impl.put_many([a[done : done + k] for a in rows], STOP_CHECK_S)
+            last = tag if done + k == n else None
+            if last is None:
+                queue._impl.put_many([a[done : done + k] for a in rows], STOP_CHECK_S)
+            else:
+                queue._impl.put_many([a[done : done + k] for a in rows], STOP_CHECK_S, last)
         except TimeoutError:
             # Slots neither ready nor free are held by consumers' tensors: a smaller slice.
             fit = min(k // 2, queue.capacity - queue.size())
@@ -224,37 +278,77 @@ def put_rows_until_stopped(queue: Any, batch: Any, stop: threading.Event) -> boo
 
 
 def run_claims(source: Any, plan: Plan, queue: Any, stop: threading.Event, turns: Any = None,
-               retire: threading.Event | None = None, epoch_ends: EpochEnds | None = None) -> int:
+               retire: threading.Event | None = None, entry: int | None = None,
+               epoch_ends: EpochEnds | None = None) -> int:
     """A worker's loop: claims positions, reads their items and puts them, until the run ends, stop or retire.
 
     With turns (ordered), each item is put in its position's turn: ``turns.wait(position, stop)``
-    (False: stopped) and ``turns.passed(position)``. With epoch_ends, items are read epoch after epoch,
-    on_epoch_end between them. Returns the items put.
+    (False: stopped) and ``turns.passed(position)``. With an entry (a worker process's place in
+    the SharedClaims table), it first finishes what its entry holds (a dead predecessor's
+    remainder) and records its progress there as it goes. With epoch_ends, items are read epoch
+    after epoch, on_epoch_end between them. Returns the items put.
     """
     sampler, made = plan.sampler, 0
     while not stop.is_set() and not (retire is not None and retire.is_set()):
-        start = plan.claims.claim(CLAIM)
-        end = sampler.end(start, CLAIM)
+        done = 0  # rows of the first position committed before (a dead predecessor's)
+        if entry is None:
+            start = plan.claims.claim(CLAIM)
+            end = sampler.end(start, CLAIM)
+        else:
+            start, end, done = plan.claims.pending(entry)
+            if start >= end:
+                start, end = plan.claims.claim(CLAIM, entry, sampler.total)
+                done = 0
         if start >= end:
             break
         for position in range(start, end):
             if epoch_ends is not None and not epoch_ends.before_read(position, stop):
                 return made
-            item = read_item(source, sampler.index(position), sampler.length)
-            if epoch_ends is not None:
-                epoch_ends.after_read(position)
-            if turns is not None and not turns.wait(position, stop):
+            if not _put_position(source, plan, queue, stop, turns, position, done, epoch_ends):
                 return made
-            if plan.batched:
-                put = put_rows_until_stopped(queue, item, stop)
-            else:
-                put = put_until_stopped(queue.put, item, stop)
-            if not put:
-                return made
+            done = 0
             made += 1
-            if turns is not None:
-                turns.passed(position)
+            if entry is not None:
+                plan.claims.advance(entry, position + 1)
     return made
+
+
+def _put_position(source: Any, plan: Plan, queue: Any, stop: threading.Event, turns: Any, position: int,
+                  done: int, epoch_ends: EpochEnds | None = None) -> bool:
+    """Reads and puts position's item (its rows from row `done`), in its turn if ordered; False if stopped."""
+    sampler = plan.sampler
+    if position in plan.skip:  # taken before a resume
+        if epoch_ends is not None:
+            epoch_ends.after_read(position)
+        if turns is not None:
+            if not turns.wait(position, stop):
+                return False
+            turns.passed(position)
+        return True
+    item = read_item(source, sampler.index(position), sampler.length)
+    if epoch_ends is not None:
+        epoch_ends.after_read(position)
+    tag = position if plan.tagged else None
+    left = (len(queue._layout.flatten(item)[0]) if plan.batched else 1) - done  # rows still to put
+    if left <= 0:
+        # A dead predecessor committed all of it, and may have died before passing its turn on.
+        if turns is not None:
+            turns.pass_if_at(position)
+        return True
+    if turns is not None and not turns.wait(position, stop):
+        return False
+    if plan.batched:
+        put = put_rows_until_stopped(queue, item, stop, tag, done)
+    elif tag is None:
+        put = put_until_stopped(queue.put, item, stop)
+    else:
+        impl, flat = queue._impl, queue._layout.flatten(item)
+        put = put_until_stopped(lambda e, t: impl.put(e, t, None, tag), flat, stop)
+    if not put:
+        return False
+    if turns is not None:
+        turns.passed(position)
+    return True
 
 
 class ThreadTurns:
@@ -278,6 +372,15 @@ class ThreadTurns:
             self._turn = position + 1
             self._cond.notify_all()
 
+    def pass_if_at(self, position: int) -> None:
+        with self._cond:
+            if self._turn == position:
+                self.passed(position)
+
+    def start_at(self, position: int) -> None:
+        with self._cond:
+            self._turn = position
+
 
 class RingTurns:
     """Sampler order for worker processes: the shared ring's turnstile, a position its ticket."""
@@ -296,3 +399,7 @@ class RingTurns:
 
     def passed(self, position: int) -> None:
         self._impl.pass_turn(position)
+
+    def pass_if_at(self, position: int) -> None:
+        if self._impl.turn == position:
+            self._impl.pass_turn(position)

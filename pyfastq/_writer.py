@@ -140,24 +140,25 @@ class RingWriter:
         self._layout = layout
         self._name = queue_name
 
-    def put(self, flat: list, timeout: float | None, ticket: int | None = None) -> None:
-        """With a ticket (an ordered producer's), waits for its turn first."""
+    def put(self, flat: list, timeout: float | None, ticket: int | None = None, tag: int | None = None) -> None:
+        """With a ticket (an ordered producer's), waits for its turn first; a tag is the position the element reads."""
         # The fast path takes exact-match arrays; anything else is converted
         # (or rejected with the precise error) first.
-        if self._ring.put(flat, timeout, ticket):
+        if self._ring.put(flat, timeout, ticket, tag):
             return
-        if not self._ring.put(self._layout.convert(flat), timeout, ticket):
+        if not self._ring.put(self._layout.convert(flat), timeout, ticket, tag):
             raise AssertionError(f"pyfastq internal error: converted element rejected by the ring of '{self._name}'")
 
     def fast_put(self, slow, doc: str):
         """put(element, timeout=None) as a builtin: exact arrays go straight in, anything else to slow."""
         return self._ring.fast_put(slow, doc)
 
-    def put_many(self, flat: list, timeout: float | None) -> None:
+    def put_many(self, flat: list, timeout: float | None, tag: int | None = None) -> None:
+        """A tag is the position whose item the last row completes."""
         # Zero rows go to the ring too: on a closed queue it raises QueueClosed, as for any other put_many.
-        if not self._ring.put_many(flat, timeout):
+        if not self._ring.put_many(flat, timeout, tag):
             arrays = self._layout.convert(flat, many=True)
-            if not self._ring.put_many(arrays, timeout):
+            if not self._ring.put_many(arrays, timeout, tag):
                 raise AssertionError(
                     f"pyfastq internal error: converted elements rejected by the ring of '{self._name}'"
                 )
@@ -186,8 +187,26 @@ class RingWriter:
         """The shared ring's descriptor (-1 if the ring is process-private)."""
         return self._ring.fd
 
-    def begin_turns(self, workers: int) -> None:
-        self._ring.begin_turns(workers)
+    def begin_turns(self, workers: int, first: int = 0) -> None:
+        self._ring.begin_turns(workers, first)
+
+    @property
+    def turn(self) -> int:
+        return self._ring.turn
+
+    tracks_positions = True  # the ring records the positions consumers take
+
+    def begin_tracking(self, watermark: int, taken: list[int]) -> None:
+        self._ring.begin_tracking(watermark, taken)
+
+    def taken_state(self) -> tuple[int, list[int], bool]:
+        return self._ring.taken_state()
+
+    def set_writer(self, writer: int, counter: Any = None, word: int = 0) -> None:
+        self._ring.set_writer(writer, counter, word)
+
+    def reclaim_writer(self, writer: int) -> int:
+        return self._ring.reclaim_writer(writer)
 
     def finish_turns(self, worker: int, count: int) -> None:
         self._ring.finish_turns(worker, count)

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = ["Producer", "WorkerInfo", "worker_info"]
 
 MODES = ("thread", "process", "ray")
+STATE_VERSION = 1  # of the dict Producer.state() returns
 
 log = logging.getLogger("pyfastq")
 
@@ -148,6 +149,13 @@ class Producer:
     that has finished is skipped), so a run is reproducible whatever the
     timing. Workers still make their elements in parallel.
 
+    With a random-access source, ``p.state()`` says what the consumers have
+    taken (a JSON-able dict, for a checkpoint) and ``resume=state`` delivers
+    each position not taken before exactly once, then the later epochs.
+    ``restarts=k`` (process mode) replaces a worker process that dies, up to
+    k times: the slots it held come back and the rest of its claim goes to
+    its replacement.
+
     ``mode="ray"`` runs the workers in Ray actors (options from
     ``ray_options``, e.g. ``{"num_cpus": 2, "resources": {...}}``) anywhere in
     the Ray cluster this process is connected to (a local one is started if
@@ -171,13 +179,19 @@ class Producer:
         shuffle: bool = False,
         epochs: int | None = 1,
         shard: tuple[int, int] | None = None,
+        restarts: int = 0,
+        resume: dict | None = None,
         max_workers: int | None = None,
         batched: bool | None = None,
         ray_options: dict | None = None,
     ):
         random_access = is_random_access(source)
         _check_arguments(queue, source, workers, mode, ordered, seed, ray_options)
-        _check_sampling(random_access, workers, shuffle, epochs, shard, max_workers, batched)
+        _check_sampling(random_access, workers, shuffle, epochs, shard, max_workers, batched, restarts, resume)
+        if resume is not None:
+            seed = _check_resume(resume, len(source), shuffle, seed, shard)
+        if restarts and mode != "process":
+            raise ValueError(f'restarts replace dead worker processes: mode="process", not mode={mode!r}')
         self.queue = queue
         self.mode = mode
         self.seed = seed if seed is not None else int.from_bytes(os.urandom(8), "little")
@@ -191,14 +205,24 @@ class Producer:
         self._stop = threading.Event()
         self._started = False
         self.plan: Plan | None = None
+        self._resume = resume
         self._epoch_ends: EpochEnds | None = None
         if random_access:
             sampler = Sampler(len(source), shuffle=shuffle, seed=self.seed, epochs=epochs, shard=shard)
-            claims = SharedClaims() if mode == "process" else LocalClaims()
-            self.plan = Plan(sampler, claims, is_keras_batches(source) if batched is None else batched)
+            start = int(resume["position"]) if resume is not None else 0
+            claims = SharedClaims(start=start) if mode == "process" else LocalClaims(start)
+            # The ring records the positions consumers take (for state()) where the queue's backend can.
+            tagged = bool(getattr(queue._impl, "tracks_positions", False)) and mode != "ray"
+            skip = frozenset(int(p) for p in resume["taken"]) if resume is not None else frozenset()
+            self.plan = Plan(sampler, claims, is_keras_batches(source) if batched is None else batched, tagged,
+                             skip, restarts, start)
+            if resume is not None and not tagged:
+                raise ValueError(f"resume needs a queue that records what consumers take: the native backend's, "
+                                 f"in thread or process mode; queue '{queue.name}' has the {queue.backend} backend "
+                                 f"and mode={mode!r}")
             if has_epoch_end(source):
                 if mode == "thread":
-                    self._epoch_ends = EpochEnds(source, sampler)
+                    self._epoch_ends = EpochEnds(source, sampler, start)
                 else:
                     log.warning(
                         "pyfastq: %s.on_epoch_end is not called in mode=%r: each worker reads a copy of the "
@@ -213,6 +237,8 @@ class Producer:
         self._turns: Any = None
         if ordered and mode == "thread":
             self._turns = ThreadTurns(queue) if random_access else _ThreadTurns(self._workers)
+            if random_access:
+                self._turns.start_at(self.plan.start)
         self._scaler: threading.Thread | None = None
         # process and ray modes: the workers' pool (start, stop, running)
         wiring = (queue, source, self._workers, self.seed, ordered, self.errors, self._stop, self._all_done)
@@ -232,6 +258,8 @@ class Producer:
         if self._started:
             raise RuntimeError("this Producer was already started")
         self._started = True
+        if self.plan is not None and self.plan.tagged:
+            self.queue._impl.begin_tracking(self.plan.start, sorted(self.plan.skip))
         if self._pool is not None:
             self._pool.start()
         else:
@@ -251,6 +279,42 @@ class Producer:
         t = threading.Thread(target=self._run_thread, args=(i,), name=f"pyfastq-{self.queue.name}-{i}", daemon=True)
         self._threads.append(t)
         t.start()
+
+    def state(self) -> dict:
+        """What the consumers have taken so far: a small JSON-able dict for ``Producer(..., resume=state)``.
+
+        Elements still in the queue or being made are not counted: a run resumed
+        from this state delivers each of them (and every position not yet
+        taken) exactly once, then the later epochs. Store it with the model's
+        checkpoint (``json.dumps``), taken at a step boundary.
+
+        >>> state = p.state()                      # e.g. at a checkpoint
+        >>> Producer(q2, source, seed=state["seed"], resume=state)
+        """
+        if self.plan is None or not self.plan.tagged:
+            raise ValueError("state() needs a random-access source and a queue that records what consumers take "
+                             "(the native backend, thread or process mode)")
+        sampler = self.plan.sampler
+        if not self._started:
+            watermark, above, overflowed = self.plan.start, sorted(self.plan.skip), False
+        else:
+            watermark, above, overflowed = self.queue._impl.taken_state()
+        if overflowed:
+            raise RuntimeError(
+                f"pyfastq: queue '{self.queue.name}' was taken more than 2**21 positions ahead of the oldest position "
+                "not yet taken: what was taken is no longer known exactly"
+            )
+        return {
+            "pyfastq_state": STATE_VERSION,
+            "length": sampler.length,
+            "shard": list(sampler.shard),
+            "seed": self.seed,
+            "shuffle": sampler.shuffle,
+            "epochs": sampler.epochs,
+            "epoch": watermark // sampler.per_epoch if sampler.per_epoch else 0,
+            "position": int(watermark),
+            "taken": [int(p) for p in above],
+        }
 
     @property
     def workers(self) -> int:
@@ -377,7 +441,7 @@ class Producer:
         try:
             if self.plan is not None:
                 run_claims(self._fn, self.plan, self.queue, self._stop, self._turns, self._retire[index],
-                           self._epoch_ends)
+                           epoch_ends=self._epoch_ends)
             else:
                 made = self._put_generated(index)
         except QueueClosed:
@@ -426,13 +490,36 @@ def _ray_mode():
     return _ray
 
 
+def _check_resume(state: Any, length: int, shuffle: bool, seed: int | None, shard: Any) -> int:
+    """A resume state checked against this run's source and sampler; returns the seed to use (the state's)."""
+    if not isinstance(state, dict) or state.get("pyfastq_state") != STATE_VERSION:
+        raise ValueError(
+            f"resume must be a dict from Producer.state() (pyfastq_state={STATE_VERSION}), got {state!r:.200}")
+    given = {"length": length, "shuffle": bool(shuffle), "shard": list(shard or (0, 1))}
+    if seed is not None:
+        given["seed"] = seed
+    for field, value in given.items():
+        if state.get(field) != value:
+            raise ValueError(f"resume: the state's {field} is {state.get(field)!r}, this Producer's is {value!r}: "
+                             "a state resumes only the same source with the same seed, shuffle and shard")
+    taken = state.get("taken")
+    position = state.get("position")
+    if not isinstance(position, int) or position < 0 or not isinstance(taken, list) or not all(
+            isinstance(p, int) and p >= position for p in taken):
+        raise ValueError(f"resume: position and taken of the state are not what state() makes: {state!r:.200}")
+    return int(state["seed"])
+
+
 def _check_sampling(random_access: bool, workers: Any, shuffle: Any, epochs: Any, shard: Any, max_workers: Any,
-                    batched: Any) -> None:
+                    batched: Any, restarts: Any = 0, resume: Any = None) -> None:
     """The sampler's arguments checked: what needs a random-access source, and each one's type and range."""
+    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 0:
+        raise ValueError(f"restarts must be an int >= 0, got {restarts!r}")
     if not random_access:
         asked = [name for name, given in (("shuffle=True", shuffle), ("epochs != 1", epochs != 1),
                                           ("shard", shard is not None), ('workers="auto"', workers == "auto"),
-                                          ("batched", batched is not None)) if given]
+                                          ("batched", batched is not None), ("restarts", restarts != 0),
+                                          ("resume", resume is not None)) if given]
         if asked:
             raise ValueError(
                 f"{', '.join(asked)} need a random-access source (an object with __len__ and __getitem__, such as "

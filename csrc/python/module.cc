@@ -15,6 +15,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <sched.h>
 #include <signal.h>
 
 #include <algorithm>
@@ -263,10 +264,12 @@ class PyRing {
 
   // Puts one element; False (and nothing done) if a component is not an exact-match array.
   // With a ticket (ordered producers) it first waits for the ticket's turn.
-  bool put(const py::sequence& comps, const py::object& timeout, std::optional<std::uint64_t> ticket) {
+  // With a tag, the element reads that position of a run (Ring::set_tag).
+  bool put(const py::sequence& comps, const py::object& timeout, std::optional<std::uint64_t> ticket,
+           std::optional<std::uint64_t> tag) {
     std::vector<py::array> arrays;
     if (!exact(comps, kOneElement, &arrays)) return false;
-    put_arrays(arrays, timeout, ticket);
+    put_arrays(arrays, timeout, ticket, tag);
     return true;
   }
 
@@ -299,19 +302,21 @@ class PyRing {
     return true;
   }
 
-  void put_arrays(const std::vector<py::array>& arrays, const py::object& timeout, std::optional<std::uint64_t> ticket) {
+  void put_arrays(const std::vector<py::array>& arrays, const py::object& timeout, std::optional<std::uint64_t> ticket,
+                  std::optional<std::uint64_t> tag = std::nullopt) {
     const Deadline deadline = deadline_from(timeout);
     if (ticket) wait_turn(*ticket, deadline);
     std::uint32_t slot;
     acquire(&slot, 1, false, deadline);
     HeldSlots held(ring_, &slot, 1);
     copy_rows(&slot, 1, arrays, 0);
+    if (tag) ring_->set_tag(slot, *tag);
     held.commit();
     if (ticket) ring_->pass_turn(*ticket);
   }
 
-  void begin_turns(std::uint32_t workers) {
-    if (!ring_->begin_turns(workers)) {
+  void begin_turns(std::uint32_t workers, std::uint64_t first) {
+    if (!ring_->begin_turns_at(workers, first)) {
       throw py::value_error("ordered producers: 1 to " + std::to_string(kMaxTurnWorkers) + " workers, got " +
                             std::to_string(workers));
     }
@@ -326,7 +331,8 @@ class PyRing {
   // are taken at once, none held while waiting. Without one, rows go in as
   // slots come free (as TF's enqueue_many), so a consumer waiting for a batch
   // is never starved by a producer holding half of the ring.
-  bool put_many(const py::sequence& comps, const py::object& timeout) {
+  // With a tag, the last row reads that position of a run: the row whose taking completes the item.
+  bool put_many(const py::sequence& comps, const py::object& timeout, std::optional<std::uint64_t> tag) {
     if (comps.size() == 0) return false;
     const py::object first = comps[0];
     if (!py::isinstance<py::array>(first) || first.cast<py::array>().ndim() < 1) return false;
@@ -348,6 +354,7 @@ class PyRing {
       const std::uint32_t got = acquire_begun(slots.data(), want, !all_or_nothing, deadline, done);
       HeldSlots held(ring_, slots.data(), got);
       copy_rows(slots.data(), got, arrays, done);
+      if (tag && done + got == rows) ring_->set_tag(slots[got - 1], *tag);
       held.commit();
       done += got;
     }
@@ -391,6 +398,52 @@ class PyRing {
     return reservation;
   }
 
+  // Positions (Ring::begin_tracking): every one below watermark taken, and those of `taken` too.
+  void begin_tracking(std::uint64_t watermark, const std::vector<std::uint64_t>& taken) {
+    for (auto p : taken) {
+      if (p < watermark || p - watermark >= kTakenBits) {
+        throw py::value_error("a taken position " + std::to_string(p) + " is not within " +
+                              std::to_string(kTakenBits) + " above the watermark " + std::to_string(watermark));
+      }
+    }
+    ring_->begin_tracking(watermark);
+    for (auto p : taken) ring_->mark_taken(p);
+  }
+  // (watermark, positions taken above it, overflowed): what consumers have taken so far.
+  py::tuple taken_state() const {
+    std::vector<std::uint64_t> above;
+    std::uint64_t last;
+    {
+      ReleaseGil nogil;  // a scan of kTakenBits bits
+      const std::uint64_t first = ring_->taken_watermark();
+      for (std::uint64_t p = first; p < first + kTakenBits; ++p) {
+        if (ring_->taken(p)) above.push_back(p);
+      }
+      // Positions below the watermark read now are taken whatever the scan saw of them.
+      last = ring_->taken_watermark();
+    }
+    above.erase(std::remove_if(above.begin(), above.end(), [&](std::uint64_t p) { return p < last; }), above.end());
+    return py::make_tuple(last, above, ring_->tracking_overflowed());
+  }
+  // This process's puts are writer `writer`'s (Ring::set_writer); each slot it commits
+  // adds one to the uint64 at word `word` of `counter` (shared memory the caller keeps mapped).
+  void set_writer(std::uint32_t writer, const py::object& counter, std::size_t word) {
+    std::atomic<std::uint64_t>* commits = nullptr;
+    if (!counter.is_none()) {
+      const py::buffer_info info = counter.cast<py::buffer>().request(true);
+      if (static_cast<std::size_t>(info.size * info.itemsize) < (word + 1) * 8) throw py::value_error("counter too small");
+      commits = reinterpret_cast<std::atomic<std::uint64_t>*>(static_cast<std::uint64_t*>(info.ptr) + word);
+      counter_ = counter;  // the word must outlive the writer
+    }
+    if (!ring_->set_writer(writer, commits)) {
+      throw py::value_error("writer must be below " + std::to_string(kMaxWriters) + ", got " + std::to_string(writer));
+    }
+  }
+  std::uint32_t reclaim_writer(std::uint32_t writer) {
+    ReleaseGil nogil;
+    return ring_->reclaim_writer(writer);
+  }
+  std::uint64_t turn() const { return ring_->turn(); }
   bool close(bool cancel) { return ring_->close(cancel); }
   bool fail(const std::string& message) { return ring_->fail(message.data(), message.size()); }
   std::uint64_t size() const { return ring_->size(); }
@@ -613,6 +666,7 @@ class PyRing {
 
   std::shared_ptr<RingMemory> mem_;
   Ring* ring_ = nullptr;
+  py::object counter_;  // set_writer's counter, kept mapped
   std::vector<py::dtype> dtypes_;
   std::size_t itemsize_;  // the first component's, for put_exact
   Shapes shapes_;
@@ -703,6 +757,92 @@ py::object make_fast_put(py::object ring, py::object slow, std::string doc) {
   return py::reinterpret_steal<py::object>(fn);
 }
 
+// The claims table of restartable worker processes (a block of uint64s in
+// shared memory): word 0 the next unclaimed position, word 1 a lock (0 free,
+// else the holder's entry + 1), then per entry kEntryWords words. A worker
+// claims under the lock and records its claim and, as it goes, which
+// position it is at and how many slots it had committed when it began it
+// (two records and a selector, so that one store switches them): whenever
+// it dies, the trainer reads exactly which positions and rows it had
+// committed, and hands the rest to its replacement.
+constexpr std::size_t kClaimsHeaderWords = 8;
+constexpr std::size_t kEntryWords = 8;
+enum EntryWord : std::size_t { kStart, kEnd, kWhich, kPos0, kBase0, kPos1, kBase1, kCommits };
+
+std::atomic<std::uint64_t>* table_words(const py::buffer& table, std::size_t entry) {
+  const py::buffer_info info = table.request(true);
+  const std::size_t need = (kClaimsHeaderWords + (entry + 1) * kEntryWords) * 8;
+  if (static_cast<std::size_t>(info.size * info.itemsize) < need || reinterpret_cast<std::uintptr_t>(info.ptr) % 8) {
+    throw py::value_error("claims table too small for entry " + std::to_string(entry));
+  }
+  return static_cast<std::atomic<std::uint64_t>*>(info.ptr);
+}
+
+std::atomic<std::uint64_t>* entry_words(std::atomic<std::uint64_t>* t, std::size_t entry) {
+  return t + kClaimsHeaderWords + entry * kEntryWords;
+}
+
+// Points the entry's record at `position`, with the slots committed so far as its base: the idle record
+// is written, then the selector switches to it.
+void set_record(std::atomic<std::uint64_t>* e, std::uint64_t position) {
+  const std::uint64_t idle = 1 - e[kWhich].load(std::memory_order_seq_cst);
+  e[kPos0 + 2 * idle].store(position, std::memory_order_seq_cst);
+  e[kBase0 + 2 * idle].store(e[kCommits].load(std::memory_order_seq_cst), std::memory_order_seq_cst);
+  e[kWhich].store(idle, std::memory_order_seq_cst);
+}
+
+py::tuple claim(const py::buffer& table, std::size_t entry, std::uint64_t n, std::int64_t total) {
+  std::atomic<std::uint64_t>* t = table_words(table, entry);
+  std::atomic<std::uint64_t>* e = entry_words(t, entry);
+  std::uint64_t start, end;
+  {
+    ReleaseGil nogil;  // a holder killed inside waits for the trainer's claims_handover
+    for (std::uint64_t free = 0; !t[1].compare_exchange_weak(free, entry + 1, std::memory_order_acquire); free = 0) {
+      sched_yield();
+    }
+    start = t[0].load(std::memory_order_seq_cst);
+    end = total < 0 ? start + n : std::min<std::uint64_t>(start + n, std::max<std::uint64_t>(start, total));
+    if (end > start) {
+      // The entry first, then the counter: a claim is made once the counter moved (see claims_handover).
+      e[kStart].store(start, std::memory_order_seq_cst);
+      e[kEnd].store(end, std::memory_order_seq_cst);
+      set_record(e, start);
+      t[0].store(end, std::memory_order_seq_cst);
+    }
+    t[1].store(0, std::memory_order_release);
+  }
+  return py::make_tuple(start, end);
+}
+
+void claims_advance(const py::buffer& table, std::size_t entry, std::uint64_t position) {
+  set_record(entry_words(table_words(table, entry), entry), position);
+}
+
+py::tuple claims_handover(const py::buffer& table, std::size_t entry) {
+  std::atomic<std::uint64_t>* t = table_words(table, entry);
+  std::atomic<std::uint64_t>* e = entry_words(t, entry);
+  if (t[1].load(std::memory_order_seq_cst) == entry + 1) {
+    // Killed inside claim(): the counter moves only after the entry is written, so a counter still at
+    // the entry's start means that claim was never made (and the worker's previous one was finished).
+    if (t[0].load(std::memory_order_seq_cst) == e[kStart].load(std::memory_order_seq_cst)) {
+      e[kEnd].store(e[kStart].load());
+      set_record(e, e[kStart].load());
+    }
+    t[1].store(0, std::memory_order_release);
+  }
+  const std::uint64_t which = e[kWhich].load(std::memory_order_seq_cst);
+  const std::uint64_t position = e[kPos0 + 2 * which].load(std::memory_order_seq_cst);
+  const std::uint64_t done = e[kCommits].load(std::memory_order_seq_cst) - e[kBase0 + 2 * which].load();
+  const std::uint64_t end = std::max(position, e[kEnd].load(std::memory_order_seq_cst));
+  // The replacement starts from this entry: at `position`, with `done` rows of it committed.
+  e[kStart].store(position);
+  e[kEnd].store(end);
+  e[kCommits].store(done);
+  e[kPos0 + 2 * which].store(position);
+  e[kBase0 + 2 * which].store(0);
+  return py::make_tuple(position, end, done);
+}
+
 // SIGINT: raise the consumer-interrupt flag, then run Python's own C handler,
 // which trips the KeyboardInterrupt. In that order, Python's handler (which
 // lowers the flag when it delivers) always runs after the flag was raised.
@@ -770,6 +910,13 @@ PYBIND11_MODULE(_core, m) {
       py::arg("counter"), py::arg("n"),
       "Atomically adds n to the uint64 at the start of counter (shared memory); returns the value before");
   m.def("clear_consumer_interrupt", &clear_consumer_interrupt);
+  m.def("claim", &claim, py::arg("table"), py::arg("entry"), py::arg("n"), py::arg("total"),
+        "Claims up to n positions below total for the claims table's entry; returns (start, end)");
+  m.def("claims_advance", &claims_advance, py::arg("table"), py::arg("entry"), py::arg("position"),
+        "The entry's worker begins position `position`: its rows committed so far are the base");
+  m.def("claims_handover", &claims_handover, py::arg("table"), py::arg("entry"),
+        "Once the entry's worker is dead: its claim's remainder stays in the entry for a replacement; "
+        "returns (position, end, rows of position done)");
 
   py::class_<Reservation>(m, "Reservation")
       .def_property_readonly("views", &Reservation::views)
@@ -785,12 +932,23 @@ PYBIND11_MODULE(_core, m) {
            py::arg("min_after_dequeue") = 0, py::arg("seed") = 0)
       .def_static("attach", &PyRing::attach, py::arg("fd"), py::arg("dtypes"), py::arg("shapes"), py::arg("name"),
                   py::kw_only(), py::arg("bounds") = py::none())
-      .def("put", &PyRing::put, py::arg("components"), py::arg("timeout") = py::none(), py::arg("ticket") = py::none())
-      .def("put_many", &PyRing::put_many, py::arg("components"), py::arg("timeout") = py::none())
+      .def("put", &PyRing::put, py::arg("components"), py::arg("timeout") = py::none(), py::arg("ticket") = py::none(),
+           py::arg("tag") = py::none())
+      .def("put_many", &PyRing::put_many, py::arg("components"), py::arg("timeout") = py::none(),
+           py::arg("tag") = py::none())
       .def("fast_put", &make_fast_put, py::arg("slow"), py::arg("doc"),
            "put(element, timeout=None) as a builtin: exact arrays straight into the ring, anything else to slow")
       .def("reserve", &PyRing::reserve, py::arg("timeout") = py::none(), py::arg("shapes") = py::none())
-      .def("begin_turns", &PyRing::begin_turns, py::arg("workers"))
+      .def("begin_turns", &PyRing::begin_turns, py::arg("workers"), py::arg("first") = 0)
+      .def("begin_tracking", &PyRing::begin_tracking, py::arg("watermark") = 0,
+           py::arg("taken") = std::vector<std::uint64_t>{},
+           "Consumers record the positions they take from now on (tags of put/put_many); those given count as taken")
+      .def("taken_state", &PyRing::taken_state, "(watermark, [positions taken above it], overflowed)")
+      .def("set_writer", &PyRing::set_writer, py::arg("writer"), py::arg("counter") = py::none(), py::arg("word") = 0,
+           "This process's puts are writer `writer`'s; each committed slot adds one to counter's uint64 `word`")
+      .def("reclaim_writer", &PyRing::reclaim_writer, py::arg("writer"),
+           "Once writer `writer` is dead: its held slots go back to the free queue, its puts under way end")
+      .def_property_readonly("turn", &PyRing::turn)
       .def("finish_turns", &PyRing::finish_turns, py::arg("worker"), py::arg("count"))
       .def("wait_turn", &PyRing::wait_turn_until, py::arg("ticket"), py::arg("timeout") = py::none(),
            "Waits until ticket may commit; TimeoutError after timeout, QueueClosed once the ring has ended")

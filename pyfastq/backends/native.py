@@ -16,8 +16,8 @@ import os
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import node_def_pb2
-from tensorflow.python.eager import context
 from tensorflow.python.data.ops import dataset_ops
+from tensorflow.python.eager import context
 
 from .._spec import Spec, bitcast_takes
 from .._writer import RingWriter

@@ -376,7 +376,7 @@ std::uint64_t Ring::layout(Component* components, std::uint32_t n) {
 
 namespace {
 struct Offsets {
-  std::uint64_t free_cells, ready_cells, pool_cells, slots, total;
+  std::uint64_t free_cells, ready_cells, pool_cells, tags, owners, taken, slots, total;
 };
 Offsets offsets_for(std::uint32_t capacity, std::uint64_t slot_bytes) {
   Offsets o;
@@ -386,7 +386,11 @@ Offsets offsets_for(std::uint32_t capacity, std::uint64_t slot_bytes) {
   o.ready_cells = o.free_cells + cells;
   o.pool_cells = o.ready_cells + cells;
   const std::uint64_t pool = align_up(std::uint64_t(capacity) * sizeof(std::uint32_t), kCacheLineSize);
-  o.slots = align_up(o.pool_cells + pool, 4096);  // page-aligned slots: large copies start on a page
+  o.tags = o.pool_cells + pool;
+  o.owners = o.tags + align_up(std::uint64_t(capacity) * sizeof(std::uint64_t), kCacheLineSize);
+  o.taken = o.owners + align_up(std::uint64_t(capacity) * sizeof(std::uint32_t), kCacheLineSize);
+  // The taken bits are touched only by rings that track positions: their pages cost nothing otherwise.
+  o.slots = align_up(o.taken + kTakenBits / 8, 4096);  // page-aligned slots: large copies start on a page
   o.total = add_bytes(o.slots, mul_bytes(capacity, slot_bytes));
   return o;
 }
@@ -431,6 +435,9 @@ Ring Ring::create(void* memory, std::size_t memory_bytes, std::uint32_t capacity
   h->free_cells_offset = o.free_cells;
   h->ready_cells_offset = o.ready_cells;
   h->pool_cells_offset = o.pool_cells;
+  h->tags_offset = o.tags;
+  h->owners_offset = o.owners;
+  h->taken_offset = o.taken;
   h->slots_offset = o.slots;
   h->num_components = num_components;
   h->flags = 0;
@@ -463,6 +470,16 @@ Ring Ring::create(void* memory, std::size_t memory_bytes, std::uint32_t capacity
   h->turns.epoch.store(0, std::memory_order_relaxed);
   h->turns.waiters.store(0, std::memory_order_relaxed);
   h->turns.workers = 0;
+  h->track.watermark.store(0, std::memory_order_relaxed);
+  h->track.enabled.store(0, std::memory_order_relaxed);
+  h->track.overflow.store(0, std::memory_order_relaxed);
+  for (auto& n : h->track.inflight) n.store(0, std::memory_order_relaxed);
+  auto* tags = reinterpret_cast<std::uint64_t*>(base + o.tags);
+  auto* owners = reinterpret_cast<std::atomic<std::uint32_t>*>(base + o.owners);
+  for (std::uint32_t i = 0; i < capacity; ++i) {
+    tags[i] = kNoPosition;
+    new (&owners[i]) std::atomic<std::uint32_t>(0);
+  }
 
   auto* free_cells = reinterpret_cast<IndexCell*>(base + o.free_cells);
   auto* ready_cells = reinterpret_cast<IndexCell*>(base + o.ready_cells);
@@ -495,10 +512,13 @@ Ring Ring::attach(void* memory, std::size_t memory_bytes) {
 }
 
 bool Ring::try_acquire(std::uint32_t* slot, Status* why_not) noexcept {
-  header_->inflight.fetch_add(1, std::memory_order_seq_cst);
+  inflight().fetch_add(1, std::memory_order_seq_cst);
   const bool open = state() == State::kOpen;
-  if (open && pop_n(header_->free_q, free_cells(), header_->capacity, 1, 1, slot) == 1) return true;
-  header_->inflight.fetch_sub(1, std::memory_order_seq_cst);
+  if (open && pop_n(header_->free_q, free_cells(), header_->capacity, 1, 1, slot) == 1) {
+    took(*slot);
+    return true;
+  }
+  inflight().fetch_sub(1, std::memory_order_seq_cst);
   notify_all(header_->ready_q);  // a consumer may be waiting for the last producer to leave
   if (why_not) *why_not = open ? Status::kTimeout : status_of(state());
   return false;
@@ -523,14 +543,14 @@ Status Ring::acquire_many(std::uint32_t n, std::uint32_t* slots, std::uint32_t* 
 bool Ring::begin_put() noexcept {
   // Counted before the state is read: a consumer that sees the ring closed
   // and nothing in flight knows that no put can still begin.
-  header_->inflight.fetch_add(1, std::memory_order_seq_cst);
+  inflight().fetch_add(1, std::memory_order_seq_cst);
   if (state() == State::kOpen) return true;
   end_put();
   return false;
 }
 
 void Ring::end_put() noexcept {
-  header_->inflight.fetch_sub(1, std::memory_order_seq_cst);
+  inflight().fetch_sub(1, std::memory_order_seq_cst);
   if (state() != State::kOpen) notify_all(header_->ready_q);  // a consumer may wait for the last put to end
 }
 
@@ -570,20 +590,47 @@ Status Ring::acquire_begun(std::uint32_t n, std::uint32_t* slots, std::uint32_t*
         refill > need ? std::chrono::duration_cast<Clock::duration>(kRefillPark) : Clock::duration(kMaxPark));
   }
   // One in-flight count per slot held: commit and abort each give one back.
-  if (st == Status::kOk) header_->inflight.fetch_add(*got, std::memory_order_seq_cst);
+  if (st == Status::kOk) {
+    inflight().fetch_add(*got, std::memory_order_seq_cst);
+    for (std::uint32_t i = 0; i < *got; ++i) took(slots[i]);
+  }
   return st;
 }
 
+// A slot just taken from the free queue: no position until the producer
+// tags it, and held by this view's writer. A writer killed before this lost
+// the slot (the ring has one fewer), never an element.
+void Ring::took(std::uint32_t slot) noexcept {
+  tags()[slot] = kNoPosition;
+  if (writer_ != 0) owners()[slot].store(writer_, std::memory_order_release);
+}
+
 void Ring::commit(std::uint32_t slot) noexcept {
-  push_and_notify(header_->ready_q, ready_cells(), header_->capacity, slot, header_->state);
-  header_->inflight.fetch_sub(1, std::memory_order_seq_cst);
+  // Not its writer's before the push: a writer killed between the two loses
+  // the slot, where the other order would let reclaim_writer free a slot
+  // that is also ready.
+  if (writer_ != 0) owners()[slot].store(0, std::memory_order_release);
+  push(header_->ready_q, ready_cells(), header_->capacity, slot, header_->state);
+  // Counted the instant after the push, before the wake's system call: a
+  // writer killed in between leaves its element counted uncommitted, and it
+  // is made again (see set_writer).
+  if (commits_ != nullptr) commits_->fetch_add(1, std::memory_order_seq_cst);
+  notify(header_->ready_q);
+  inflight().fetch_sub(1, std::memory_order_seq_cst);
   if (state() != State::kOpen) notify_all(header_->ready_q);
 }
 
 void Ring::abort(std::uint32_t slot) noexcept {
+  if (writer_ != 0) owners()[slot].store(0, std::memory_order_release);
   push_and_notify(header_->free_q, free_cells(), header_->capacity, slot, header_->state);
-  header_->inflight.fetch_sub(1, std::memory_order_seq_cst);
+  inflight().fetch_sub(1, std::memory_order_seq_cst);
   if (state() != State::kOpen) notify_all(header_->ready_q);
+}
+
+std::uint32_t Ring::inflight_total() const noexcept {
+  std::uint32_t total = header_->inflight.load(std::memory_order_seq_cst);
+  for (const auto& n : header_->track.inflight) total += n.load(std::memory_order_seq_cst);
+  return total;
 }
 
 Status Ring::pop(std::uint32_t n, std::uint32_t* slots, std::uint32_t* got, bool allow_smaller, Deadline deadline,
@@ -600,12 +647,14 @@ Status Ring::pop(std::uint32_t n, std::uint32_t* slots, std::uint32_t* got, bool
     }
     *got = pop_n(header_->ready_q, ready_cells(), header_->capacity, n, n, slots);
     if (*got != 0) {
+      record_taken(slots, *got);
       *out = Status::kOk;
       return Try::kDone;
     }
     // Closed, and no put under way nor slot being filled: nothing more will come.
-    if (s == State::kClosed && header_->inflight.load(std::memory_order_seq_cst) == 0) {
+    if (s == State::kClosed && inflight_total() == 0) {
       *got = pop_n(header_->ready_q, ready_cells(), header_->capacity, n, allow_smaller ? 1 : n, slots);
+      record_taken(slots, *got);
       *out = *got != 0 ? Status::kOk : Status::kClosed;
       return Try::kDone;
     }
@@ -656,7 +705,7 @@ Status Ring::pop_shuffled(std::uint32_t n, std::uint32_t* slots, std::uint32_t* 
           if (size >= keep + n) take = n;
         } else if (size >= n) {  // closed: min_after_dequeue no longer holds anything back
           take = n;
-        } else if (header_->inflight.load(std::memory_order_seq_cst) == 0) {
+        } else if (inflight_total() == 0) {
           // Nothing more will come; what the last puts committed is in the ready queue now.
           absorb_ready();
           const std::uint32_t left = pool.size.load(std::memory_order_relaxed);
@@ -668,6 +717,7 @@ Status Ring::pop_shuffled(std::uint32_t n, std::uint32_t* slots, std::uint32_t* 
         }
         if (take != 0) {
           *got = pick(take, slots);
+          record_taken(slots, *got);
           *out = Status::kOk;
           result = Try::kDone;
         }
@@ -805,13 +855,88 @@ void Ring::wake_all() noexcept {
   futex_wake_all(&header_->turns.epoch);
 }
 
-bool Ring::begin_turns(std::uint32_t workers) noexcept {
-  if (workers == 0 || workers > kMaxTurnWorkers) return false;
+bool Ring::begin_turns(std::uint32_t workers) noexcept { return begin_turns_at(workers, 0); }
+
+bool Ring::begin_turns_at(std::uint32_t workers, std::uint64_t first) noexcept {
+  if (workers == 0 || workers > kMaxTurnWorkers || first == kNoTurn) return false;
   Turnstile& t = header_->turns;
   for (std::uint32_t w = 0; w < kMaxTurnWorkers; ++w) t.finished_at[w].store(kNoTurn, std::memory_order_relaxed);
   t.workers = workers;
-  t.turn.store(0, std::memory_order_seq_cst);
+  t.turn.store(first, std::memory_order_seq_cst);
   return true;
+}
+
+void Ring::begin_tracking(std::uint64_t watermark) noexcept {
+  Tracking& t = header_->track;
+  for (std::uint64_t i = 0; i < kTakenBits / 64; ++i) taken_words()[i].store(0, std::memory_order_relaxed);
+  t.overflow.store(0, std::memory_order_relaxed);
+  t.watermark.store(watermark, std::memory_order_relaxed);
+  t.enabled.store(1, std::memory_order_seq_cst);
+}
+
+void Ring::mark_taken(std::uint64_t position) noexcept { mark_bit(position); }
+
+bool Ring::taken(std::uint64_t position) const noexcept {
+  const std::uint64_t b = position % kTakenBits;
+  return (taken_words()[b / 64].load(std::memory_order_seq_cst) >> (b % 64)) & 1;
+}
+
+// Consumer side, as it takes slots: their positions are taken. Costs one
+// load for a ring that does not track.
+void Ring::record_taken(const std::uint32_t* slots, std::uint32_t n) noexcept {
+  if (header_->track.enabled.load(std::memory_order_relaxed) == 0) return;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    const std::uint64_t p = tags()[slots[i]];
+    if (p != kNoPosition) mark_bit(p);
+  }
+}
+
+// Sets position's bit, then moves the watermark over every set bit at it.
+// The bit at the watermark is cleared by whoever's fetch_and finds it set,
+// and that one alone moves the watermark on; a consumer that set a bit just
+// above finds either the watermark moved (and moves it further) or its bit
+// seen by the mover: both sides store, then load, seq_cst.
+void Ring::mark_bit(std::uint64_t position) noexcept {
+  Tracking& t = header_->track;
+  const std::uint64_t w = t.watermark.load(std::memory_order_seq_cst);
+  if (position < w) return;
+  if (position - w >= kTakenBits) {
+    t.overflow.store(1, std::memory_order_release);
+    return;
+  }
+  const std::uint64_t b = position % kTakenBits;
+  taken_words()[b / 64].fetch_or(std::uint64_t{1} << (b % 64), std::memory_order_seq_cst);
+  for (;;) {
+    const std::uint64_t at = t.watermark.load(std::memory_order_seq_cst);
+    const std::uint64_t bit = at % kTakenBits;
+    const std::uint64_t mask = std::uint64_t{1} << (bit % 64);
+    if ((taken_words()[bit / 64].load(std::memory_order_seq_cst) & mask) == 0) return;
+    if ((taken_words()[bit / 64].fetch_and(~mask, std::memory_order_seq_cst) & mask) == 0) return;
+    t.watermark.store(at + 1, std::memory_order_seq_cst);
+  }
+}
+
+bool Ring::set_writer(std::uint32_t writer, std::atomic<std::uint64_t>* commits) noexcept {
+  if (writer >= kMaxWriters) return false;
+  writer_ = writer;
+  commits_ = commits;
+  return true;
+}
+
+std::uint32_t Ring::reclaim_writer(std::uint32_t writer) noexcept {
+  if (writer == 0 || writer >= kMaxWriters) return 0;
+  std::uint32_t given = 0;
+  for (std::uint32_t s = 0; s < header_->capacity; ++s) {
+    std::uint32_t held = writer;
+    if (owners()[s].compare_exchange_strong(held, 0, std::memory_order_acq_rel)) {
+      push(header_->free_q, free_cells(), header_->capacity, s, header_->state);
+      ++given;
+    }
+  }
+  header_->track.inflight[writer].store(0, std::memory_order_seq_cst);
+  notify(header_->free_q);
+  notify_all(header_->ready_q);  // consumers of a closed ring may wait for that writer no more
+  return given;
 }
 
 Status Ring::wait_turn(std::uint64_t ticket, Deadline deadline, const std::atomic<bool>* abandon) noexcept {

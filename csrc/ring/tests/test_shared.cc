@@ -402,6 +402,112 @@ TEST(a_producer_killed_holding_a_slot_is_failed_not_waited_for) {
   CHECK_EQ(r.pop(1, &s, &got, false, in(1000ms)), Status::kFailed);
 }
 
+TEST(a_named_writer_killed_holding_a_slot_is_reclaimed_and_the_ring_goes_on) {
+  auto m = shared_ring(3);
+  Ring& r = m->ring();
+  int ready[2];
+  CHECK_EQ(pipe(ready), 0);
+  const pid_t kid = spawn([&] {
+    close(ready[0]);
+    auto mine = RingMemory::attach(m->fd());
+    Ring& cr = mine->ring();
+    std::atomic<std::uint64_t> commits{0};
+    CHECK(cr.set_writer(7, &commits));
+    put_item(cr, 0, 0);
+    std::uint32_t held[2], got;
+    CHECK(cr.begin_put());  // a put under way, as one waiting for room would be
+    CHECK_EQ(cr.acquire_begun(2, held, &got, false, in(5000ms)), Status::kOk);
+    CHECK_EQ(got, 2);
+    CHECK_EQ(write(ready[1], "x", 1), 1);
+    for (;;) pause();
+  });
+  close(ready[1]);
+  char c;
+  CHECK_EQ(read(ready[0], &c, 1), 1);
+  close(ready[0]);
+  CHECK_EQ(kill(kid, SIGKILL), 0);
+  int status;
+  CHECK_EQ(waitpid(kid, &status, 0), kid);
+
+  // Its two slots come back, and its puts under way end: once closed, the ring drains and ends.
+  CHECK_EQ(r.reclaim_writer(7), 2);
+  CHECK_EQ(r.reclaim_writer(7), 0);
+  std::uint32_t s[3], got;
+  CHECK_EQ(r.acquire_many(2, s, &got, false, in(1000ms)), Status::kOk);
+  r.abort(s[0]);
+  r.abort(s[1]);
+  CHECK(r.close());
+  CHECK_EQ(r.pop(1, s, &got, false, in(1000ms)), Status::kOk);
+  CHECK_EQ(read_item(r, s[0]), item_of(0, 0));
+  r.release(s[0]);
+  CHECK_EQ(r.pop(1, s, &got, false, in(1000ms)), Status::kClosed);
+}
+
+TEST(consumers_record_the_positions_they_take) {
+  auto m = private_ring(8);
+  Ring& r = m->ring();
+  r.begin_tracking(10);
+  r.mark_taken(12);
+  std::atomic<std::uint64_t> commits{0};
+  CHECK(r.set_writer(0, &commits));
+  auto put_at = [&](std::uint64_t position) {
+    std::uint32_t s;
+    CHECK_EQ(r.acquire(&s, in(1000ms)), Status::kOk);
+    r.set_tag(s, position);
+    r.commit(s);
+  };
+  put_at(13);
+  put_at(10);
+  put_at(15);
+  put_item(r, 0, 0);  // untagged: reads no position
+  CHECK_EQ(commits.load(), 4);
+  std::uint32_t s[4], got;
+  CHECK_EQ(r.pop(2, s, &got, false, in(1000ms)), Status::kOk);
+  r.release_many(s, got);
+  CHECK_EQ(r.taken_watermark(), 11);  // 10 taken; 11 not yet
+  CHECK(r.taken(12) && r.taken(13) && !r.taken(14));
+  put_at(11);
+  CHECK_EQ(r.pop(3, s, &got, false, in(1000ms)), Status::kOk);
+  r.release_many(s, got);
+  CHECK_EQ(r.taken_watermark(), 14);  // 11, 12, 13
+  CHECK(r.taken(15) && !r.tracking_overflowed());
+  put_at(14 + pyfastq::kTakenBits);
+  CHECK_EQ(r.pop(1, s, &got, false, in(1000ms)), Status::kOk);
+  CHECK(r.tracking_overflowed());
+}
+
+TEST(the_taken_watermark_is_exact_under_concurrent_consumers) {
+  constexpr std::uint64_t kN = 20000;
+  auto m = private_ring(64);
+  Ring& r = m->ring();
+  r.begin_tracking(0);
+  Background producer([&] {
+    std::mt19937 rng(1);
+    std::vector<std::uint64_t> order(kN);
+    for (std::uint64_t i = 0; i < kN; ++i) order[i] = i;
+    // Near order, as workers claiming small chunks make it: shuffled within windows of 32.
+    for (std::uint64_t i = 0; i + 32 <= kN; i += 32) std::shuffle(order.begin() + i, order.begin() + i + 32, rng);
+    for (auto p : order) {
+      std::uint32_t s;
+      CHECK_EQ(r.acquire(&s), Status::kOk);
+      r.set_tag(s, p);
+      r.commit(s);
+    }
+    r.close();
+  });
+  std::vector<std::thread> consumers;
+  for (int c = 0; c < 3; ++c) {
+    consumers.emplace_back([&] {
+      std::uint32_t s[5], got;
+      while (r.pop(5, s, &got, true) == Status::kOk) r.release_many(s, got);
+    });
+  }
+  for (auto& t : consumers) t.join();
+  CHECK(producer.join_within(std::chrono::seconds(60)));
+  CHECK_EQ(r.taken_watermark(), kN);
+  CHECK(!r.tracking_overflowed());
+}
+
 // The dead-popper cases below make the state a process killed mid-pop leaves
 // by hand (there is no instant to SIGKILL it at reliably); a private ring
 // has the same layout.

@@ -6,7 +6,8 @@
 //
 // Layout of the block (all offsets from the block's start, 64-byte aligned):
 //
-//   RingHeader | free cells [capacity] | ready cells [capacity] | pool cells [capacity] | slots [capacity]
+//   RingHeader | free cells [capacity] | ready cells [capacity] | pool cells [capacity] |
+//   tags [capacity] | owners [capacity] | taken bits [kTakenBits] | slots [capacity]
 //
 // Every slot index lives in exactly one place at a time: the free queue, a
 // producer (between acquire and commit/abort), the ready queue, or a consumer
@@ -46,7 +47,7 @@ namespace pyfastq {
 // The block's layout and the library's ABI: bumped on any change to either.
 // Rings of another version are refused (attach), and so are libraries
 // (ring_library_version) of another version than the modules' headers.
-inline constexpr std::uint32_t kRingVersion = 5;
+inline constexpr std::uint32_t kRingVersion = 6;
 
 // any thread: kRingVersion as the loaded library was built with. The modules
 // that link it compare it with their own, so a stale library is refused, not misread.
@@ -59,6 +60,12 @@ inline constexpr std::size_t kFailMessageBytes = 16384;
 inline constexpr std::uint32_t kMaxTurnWorkers = 256;
 inline constexpr std::uint64_t kNoTurn = ~std::uint64_t{0};  // every ordered producer has finished
 inline constexpr std::uint32_t kFillBins = 10;  // the fill-level histogram's bins: tenths of capacity
+// Writers that Ring::set_writer can name (1 .. kMaxWriters - 1; 0 is "no writer of its own").
+inline constexpr std::uint32_t kMaxWriters = 256;
+// What a slot's tag holds when its element reads no position of a run.
+inline constexpr std::uint64_t kNoPosition = ~std::uint64_t{0};
+// Positions above the taken watermark that tracking can hold (see Ring::begin_tracking).
+inline constexpr std::uint64_t kTakenBits = std::uint64_t{1} << 21;
 // What layout() and bytes_needed() return for a size that 64 bits cannot hold:
 // no allocation can give that many bytes, so it fails as any too-large one does.
 inline constexpr std::uint64_t kTooManyBytes = ~std::uint64_t{0};
@@ -156,6 +163,17 @@ struct alignas(kCacheLineSize) Turnstile {
   std::atomic<std::uint64_t> finished_at[kMaxTurnWorkers];
 };
 
+// What consumers have taken, by position of a run (see Ring::begin_tracking),
+// and what each named writer holds, so that a dead writer's share can be
+// given back (Ring::reclaim_writer).
+struct alignas(kCacheLineSize) Tracking {
+  alignas(kCacheLineSize) std::atomic<std::uint64_t> watermark;  // every position below it was taken
+  std::atomic<std::uint32_t> enabled;
+  std::atomic<std::uint32_t> overflow;  // a position came kTakenBits or more above the watermark
+  // Per named writer: its puts under way plus the slots it holds (RingHeader::inflight for the others).
+  alignas(kCacheLineSize) std::atomic<std::uint32_t> inflight[kMaxWriters];
+};
+
 struct RingHeader {
   std::uint64_t magic;
   std::uint32_t version;
@@ -165,6 +183,9 @@ struct RingHeader {
   std::uint64_t free_cells_offset;
   std::uint64_t ready_cells_offset;
   std::uint64_t pool_cells_offset;
+  std::uint64_t tags_offset;    // per slot: the position its element reads (kNoPosition: none)
+  std::uint64_t owners_offset;  // per slot: the named writer holding it (0: none or unnamed)
+  std::uint64_t taken_offset;   // kTakenBits bits: positions taken above the watermark, by position % kTakenBits
   std::uint64_t slots_offset;
   std::uint32_t num_components;
   std::uint32_t flags;  // reserved for the owner (e.g. shared memory)
@@ -187,6 +208,7 @@ struct RingHeader {
   char fail_message[kFailMessageBytes];
 
   Turnstile turns;
+  Tracking track;
 };
 
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "ring needs lock-free 64-bit atomics");
@@ -207,8 +229,8 @@ struct Counters {
   std::uint64_t fill_hist[kFillBins];  // see RingHeader::fill_hist
 };
 
-// A view of a ring that lives in memory someone else owns. Copyable: it is two
-// pointers; the ring's state is all in the block.
+// A view of a ring that lives in memory someone else owns. Copyable: it is a
+// few pointers; the ring's state is all in the block.
 class PYFASTQ_API Ring {
  public:
   // any thread: bytes needed for a ring of `capacity` slots of `slot_bytes`
@@ -302,6 +324,8 @@ class PYFASTQ_API Ring {
   // owner only, before the producers start (never while one runs). Ticket
   // k*workers + i is producer i's k-th element; 1 <= workers <= kMaxTurnWorkers.
   [[nodiscard]] bool begin_turns(std::uint32_t workers) noexcept;
+  // owner only, before the producers start: as begin_turns, with the turn at `first`.
+  [[nodiscard]] bool begin_turns_at(std::uint32_t workers, std::uint64_t first) noexcept;
   // producer side: waits until `ticket` may commit: kOk when it is its turn
   // (even on an ended ring: the acquire that follows reports the end), else
   // kClosed, kCancelled or kFailed once the ring has ended. The turn is kept
@@ -317,6 +341,40 @@ class PYFASTQ_API Ring {
   void finish_turns(std::uint32_t worker, std::uint64_t count) noexcept;
   // any thread: the ticket that may commit now; kNoTurn once every ordered producer has finished.
   std::uint64_t turn() const noexcept { return header_->turns.turn.load(std::memory_order_acquire); }
+
+  // Positions and writers: a Producer reading a random-access source tags
+  // each element with its position in the run; consumers record the tags of
+  // what they take, so the trainer can say exactly what was taken (a
+  // checkpoint), whichever order elements were made and taken in. A writer
+  // that names itself (set_writer) has its held slots and puts under way
+  // counted apart, so that once it is dead they can be given back.
+
+  // owner only, before the producers start: consumers record the positions
+  // they take from now on; every position below `watermark` counts as taken.
+  void begin_tracking(std::uint64_t watermark) noexcept;
+  // owner only, after begin_tracking and before the producers start: marks
+  // `position` (at or above the watermark, below it + kTakenBits) taken.
+  void mark_taken(std::uint64_t position) noexcept;
+  // any thread: every position below it was taken.
+  std::uint64_t taken_watermark() const noexcept { return header_->track.watermark.load(std::memory_order_seq_cst); }
+  // any thread: whether `position` (at or above taken_watermark()) was taken.
+  bool taken(std::uint64_t position) const noexcept;
+  // any thread: true once a position came kTakenBits or more above the
+  // watermark: what was taken is no longer known exactly.
+  bool tracking_overflowed() const noexcept { return header_->track.overflow.load(std::memory_order_acquire) != 0; }
+  // the slot's holder, between acquire and commit: the position the element reads.
+  void set_tag(std::uint32_t slot, std::uint64_t position) noexcept { tags()[slot] = position; }
+  // this view only, before it puts anything: its puts are writer `writer`'s
+  // (1 .. kMaxWriters - 1; 0: unnamed); with `commits`, each slot it
+  // commits adds one to that word, right after the commit. A writer killed
+  // between the two (a few instructions) has one committed element counted
+  // as not: whoever goes by the count makes it again.
+  [[nodiscard]] bool set_writer(std::uint32_t writer, std::atomic<std::uint64_t>* commits = nullptr) noexcept;
+  // any thread, once writer `writer` is dead (never while it runs): the slots
+  // it held go back to the free queue and its puts under way end, so neither
+  // producers nor the consumers of a closed ring wait for them.
+  // Returns the slots given back.
+  std::uint32_t reclaim_writer(std::uint32_t writer) noexcept;
 
   // the slot's holder only: the producer between acquire and commit/abort,
   // the consumer between pop and release.
@@ -368,9 +426,25 @@ class PYFASTQ_API Ring {
   bool end_with(State s) noexcept;
   void drain_to_free() noexcept;
   void skip_finished_turns() noexcept;
+  std::uint64_t* tags() const noexcept { return reinterpret_cast<std::uint64_t*>(base_ + header_->tags_offset); }
+  std::atomic<std::uint32_t>* owners() const noexcept {
+    return reinterpret_cast<std::atomic<std::uint32_t>*>(base_ + header_->owners_offset);
+  }
+  std::atomic<std::uint64_t>* taken_words() const noexcept {
+    return reinterpret_cast<std::atomic<std::uint64_t>*>(base_ + header_->taken_offset);
+  }
+  std::atomic<std::uint32_t>& inflight() const noexcept {
+    return writer_ != 0 ? header_->track.inflight[writer_] : header_->inflight;
+  }
+  std::uint32_t inflight_total() const noexcept;
+  void took(std::uint32_t slot) noexcept;
+  void record_taken(const std::uint32_t* slots, std::uint32_t n) noexcept;
+  void mark_bit(std::uint64_t position) noexcept;
 
   std::uint8_t* base_ = nullptr;
   RingHeader* header_ = nullptr;
+  std::uint32_t writer_ = 0;                       // set_writer's
+  std::atomic<std::uint64_t>* commits_ = nullptr;  // set_writer's
 };
 
 }  // namespace pyfastq
