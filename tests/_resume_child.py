@@ -20,7 +20,7 @@ if len(sys.argv) > 4:
     with open(sys.argv[4]) as f:
         resume = json.load(f)
 
-q = pyfastq.Queue(tf.TensorSpec([], tf.int64), capacity=16, shared=True)
+q = pyfastq.Queue(tf.TensorSpec([], tf.int64), capacity=64, shared=True)
 source = Paced(n, 0.001)
 with pyfastq.Producer(q, source, workers=2, mode="process", shuffle=True, seed=None if resume else 11,
                       resume=resume) as p, open(log_path, "a") as log:
