@@ -342,8 +342,7 @@ def _put_position(source: Any, plan: Plan, queue: Any, stop: threading.Event, tu
     elif tag is None:
         put = put_until_stopped(queue.put, item, stop)
     else:
-        impl, flat = queue._impl, queue._layout.flatten(item)
-        put = put_until_stopped(lambda e, t: impl.put(e, t, None, tag), flat, stop)
+        put = put_until_stopped(queue._tagged_put, item, stop, tag)
     if not put:
         return False
     if turns is not None:

@@ -32,7 +32,11 @@ class Producing:
             def slow(element: Any, timeout: float | None) -> None:
                 impl_put(flatten(element), timeout)
 
+            def slow_tagged(element: Any, timeout: float | None, tag: int) -> None:
+                impl_put(flatten(element), timeout, None, tag)
+
             self.put = self._impl.fast_put(slow, Producing.put.__doc__)
+            self._tagged_put = self._impl.fast_put(slow_tagged, Producing._tagged_put.__doc__, tagged=True)
 
     def put(self, element: Any, timeout: float | None = None) -> None:
         """Enqueues one element; blocks while the queue is full.
@@ -40,6 +44,11 @@ class Producing:
         >>> q.put((image, label))
         """
         self._impl.put(self._layout.flatten(element), timeout)
+
+    def _tagged_put(self, element: Any, timeout: float | None, tag: int) -> None:
+        """put() of a random-access source's worker: the element reads position `tag` of the run (a ring that
+        records what consumers take, RingWriter.tracks_positions, only)."""
+        self._impl.put(self._layout.flatten(element), timeout, None, tag)
 
     def put_many(self, elements: Any, timeout: float | None = None) -> None:
         """Enqueues every row of dim 0 of every component (as TF's enqueue_many).
@@ -149,9 +158,10 @@ class RingWriter:
         if not self._ring.put(self._layout.convert(flat), timeout, ticket, tag):
             raise AssertionError(f"pyfastq internal error: converted element rejected by the ring of '{self._name}'")
 
-    def fast_put(self, slow, doc: str):
-        """put(element, timeout=None) as a builtin: exact arrays go straight in, anything else to slow."""
-        return self._ring.fast_put(slow, doc)
+    def fast_put(self, slow, doc: str, tagged: bool = False):
+        """put(element, timeout=None) as a builtin (tagged: put(element, timeout, tag)): exact arrays go straight
+        in, anything else to slow."""
+        return self._ring.fast_put(slow, doc, tagged)
 
     def put_many(self, flat: list, timeout: float | None, tag: int | None = None) -> None:
         """A tag is the position whose item the last row completes."""

@@ -92,6 +92,23 @@ def test_state_counts_what_consumers_took_not_what_workers_made(native):
     p.stop()
 
 
+@pytest.mark.parametrize("element", ["array", "list"])
+def test_a_tagged_put_records_its_position_when_taken(native, element):
+    # An exact array takes the builtin's fast path, a list the converting one: both carry the tag.
+    q = pyfastq.Queue(tf.TensorSpec([2], tf.int64), capacity=8)
+    q._impl.begin_tracking(0, [])
+    for position in (0, 2, 1, 5):
+        x = np.array([position, 7], np.int64) if element == "array" else [position, 7]
+        q._tagged_put(x, None, position)
+    assert q._impl.taken_state() == (0, [], False)  # made, not taken
+    assert [int(q.dequeue()[0]) for _ in range(3)] == [0, 2, 1]
+    assert q._impl.taken_state() == (3, [], False)
+    q.dequeue()
+    assert q._impl.taken_state() == (3, [5], False)
+    with pytest.raises(TypeError, match="3 positional arguments"):
+        q._tagged_put(x, None)
+
+
 def test_resume_of_batched_items_counts_items_whose_last_row_was_taken(native):
     q = queue("thread", capacity=64)
     p = pyfastq.Producer(q, Rows(50, 4), workers=1, batched=True, ordered=True, close_on_exit=False).start()

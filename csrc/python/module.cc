@@ -278,7 +278,8 @@ class PyRing {
   // without pybind11's argument handling in the way: an exact array goes into
   // the ring, and anything else returns false before anything is done, for the
   // caller to convert.
-  bool put_exact(PyObject* obj, PyObject* timeout) {
+  // With a tag, the element reads that position of a run (Ring::set_tag).
+  bool put_exact(PyObject* obj, PyObject* timeout, std::optional<std::uint64_t> tag = std::nullopt) {
     if (dtypes_.size() != 1) return false;
     const auto& api = py::detail::npy_api::get();
     if (!api.PyArray_Check_(obj)) return false;
@@ -298,6 +299,7 @@ class PyRing {
     std::uint8_t* dst = ring_->slot_data(slot) + ring_->component(0).offset;
     copy_releasing_gil_if_large(nbytes, [&] { std::memcpy(dst, a->data, nbytes); });
     if (shapes_.variable[0]) write_dims(slot, 0, a->dimensions);
+    if (tag) ring_->set_tag(slot, *tag);
     held.commit();
     return true;
   }
@@ -677,17 +679,47 @@ class PyRing {
 // PyRing::put_exact, and for anything it does not take calls `slow` (the
 // Python put, which converts or raises the precise error). A builtin, and not
 // a pybind11 method behind a Python function, because at a few million puts a
-// second the call itself is most of the cost.
+// second the call itself is most of the cost. The tagged variant,
+// put(element, timeout, tag) with all three positional, is a random-access
+// source's worker's put: the element reads position `tag` of the run.
 struct FastPut {
   PyMethodDef def;
   std::string doc;
   PyObject* ring_object;  // a reference: keeps the ring alive
   PyRing* ring;
   PyObject* slow;  // a reference
+  bool tagged;
 };
+
+PyObject* tagged_put_call(FastPut* fp, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  if (nargs != 3 || (kwnames != nullptr && PyTuple_GET_SIZE(kwnames) != 0)) {
+    PyErr_Format(PyExc_TypeError, "tagged put() takes 3 positional arguments: element, timeout, tag (%zd given)",
+                 nargs);
+    return nullptr;
+  }
+  const unsigned long long tag = PyLong_AsUnsignedLongLong(args[2]);
+  if (tag == static_cast<unsigned long long>(-1) && PyErr_Occurred()) return nullptr;
+  try {
+    if (fp->ring->put_exact(args[0], args[1], static_cast<std::uint64_t>(tag))) Py_RETURN_NONE;
+  } catch (py::error_already_set& e) {
+    e.restore();
+    return nullptr;
+  } catch (py::builtin_exception& e) {
+    e.set_error();
+    return nullptr;
+  } catch (const std::bad_alloc&) {
+    PyErr_NoMemory();
+    return nullptr;
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+    return nullptr;
+  }
+  return PyObject_Vectorcall(fp->slow, args, 3, nullptr);
+}
 
 PyObject* fast_put_call(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   auto* fp = static_cast<FastPut*>(PyCapsule_GetPointer(self, nullptr));
+  if (fp->tagged) return tagged_put_call(fp, args, nargs, kwnames);
   PyObject* element = nargs >= 1 ? args[0] : nullptr;
   PyObject* timeout = nargs >= 2 ? args[1] : nullptr;
   const Py_ssize_t keywords = kwnames == nullptr ? 0 : PyTuple_GET_SIZE(kwnames);
@@ -731,9 +763,10 @@ PyObject* fast_put_call(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
   return PyObject_Vectorcall(fp->slow, call, 2, nullptr);
 }
 
-py::object make_fast_put(py::object ring, py::object slow, std::string doc) {
+py::object make_fast_put(py::object ring, py::object slow, std::string doc, bool tagged) {
   auto* fp = new FastPut{};
-  fp->doc = "put(element, timeout=None)\n--\n\n" + doc;
+  fp->tagged = tagged;
+  fp->doc = (tagged ? "put(element, timeout, tag)\n--\n\n" : "put(element, timeout=None)\n--\n\n") + doc;
   fp->def = PyMethodDef{"put", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&fast_put_call)),
                         METH_FASTCALL | METH_KEYWORDS, fp->doc.c_str()};
   fp->ring = ring.cast<PyRing*>();
@@ -936,8 +969,9 @@ PYBIND11_MODULE(_core, m) {
            py::arg("tag") = py::none())
       .def("put_many", &PyRing::put_many, py::arg("components"), py::arg("timeout") = py::none(),
            py::arg("tag") = py::none())
-      .def("fast_put", &make_fast_put, py::arg("slow"), py::arg("doc"),
-           "put(element, timeout=None) as a builtin: exact arrays straight into the ring, anything else to slow")
+      .def("fast_put", &make_fast_put, py::arg("slow"), py::arg("doc"), py::arg("tagged") = false,
+           "put(element, timeout=None) as a builtin (tagged: put(element, timeout, tag)): exact arrays straight "
+           "into the ring, anything else to slow")
       .def("reserve", &PyRing::reserve, py::arg("timeout") = py::none(), py::arg("shapes") = py::none())
       .def("begin_turns", &PyRing::begin_turns, py::arg("workers"), py::arg("first") = 0)
       .def("begin_tracking", &PyRing::begin_tracking, py::arg("watermark") = 0,

@@ -56,6 +56,9 @@ trainer, and each worker's USS; beside it, the same fn in multiprocessing's fork
 processes, which re-run the script (what Producer did before its workers were lean).
 "tfdata" (pyfastq/bench/tfdata.py) runs q.dataset(), q.dataset(128), q.dataset().batch(64) and Keras fit
 against tf.data's own floor (from_tensors(x).repeat(), an in-memory fit), with the same consumer.
+"resume" (pyfastq/bench/resume.py) runs the seed and small elements from 2 worker processes reading a
+random-access source with position tracking and restarts on, tracking alone, and neither; and the time
+from a worker's SIGKILL to its replacement's first element.
 Ratios compare methods measured in the same run; absolute figures drift between runs.
 """
 
@@ -182,9 +185,11 @@ STARTUP_USS_TARGET_MB = 60
 # mode="ray"'s targets: against process workers with as many workers (one host), and against Ray Data's TF path.
 RAY_VS_PROCESS = 0.7
 RAY_VS_RAY_DATA = 2.0
-# Not a Workload either: q.dataset() and Keras fit against tf.data's own floor (pyfastq/bench/tfdata.py).
-TFDATA = "tfdata"
-WORKLOAD_NAMES = (*WORKLOADS, STARTUP, TFDATA)
+# Not Workloads either: modules of their own, each with plan() -> [(label, measure(seconds))] and
+# print_table(rows): q.dataset() and Keras fit against tf.data's own floor (tfdata.py); what tracking
+# positions and restarting workers cost (resume.py).
+CASE_MODULES = ("tfdata", "resume")
+WORKLOAD_NAMES = (*WORKLOADS, STARTUP, *CASE_MODULES)
 
 
 class Feeder:
@@ -791,7 +796,7 @@ class Results:
     failures: int = 0
     element_ms: float | None = None  # the python workload's ms of work per element, measured here on one core
     startup: list = field(default_factory=list)  # startup_trainer.py's figures, one dict per run
-    tfdata: dict = field(default_factory=dict)  # tfdata.py's figures: label -> median over the repeats
+    cases: dict = field(default_factory=dict)  # CASE_MODULES' figures: name -> label -> median over the repeats
 
 
 def run_workload(name: str, options: Options, results: Results, progress: Progress) -> None:
@@ -827,29 +832,33 @@ def run_workload(name: str, options: Options, results: Results, progress: Progre
         row[label] = statistics.median(rates) if len(rates) == options.repeat else None
 
 
-def run_tfdata(options: Options, results: Results, progress: Progress) -> None:
-    """The tfdata workload: each q.dataset() case and its tf.data floor, measured one after the other."""
-    from . import tfdata
+def case_module(name: str):
+    """The module of one of CASE_MODULES (imported when asked for: each imports what it measures)."""
+    return importlib.import_module(f".{name}", __package__)
 
+
+def run_cases(name: str, options: Options, results: Results, progress: Progress) -> None:
+    """A workload of CASE_MODULES: each case of its plan() measured in turn, with the repeats."""
     if pyfastq.native_unavailable():
-        progress.log(f"tfdata needs the native backend: {pyfastq.native_unavailable()}")
+        progress.log(f"{name} needs the native backend: {pyfastq.native_unavailable()}")
         results.failures += 1
         return
-    for label, run in tfdata.plan():
+    rows = results.cases[name] = {}
+    for label, run in case_module(name).plan():
         rates = []
         for _ in range(options.repeat):
-            progress.working_on(f"tfdata {label}")
+            progress.working_on(f"{name} {label}")
             try:
                 rates.append(run(options.seconds))
             except Exception as e:  # noqa: BLE001 - one broken case must not hide the others
                 results.failures += 1
-                progress.log(f"tfdata {label} FAILED: {type(e).__name__}: {e}")
+                progress.log(f"{name} {label} FAILED: {type(e).__name__}: {e}")
                 break
             finally:
                 progress.advance()
                 gc.collect()
-            progress.log(f"tfdata {label:45s} {rates[-1]:14,.1f}/s")
-        results.tfdata[label] = statistics.median(rates) if len(rates) == options.repeat else None
+            progress.log(f"{name} {label:45s} {rates[-1]:14,.3f}")
+        rows[label] = statistics.median(rates) if len(rates) == options.repeat else None
 
 
 def startup_plan(options: Options) -> list:
@@ -865,10 +874,8 @@ def measurements(options: Options) -> int:
     for name in options.workloads:
         if name == STARTUP:
             count += len(startup_plan(options))
-        elif name == TFDATA:
-            from . import tfdata
-
-            count += len(tfdata.plan())
+        elif name in CASE_MODULES:
+            count += len(case_module(name).plan())
         else:
             w = WORKLOADS[name]
             count += len(list(runs(w, options.methods, worker_counts_of(w, options))))
@@ -1079,8 +1086,7 @@ def write_json(path: str, results: Results, options: Options) -> None:
            "batch_elements": {name: WORKLOADS[name].batch for name in results.rows}}
     if results.element_ms is not None:
         out["python_element_ms"] = results.element_ms
-    if results.tfdata:
-        out["tfdata"] = results.tfdata
+    out.update(results.cases)
     if results.startup:
         out["startup"] = startup_medians(results.startup)
         out["startup_runs"] = results.startup
@@ -1163,8 +1169,8 @@ def main(argv=None) -> int:
         for name in options.workloads:
             if name == STARTUP:
                 run_startup(options, results, progress)
-            elif name == TFDATA:
-                run_tfdata(options, results, progress)
+            elif name in CASE_MODULES:
+                run_cases(name, options, results, progress)
             else:
                 run_workload(name, options, results, progress)
     finally:
@@ -1176,10 +1182,8 @@ def main(argv=None) -> int:
     print()
     print_summary(results)
     print_startup(results.startup)
-    if results.tfdata:
-        from . import tfdata
-
-        tfdata.print_table(results.tfdata)
+    for name, rows in results.cases.items():
+        case_module(name).print_table(rows)
     write_outputs(options, results)
     print(f"\n({progress.elapsed():.0f} s)", file=sys.stderr)
     return 1 if results.failures else 0

@@ -18,6 +18,7 @@ module, and stay lean.
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -80,6 +81,28 @@ class AugmentedImages(_Items):
         bright *= rng.uniform(0.8, 1.2)
         np.clip(bright, 0, 255, out=bright)
         return bright.astype(np.uint8)
+
+
+class Premade(_Items):
+    """Item i: one pre-made array of `shape` float32, whatever i: what it costs to move an element, no making."""
+
+    dtype = np.float32
+
+    def __init__(self, shape: tuple, length: int = LENGTH):
+        super().__init__(length)
+        self.shape = shape
+        self.element = np.ones(shape, np.float32)
+
+    def __getitem__(self, i) -> np.ndarray:
+        self._check(i)
+        return self.element
+
+
+class WhoMade(_Items):
+    """Item i: [i, the pid of the process that read it] (int64): which worker made each element."""
+
+    def __getitem__(self, i) -> np.ndarray:
+        return np.array([self._check(i), os.getpid()], np.int64)
 
 
 SOURCES = {"gil": GilItems, "image": AugmentedImages}
