@@ -90,3 +90,18 @@ def test_without_grain_its_method_is_skipped_saying_so(native):
     assert proc.returncode == 0, proc.stderr
     assert "grain skipped: grain does not import" in proc.stderr and "pip install grain" in proc.stderr
     assert "| source_image | process P=1 |" in proc.stdout and "| source_image | grain" not in proc.stdout
+
+
+def test_the_resume_workload_reports_each_way_and_the_restart_time(native, tmp_path):
+    proc = bench("--workloads", "resume", "--quick", "--json", str(tmp_path / "out.json"))
+    assert proc.returncode == 0, proc.stderr
+    for case in ("seed", "small"):
+        line = next(x for x in proc.stdout.splitlines() if x.startswith(f"| {case} |"))
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert all(float(c.replace(",", "")) > 0 for c in cells[1:4]), line  # tracked+restarts, tracked, untracked
+        assert cells[4].endswith("x") and "0.9x" in cells[5], line
+    assert "restart: a killed worker's replacement delivers its first element" in proc.stdout
+    rows = json.loads((tmp_path / "out.json").read_text())["resume"]
+    ways = ("tracked+restarts", "tracked", "untracked")
+    assert set(rows) == {"restart"} | {f"{c} {w}" for c in ("seed", "small") for w in ways}
+    assert 0 < rows["restart"] < START_BUDGET_S  # seconds
