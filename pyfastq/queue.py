@@ -67,6 +67,8 @@ class Queue(Producing):
         self._shuffle = shuffle
         self._min_after_dequeue = min_after_dequeue
         self._shared = bool(shared)
+        self._datasets_made = 0
+        self._unbuffered_datasets = False  # set by pyfastq.keras.BackupAndRestore.track
         self._init_fast_put()
         _interrupt.install()
         _live.add(self)
@@ -132,6 +134,11 @@ class Queue(Producing):
         # data would make every worker read the whole queue to keep 1/N of it.
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        if self._unbuffered_datasets:
+            # pyfastq.keras.BackupAndRestore tracks this queue's producer: its state() must count only what
+            # steps have taken, and tf.data's injected prefetch would hold a batch taken but not yet trained.
+            options.experimental_optimization.inject_prefetch = False
+        self._datasets_made += 1
         return ds.with_options(options)
 
     # -- state ---------------------------------------------------------------------
