@@ -125,6 +125,9 @@ class Queue(Producing):
         and a shuffled queue's batches wait as dequeue_many's do (with batch_size + min_after_dequeue >
         capacity, the first comes after close()).
 
+        Made after ``pyfastq.keras.BackupAndRestore.track`` of this queue's producer, the dataset runs
+        without tf.data's injected prefetch, so that each step takes its batch from the queue itself.
+
         >>> model.fit(q.dataset(batch_size=32), epochs=1)
         """
         if batch_size is not None:

@@ -128,3 +128,15 @@ def test_a_backup_without_a_data_state_is_named(native, tmp_path):
     (backup_dir / "training_metadata.json").write_text(json.dumps({"epoch": 1, "batch": 0}))
     with pytest.raises(ValueError, match="holds no data state"):
         pyfastq.keras.BackupAndRestore(str(backup_dir)).data_state()
+
+
+def test_backups_at_epoch_ends_hold_the_epochs_trained(native, tmp_path):
+    backup_dir = str(tmp_path / "backup")
+    backup = pyfastq.keras.BackupAndRestore(backup_dir, delete_checkpoint=False)  # save_freq="epoch"
+    q = queue()
+    with pyfastq.Producer(q, Examples(BATCH * 20), shuffle=True, seed=1, epochs=None) as p:
+        backup.track(p)
+        model(BATCH).fit(q.dataset(BATCH), epochs=3, steps_per_epoch=4, callbacks=[backup], verbose=0)
+    state = backup.data_state()
+    assert metadata(backup_dir)["epoch"] == 3
+    assert state["position"] + len(state["taken"]) == 3 * 4 * BATCH
