@@ -152,6 +152,8 @@ class Producer:
     With a random-access source, ``p.state()`` says what the consumers have
     taken (a JSON-able dict, for a checkpoint) and ``resume=state`` delivers
     each position not taken before exactly once, then the later epochs.
+    With Keras, ``pyfastq.keras.BackupAndRestore`` stores that state with each
+    backup and gives it back (``resume=backup.data_state()``).
     ``restarts=k`` (process mode) replaces a worker process that dies, up to
     k times: the slots it held come back and the rest of its claim goes to
     its replacement.

@@ -67,6 +67,8 @@ class Queue(Producing):
         self._shuffle = shuffle
         self._min_after_dequeue = min_after_dequeue
         self._shared = bool(shared)
+        self._datasets_made = 0
+        self._unbuffered_datasets = False  # set by pyfastq.keras.BackupAndRestore.track
         self._init_fast_put()
         _interrupt.install()
         _live.add(self)
@@ -123,6 +125,9 @@ class Queue(Producing):
         and a shuffled queue's batches wait as dequeue_many's do (with batch_size + min_after_dequeue >
         capacity, the first comes after close()).
 
+        Made after ``pyfastq.keras.BackupAndRestore.track`` of this queue's producer, the dataset runs
+        without tf.data's injected prefetch, so that each step takes its batch from the queue itself.
+
         >>> model.fit(q.dataset(batch_size=32), epochs=1)
         """
         if batch_size is not None:
@@ -132,6 +137,11 @@ class Queue(Producing):
         # data would make every worker read the whole queue to keep 1/N of it.
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        if self._unbuffered_datasets:
+            # pyfastq.keras.BackupAndRestore tracks this queue's producer: its state() must count only what
+            # steps have taken, and tf.data's injected prefetch would hold a batch taken but not yet trained.
+            options.experimental_optimization.inject_prefetch = False
+        self._datasets_made += 1
         return ds.with_options(options)
 
     # -- state ---------------------------------------------------------------------

@@ -54,3 +54,15 @@ class ReservesAt(Items):
                 os.rename(self.marker + ".tmp", self.marker)
                 time.sleep(3600)
         return np.int64(i)
+
+
+class Examples(Items):
+    """Item i is a Keras example (x, y) = ([i], i) in float32, taking `seconds`: a model can see which it trains on."""
+
+    def __init__(self, n: int, seconds: float = 0.0):
+        super().__init__(n)
+        self.seconds = seconds
+
+    def __getitem__(self, i: int):
+        time.sleep(self.seconds)
+        return np.array([i], np.float32), np.float32(i)
