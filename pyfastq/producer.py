@@ -190,8 +190,9 @@ class Producer:
         _check_sampling(random_access, workers, shuffle, epochs, shard, max_workers, batched, restarts, resume)
         if resume is not None:
             seed = _check_resume(resume, len(source), shuffle, seed, shard)
-        if restarts and mode != "process":
-            raise ValueError(f'restarts replace dead worker processes: mode="process", not mode={mode!r}')
+        if restarts and mode == "thread":
+            raise ValueError('restarts replace dead worker processes and Ray actors: mode="process" or mode="ray", '
+                             f"not mode={mode!r}")
         self.queue = queue
         self.mode = mode
         self.seed = seed if seed is not None else int.from_bytes(os.urandom(8), "little")
