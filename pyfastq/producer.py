@@ -152,9 +152,11 @@ class Producer:
     With a random-access source, ``p.state()`` says what the consumers have
     taken (a JSON-able dict, for a checkpoint) and ``resume=state`` delivers
     each position not taken before exactly once, then the later epochs.
-    ``restarts=k`` (process mode) replaces a worker process that dies, up to
-    k times: the slots it held come back and the rest of its claim goes to
-    its replacement.
+    ``restarts=k`` (process and Ray modes) replaces a worker that dies, up to
+    k times over the run: a worker process's slots come back and the rest of
+    its claim goes to its replacement; a Ray actor's replacement reads again
+    the positions it had under way (none of which was put). Past k, the
+    death fails the queue as without restarts.
 
     ``mode="ray"`` runs the workers in Ray actors (options from
     ``ray_options``, e.g. ``{"num_cpus": 2, "resources": {...}}``) anywhere in
@@ -162,7 +164,8 @@ class Producer:
     Ray is not initialised). Each streams what ``fn`` yields back in chunks,
     with backpressure; a feeder thread here puts them into the queue, which
     may be any Queue. Seeds and ``ordered`` as with processes; an actor that
-    dies fails the queue within seconds, naming the worker; leaving the
+    dies fails the queue within seconds, naming the worker (with restarts
+    left, a random-access source's actor is replaced instead); leaving the
     ``with`` block kills the actors (``p.actors``).
     """
 
