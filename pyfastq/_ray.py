@@ -205,17 +205,26 @@ class ProducerActor:
         return None
 
     def read(self, start: int, end: int) -> tuple[str, Any]:
-        """The items of sampler positions start..end-1, stacked: ("rows", arrays), or ("error", failure report)."""
+        """The items of sampler positions start..end-1: ("rows", (arrays, rows per position)), or ("error", report).
+
+        The arrays stack every item's rows, one array per component (None if there are none); a position
+        taken before a resume is not read, and has 0 rows.
+        """
         layout, plan = self._layout, self._plan
         try:
-            parts = []
+            parts, counts = [], []
             for position in range(start, end):
+                if position in plan.skip:
+                    counts.append(0)
+                    continue
                 item = read_item(self._source, plan.sampler.index(position), plan.sampler.length)
                 if plan.batched:
                     parts.append(layout.convert(layout.flatten(item), many=True))
                 else:
                     parts.append([a[None] for a in layout.convert(layout.flatten(item))])
-            return "rows", [np.concatenate(c) for c in zip(*parts, strict=True)]
+                counts.append(len(parts[-1][0]))
+            rows = [np.concatenate(c) for c in zip(*parts, strict=True)] if parts else None
+            return "rows", (rows, counts)
         except BaseException as e:  # noqa: BLE001 - every error must reach the consumer
             return "error", failure_report(e, failure_message(self._index, self._workers, e, self._where))
 
@@ -498,16 +507,23 @@ class RayActors:
                 except ray.exceptions.RayError as e:
                     self._died(stream.index, stream.actor, e)
 
-    def _put(self, rows: list[np.ndarray]) -> None:
-        """put_many of every row, in slices that fit the free slots, so that stop() and failures are seen."""
+    def _put(self, rows: list[np.ndarray], tag: int | None = None) -> None:
+        """put_many of every row, in slices that fit the free slots, so that stop() and failures are seen.
+
+        With a tag (the position whose item the rows are), the last row carries it into the ring.
+        """
         n, done = len(rows[0]), 0
         fit = max(1, min(n, self._queue.capacity - self._queue.size()))
+        impl = self._queue._impl
         while done < n:
             if self._stopping.is_set():
                 raise _Ended()
             k = min(n - done, fit)
             try:
-                self._queue.put_many(self._layout.pack([a[done : done + k] for a in rows]), timeout=STOP_CHECK_S)
+                if tag is None:
+                    impl.put_many([a[done : done + k] for a in rows], STOP_CHECK_S)
+                else:
+                    impl.put_many([a[done : done + k] for a in rows], STOP_CHECK_S, tag if done + k == n else None)
             except TimeoutError:
                 # Full (or slots held by consumers' tensors): a smaller slice, and a look at the actors.
                 self._check_outcomes()
@@ -594,7 +610,7 @@ class RayActors:
         claims = self._plan.claims
         pending: dict = {}  # ObjectRef of a read -> (reader, start)
         done: dict[int, tuple[int, list]] = {}  # ordered: start -> (end, rows) of reads not yet put
-        next_start = 0  # ordered: the position whose rows go in next
+        next_start = self._plan.start  # ordered: the position whose rows go in next
         exhausted = False
         while True:
             if self._stopping.is_set():
@@ -655,13 +671,27 @@ class RayActors:
                 if kind == "error":
                     self._fail(reported_exception(value), value[0])
                 if not self._ordered:
-                    self._put(value)
+                    self._put_read(start, value)
                     continue
                 done[start] = (end, value)
                 while next_start in done:
-                    end, rows = done.pop(next_start)
-                    self._put(rows)
+                    end, read = done.pop(next_start)
+                    self._put_read(next_start, read)
                     next_start = end
+
+    def _put_read(self, start: int, read: tuple) -> None:
+        """A read()'s rows into the queue; when the queue records what consumers take, item by item, tagged."""
+        rows, counts = read
+        if rows is None:
+            return
+        if not self._plan.tagged:
+            self._put(rows)
+            return
+        row = 0
+        for position, count in enumerate(counts, start):
+            if count:
+                self._put([a[row : row + count] for a in rows], position)
+                row += count
 
     def _result(self, ref: Any) -> Any:
         """What a load() or read() returned; _UNAVAILABLE if Ray could not reach the actor; raises _Gone if it died."""

@@ -216,14 +216,13 @@ class Producer:
             start = int(resume["position"]) if resume is not None else 0
             claims = SharedClaims(start=start) if mode == "process" else LocalClaims(start)
             # The ring records the positions consumers take (for state()) where the queue's backend can.
-            tagged = bool(getattr(queue._impl, "tracks_positions", False)) and mode != "ray"
+            tagged = bool(getattr(queue._impl, "tracks_positions", False))
             skip = frozenset(int(p) for p in resume["taken"]) if resume is not None else frozenset()
             self.plan = Plan(sampler, claims, is_keras_batches(source) if batched is None else batched, tagged,
                              skip, restarts, start)
             if resume is not None and not tagged:
-                raise ValueError(f"resume needs a queue that records what consumers take: the native backend's, "
-                                 f"in thread or process mode; queue '{queue.name}' has the {queue.backend} backend "
-                                 f"and mode={mode!r}")
+                raise ValueError(f"resume needs a queue that records what consumers take: the native backend's; "
+                                 f"queue '{queue.name}' has the {queue.backend} backend")
             if has_epoch_end(source):
                 if mode == "thread":
                     self._epoch_ends = EpochEnds(source, sampler, start)
@@ -297,7 +296,7 @@ class Producer:
         """
         if self.plan is None or not self.plan.tagged:
             raise ValueError("state() needs a random-access source and a queue that records what consumers take "
-                             "(the native backend, thread or process mode)")
+                             "(the native backend)")
         sampler = self.plan.sampler
         if not self._started:
             watermark, above, overflowed = self.plan.start, sorted(self.plan.skip), False

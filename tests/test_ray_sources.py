@@ -1,6 +1,7 @@
 """Producer(mode="ray") with a random-access source, on one local Ray of 2 CPUs for the module."""
 
 import collections
+import json
 import logging
 import os
 import threading
@@ -8,7 +9,7 @@ import time
 
 import pytest
 import tensorflow as tf
-from _resume_data import HeldUntil, Paced
+from _resume_data import HeldUntil, Paced, Rows
 
 import pyfastq
 from pyfastq._sources import Sampler
@@ -169,3 +170,58 @@ def test_generator_sources_refuse_restarts_in_ray_mode(local_ray):
 
     with pytest.raises(ValueError, match="restarts need a random-access source"):
         pyfastq.Producer(pyfastq.Queue(SPEC, capacity=8), fn, mode="ray", restarts=1)
+
+
+# -- state() and resume ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ordered", [False, True], ids=["unordered", "ordered"])
+def test_take_300_state_stop_resume_in_a_new_queue(local_ray, native, ordered):
+    q = pyfastq.Queue(SPEC, capacity=16, backend="native")
+    p = pyfastq.Producer(q, Items(1000), workers=2, mode="ray", ordered=ordered, shuffle=True, seed=5,
+                         close_on_exit=False, ray_options={"num_cpus": 0.5}).start()
+    first = [int(q.dequeue()) for _ in range(300)]
+    state = json.loads(json.dumps(p.state()))  # what a checkpoint stores
+    p.stop()
+    assert state["position"] <= 300 and state["position"] + len(state["taken"]) == 300
+    q2 = pyfastq.Queue(SPEC, capacity=16, backend="native")
+    with pyfastq.Producer(q2, Items(1000), workers=2, mode="ray", ordered=ordered, shuffle=True, resume=state,
+                          ray_options={"num_cpus": 0.5}):
+        rest = taken(q2)
+    assert collections.Counter(first + rest) == {i: 1 for i in range(1000)}
+    if ordered:
+        assert state["position"] == 300 and state["taken"] == []
+        s = Sampler(1000, shuffle=True, seed=5)
+        assert first + rest == [s.index(i) for i in range(1000)]
+
+
+def test_resume_of_batched_items_counts_items_whose_last_row_was_taken(local_ray, native):
+    q = pyfastq.Queue(SPEC, capacity=64, backend="native")
+    p = pyfastq.Producer(q, Rows(50, 4), workers=2, mode="ray", batched=True, ordered=True, close_on_exit=False,
+                         ray_options={"num_cpus": 0.5}).start()
+    first = [int(q.dequeue()) for _ in range(42)]  # items 0..9 whole, two rows of item 10
+    state = p.state()
+    p.stop()
+    assert state["position"] == 10 and state["taken"] == []
+    q2 = pyfastq.Queue(SPEC, capacity=64, backend="native")
+    with pyfastq.Producer(q2, Rows(50, 4), workers=2, mode="ray", batched=True, ordered=True, resume=state,
+                          ray_options={"num_cpus": 0.5}):
+        rest = taken(q2)
+    assert first[:40] + rest == list(range(200))  # item 10 again whole: its state was "not taken"
+
+
+def test_state_after_a_replacement_resumes_every_index_once(local_ray, native):
+    q = pyfastq.Queue(SPEC, capacity=16, backend="native")
+    p = pyfastq.Producer(q, Paced(1000, 0.002), workers=2, mode="ray", shuffle=True, seed=6, restarts=1,
+                         close_on_exit=False, ray_options={"num_cpus": 0.5}).start()
+    first = [int(q.dequeue()) for _ in range(100)]
+    kill_and_await_replacement(p, q, first, 1)
+    first += [int(q.dequeue()) for _ in range(200)]
+    state = p.state()
+    p.stop()
+    assert p.errors == []
+    q2 = pyfastq.Queue(SPEC, capacity=16, backend="native")
+    with pyfastq.Producer(q2, Paced(1000, 0), workers=2, mode="ray", shuffle=True, resume=state,
+                          ray_options={"num_cpus": 0.5}):
+        rest = taken(q2)
+    assert collections.Counter(first + rest) == {i: 1 for i in range(1000)}
