@@ -14,6 +14,12 @@ second call, ``outcome``, from a thread of its own: it returns when ``run``
 ends, with fn's failure if it raised, so that a failure (or, as a Ray error,
 the actor's death) reaches the consumer at once even when ``ordered`` has the
 feeder waiting on another actor's chunk.
+
+A random-access source's actors instead answer ``read(start, end)`` calls for
+the positions the feeder claims for them. A read's rows reach the queue only
+once the whole read is in the trainer, so when an actor dies the reads it had
+under way are exactly the positions not yet put: with ``restarts`` left, a new
+actor takes its place and reads them again.
 """
 
 from __future__ import annotations
@@ -287,7 +293,8 @@ class RayActors:
     """The trainer's side: starts the actors, feeds their chunks into the queue, watches them, kills them.
 
     A worker's exception or an actor's death is appended to ``errors`` and fails
-    the queue; when every worker has finished normally, ``on_all_done`` runs.
+    the queue (a random-access source's dead actor is first replaced while
+    ``restarts_left``); when every worker has finished normally, ``on_all_done`` runs.
     """
 
     def __init__(
@@ -608,8 +615,8 @@ class RayActors:
         """
         sampler = self._plan.sampler
         claims = self._plan.claims
-        pending: dict = {}  # ObjectRef of a read -> (reader, start)
-        done: dict[int, tuple[int, list]] = {}  # ordered: start -> (end, rows) of reads not yet put
+        pending: dict = {}  # ObjectRef of a read -> (reader, start, end)
+        done: dict[int, tuple[int, tuple]] = {}  # ordered: start -> (end, what read() made) of reads not yet put
         next_start = self._plan.start  # ordered: the position whose rows go in next
         exhausted = False
         while True:
