@@ -37,8 +37,8 @@ def taken(q):
     return [int(x) for x in q.dataset()]
 
 
-def test_every_index_once_per_epoch(local_ray):
-    q = pyfastq.Queue(SPEC, capacity=8)
+def test_every_index_once_per_epoch(local_ray, backend):
+    q = pyfastq.Queue(SPEC, capacity=8, backend=backend)  # native: each item tagged; python: none
     with pyfastq.Producer(q, Items(101), workers=2, mode="ray", shuffle=True, seed=5, epochs=3):
         got = taken(q)
     assert collections.Counter(got) == {i: 3 for i in range(101)}
