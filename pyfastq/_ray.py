@@ -14,12 +14,19 @@ second call, ``outcome``, from a thread of its own: it returns when ``run``
 ends, with fn's failure if it raised, so that a failure (or, as a Ray error,
 the actor's death) reaches the consumer at once even when ``ordered`` has the
 feeder waiting on another actor's chunk.
+
+A random-access source's actors instead answer ``read(start, end)`` calls for
+the positions the feeder claims for them. A read's rows reach the queue only
+once the whole read is in the trainer, so when an actor dies the reads it had
+under way are exactly the positions not yet put: with ``restarts`` left, a new
+actor takes its place and reads them again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import pickle
 import sys
@@ -65,9 +72,19 @@ UNAVAILABLE_S = 30.0
 
 _UNAVAILABLE = object()  # _result(): Ray could not reach the actor (ActorUnavailableError)
 
+log = logging.getLogger("pyfastq")
+
 
 class _Ended(Exception):
     """The feeder stops: stop() was called, or a worker failed and the queue was failed."""
+
+
+class _Gone(Exception):
+    """An actor died (or stayed unreachable UNAVAILABLE_S): the Ray error that says so is ``error``."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(error)
+        self.error = error
 
 
 class _Chunks:
@@ -194,17 +211,26 @@ class ProducerActor:
         return None
 
     def read(self, start: int, end: int) -> tuple[str, Any]:
-        """The items of sampler positions start..end-1, stacked: ("rows", arrays), or ("error", failure report)."""
+        """The items of sampler positions start..end-1: ("rows", (arrays, rows per position)), or ("error", report).
+
+        The arrays stack every item's rows, one array per component (None if there are none); a position
+        taken before a resume is not read, and has 0 rows.
+        """
         layout, plan = self._layout, self._plan
         try:
-            parts = []
+            parts, counts = [], []
             for position in range(start, end):
+                if position in plan.skip:
+                    counts.append(0)
+                    continue
                 item = read_item(self._source, plan.sampler.index(position), plan.sampler.length)
                 if plan.batched:
                     parts.append(layout.convert(layout.flatten(item), many=True))
                 else:
                     parts.append([a[None] for a in layout.convert(layout.flatten(item))])
-            return "rows", [np.concatenate(c) for c in zip(*parts, strict=True)]
+                counts.append(len(parts[-1][0]))
+            rows = [np.concatenate(c) for c in zip(*parts, strict=True)] if parts else None
+            return "rows", (rows, counts)
         except BaseException as e:  # noqa: BLE001 - every error must reach the consumer
             return "error", failure_report(e, failure_message(self._index, self._workers, e, self._where))
 
@@ -267,7 +293,8 @@ class RayActors:
     """The trainer's side: starts the actors, feeds their chunks into the queue, watches them, kills them.
 
     A worker's exception or an actor's death is appended to ``errors`` and fails
-    the queue; when every worker has finished normally, ``on_all_done`` runs.
+    the queue (a random-access source's dead actor is first replaced while
+    ``restarts_left``); when every worker has finished normally, ``on_all_done`` runs.
     """
 
     def __init__(
@@ -311,6 +338,8 @@ class RayActors:
         self._lock = threading.Lock()
         self._readers: list[_Reader] = []
         self._target = workers
+        self.restarts_left = plan.restarts if plan is not None else 0
+        self.replaced: list[tuple[int, str, float]] = []  # (index, dead actor's id, monotonic time of the death seen)
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
@@ -386,14 +415,17 @@ class RayActors:
     def _start_streams(self) -> None:
         """Starts run() and outcome() on every actor, once Ray reaches it: what run() sent cannot be asked for twice."""
         for i, actor in enumerate(self.actors):
-            self._reach(actor, i)
+            try:
+                self._reach(actor)
+            except _Gone as g:
+                self._died(i, actor, g.error)
             chunks = actor.run.options(
                 num_returns="streaming", _generator_backpressure_num_objects=IN_FLIGHT
             ).remote(self._payload_ref, i, self._workers, self._seed, sys.path, self._actor_layout)
             self._streams.append(_Stream(i, actor, chunks, actor.outcome.remote()))
 
-    def _reach(self, actor: Any, index: int) -> None:
-        """Returns once the actor answers ready(); raises (via _died) if it died or stays unavailable UNAVAILABLE_S."""
+    def _reach(self, actor: Any) -> None:
+        """Returns once the actor answers ready(); raises _Gone if it died or stays unavailable UNAVAILABLE_S."""
         deadline = time.monotonic() + UNAVAILABLE_S
         while True:
             if self._stopping.is_set():
@@ -410,10 +442,10 @@ class RayActors:
                 return
             except ray.exceptions.ActorUnavailableError as e:
                 if time.monotonic() > deadline:
-                    self._died(index, actor, e)
+                    raise _Gone(e) from e
                 time.sleep(STOP_CHECK_S)
             except ray.exceptions.RayError as e:
-                self._died(index, actor, e)
+                raise _Gone(e) from e
 
     def _feed_as_they_come(self) -> None:
         streams = list(self._streams)
@@ -482,16 +514,23 @@ class RayActors:
                 except ray.exceptions.RayError as e:
                     self._died(stream.index, stream.actor, e)
 
-    def _put(self, rows: list[np.ndarray]) -> None:
-        """put_many of every row, in slices that fit the free slots, so that stop() and failures are seen."""
+    def _put(self, rows: list[np.ndarray], tag: int | None = None) -> None:
+        """put_many of every row, in slices that fit the free slots, so that stop() and failures are seen.
+
+        With a tag (the position whose item the rows are), the last row carries it into the ring.
+        """
         n, done = len(rows[0]), 0
         fit = max(1, min(n, self._queue.capacity - self._queue.size()))
+        impl = self._queue._impl
         while done < n:
             if self._stopping.is_set():
                 raise _Ended()
             k = min(n - done, fit)
             try:
-                self._queue.put_many(self._layout.pack([a[done : done + k] for a in rows]), timeout=STOP_CHECK_S)
+                if tag is None:
+                    impl.put_many([a[done : done + k] for a in rows], STOP_CHECK_S)
+                else:
+                    impl.put_many([a[done : done + k] for a in rows], STOP_CHECK_S, tag if done + k == n else None)
             except TimeoutError:
                 # Full (or slots held by consumers' tensors): a smaller slice, and a look at the actors.
                 self._check_outcomes()
@@ -537,6 +576,8 @@ class RayActors:
             f"pyfastq producer worker {index} of {self._workers} (Ray actor {actor_id}) died before it "
             f"finished; chunks it had sent may be lost. Ray says: {type(e).__name__}: {e}"
         )
+        if self._plan is not None and self._plan.restarts:
+            message += f" (restarts={self._plan.restarts} used up)"
         self._fail(RuntimeError(message), message)
 
     # -- a random-access source: the feeder claims positions for the actors ----------------------
@@ -574,9 +615,9 @@ class RayActors:
         """
         sampler = self._plan.sampler
         claims = self._plan.claims
-        pending: dict = {}  # ObjectRef of a read -> (reader, start)
-        done: dict[int, tuple[int, list]] = {}  # ordered: start -> (end, rows) of reads not yet put
-        next_start = 0  # ordered: the position whose rows go in next
+        pending: dict = {}  # ObjectRef of a read -> (reader, start, end)
+        done: dict[int, tuple[int, tuple]] = {}  # ordered: start -> (end, what read() made) of reads not yet put
+        next_start = self._plan.start  # ordered: the position whose rows go in next
         exhausted = False
         while True:
             if self._stopping.is_set():
@@ -600,9 +641,7 @@ class RayActors:
                     if start >= end:
                         exhausted = True
                         break
-                    ref = r.actor.read.remote(start, end)
-                    r.reads.add(ref)
-                    pending[ref] = (r, start, end)
+                    self._send(r, pending, [(start, end)])
             if not pending:
                 return
             waited = [*pending, *(r.loaded for r in self._readers if r.loaded is not None)]
@@ -612,7 +651,11 @@ class RayActors:
                     reader = next((r for r in self._readers if r.loaded == ref), None)
                     if reader is None:
                         continue  # a call dropped by a reconnection
-                    failure = self._result(reader, ref)
+                    try:
+                        failure = self._result(ref)
+                    except _Gone as g:
+                        self._lost(reader, g.error, pending)
+                        continue
                     if failure is _UNAVAILABLE:
                         self._reconnect(reader, pending)
                         continue
@@ -621,7 +664,11 @@ class RayActors:
                         self._fail(reported_exception(failure), failure[0])
                     continue
                 reader, start, end = pending[ref]
-                result = self._result(reader, ref)
+                try:
+                    result = self._result(ref)
+                except _Gone as g:
+                    self._lost(reader, g.error, pending)
+                    continue
                 if result is _UNAVAILABLE:
                     self._reconnect(reader, pending)
                     continue
@@ -631,39 +678,106 @@ class RayActors:
                 if kind == "error":
                     self._fail(reported_exception(value), value[0])
                 if not self._ordered:
-                    self._put(value)
+                    self._put_read(start, value)
                     continue
                 done[start] = (end, value)
                 while next_start in done:
-                    end, rows = done.pop(next_start)
-                    self._put(rows)
+                    end, read = done.pop(next_start)
+                    self._put_read(next_start, read)
                     next_start = end
 
-    def _result(self, reader: _Reader, ref: Any) -> Any:
-        """What a load() or read() returned; _UNAVAILABLE if Ray could not reach the actor; raises if it died."""
+    def _put_read(self, start: int, read: tuple) -> None:
+        """A read()'s rows into the queue; when the queue records what consumers take, item by item, tagged."""
+        rows, counts = read
+        if rows is None:
+            return
+        if not self._plan.tagged:
+            self._put(rows)
+            return
+        row = 0
+        for position, count in enumerate(counts, start):
+            if count:
+                self._put([a[row : row + count] for a in rows], position)
+                row += count
+
+    def _result(self, ref: Any) -> Any:
+        """What a load() or read() returned; _UNAVAILABLE if Ray could not reach the actor; raises _Gone if it died."""
         try:
             return ray.get(ref)
         except ray.exceptions.ActorUnavailableError:
             return _UNAVAILABLE
         except ray.exceptions.RayError as e:
-            self._died(reader.index, reader.actor, e)  # raises
+            raise _Gone(e) from e
+
+    def _withdraw(self, reader: _Reader, pending: dict) -> list[tuple[int, int]]:
+        """The reader's reads in flight as (start, end), taken out of pending: results they still bring are ignored."""
+        mine = sorted((start, end) for r, start, end in pending.values() if r is reader)
+        for ref in [ref for ref, (r, _, _) in pending.items() if r is reader]:
+            del pending[ref]
+        reader.reads.clear()
+        return mine
+
+    def _send(self, reader: _Reader, pending: dict, spans: list[tuple[int, int]]) -> None:
+        """read() calls to the reader's actor, one per (start, end), in pending."""
+        for start, end in spans:
+            ref = reader.actor.read.remote(start, end)
+            reader.reads.add(ref)
+            pending[ref] = (reader, start, end)
 
     def _reconnect(self, reader: _Reader, pending: dict) -> None:
         """Ray could not reach the reader's actor: once it answers again, its load() (if unseen) and reads go again.
 
         Both only read: calling them twice changes nothing. Calls to one actor run in the order they are made.
+        If it does not answer again (it died), a replacement takes its reads, or the run fails (_replace).
         """
-        mine = sorted(((start, end) for r, start, end in pending.values() if r is reader))
-        for ref in [ref for ref, (r, _, _) in pending.items() if r is reader]:
-            del pending[ref]
-        reader.reads.clear()
-        self._reach(reader.actor, reader.index)
-        if reader.loaded is not None:
-            reader.loaded = reader.actor.load.remote(*reader.load_args)
-        for start, end in mine:
-            ref = reader.actor.read.remote(start, end)
-            reader.reads.add(ref)
-            pending[ref] = (reader, start, end)
+        mine = self._withdraw(reader, pending)
+        try:
+            self._reach(reader.actor)
+        except _Gone as g:
+            self._replace(reader, g.error)
+        else:
+            if reader.loaded is not None:
+                reader.loaded = reader.actor.load.remote(*reader.load_args)
+        self._send(reader, pending, mine)
+
+    def _lost(self, reader: _Reader, e: BaseException, pending: dict) -> None:
+        """A call to the reader's actor says it died: a replacement reads what it had in flight (or the run fails).
+
+        Nothing of a read reaches the queue before the whole read is in this process, so the positions
+        of the reads in flight are exactly those not yet put: each is read again once, by the replacement.
+        """
+        if reader.killed:  # retired and killed here, its reads all in: nothing is lost
+            reader.loaded = None
+            return
+        mine = self._withdraw(reader, pending)
+        self._replace(reader, e)
+        self._send(reader, pending, mine)
+
+    def _replace(self, reader: _Reader, e: BaseException) -> None:
+        """The reader's actor is gone: a new actor, with the same options and worker index, takes its place.
+
+        Raises (via _died) once the restarts are used up. The new actor's load() is queued before any read.
+        """
+        if self._stopping.is_set():
+            raise _Ended()  # killed by stop()
+        if self.restarts_left <= 0:
+            self._died(reader.index, reader.actor, e)  # raises
+        dead = reader.actor
+        with contextlib.suppress(Exception):  # a death Ray saw is final; one assumed (unreachable) is made so
+            ray.kill(dead, no_restart=True)
+        actor = ProducerActor.options(**self._options).remote()
+        with self._lock:
+            if self._killed:  # stop() got there first: it would not kill this one
+                ray.kill(actor)
+                raise _Ended()
+            self.actors[reader.index] = actor
+        reader.actor = actor
+        reader.loaded = actor.load.remote(*reader.load_args)
+        self.restarts_left -= 1
+        self.replaced.append((reader.index, dead._actor_id.hex(), time.monotonic()))
+        log.warning("pyfastq: producer worker %d (Ray actor %s) of queue '%s' died (%s); replaced by Ray actor %s "
+                    "(%d restarts left)", reader.index, dead._actor_id.hex(), self._queue.name, type(e).__name__,
+                    actor._actor_id.hex(), self.restarts_left)
 
     def _fail(self, exc: BaseException, message: str) -> None:
         self._errors.append(exc)

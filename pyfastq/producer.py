@@ -154,9 +154,11 @@ class Producer:
     each position not taken before exactly once, then the later epochs.
     With Keras, ``pyfastq.keras.BackupAndRestore`` stores that state with each
     backup and gives it back (``resume=backup.data_state()``).
-    ``restarts=k`` (process mode) replaces a worker process that dies, up to
-    k times: the slots it held come back and the rest of its claim goes to
-    its replacement.
+    ``restarts=k`` (process and Ray modes) replaces a worker that dies, up to
+    k times over the run: a worker process's slots come back and the rest of
+    its claim goes to its replacement; a Ray actor's replacement reads again
+    the positions it had under way (none of which was put). Past k, the
+    death fails the queue as without restarts.
 
     ``mode="ray"`` runs the workers in Ray actors (options from
     ``ray_options``, e.g. ``{"num_cpus": 2, "resources": {...}}``) anywhere in
@@ -164,7 +166,8 @@ class Producer:
     Ray is not initialised). Each streams what ``fn`` yields back in chunks,
     with backpressure; a feeder thread here puts them into the queue, which
     may be any Queue. Seeds and ``ordered`` as with processes; an actor that
-    dies fails the queue within seconds, naming the worker; leaving the
+    dies fails the queue within seconds, naming the worker (with restarts
+    left, a random-access source's actor is replaced instead); leaving the
     ``with`` block kills the actors (``p.actors``).
     """
 
@@ -192,8 +195,9 @@ class Producer:
         _check_sampling(random_access, workers, shuffle, epochs, shard, max_workers, batched, restarts, resume)
         if resume is not None:
             seed = _check_resume(resume, len(source), shuffle, seed, shard)
-        if restarts and mode != "process":
-            raise ValueError(f'restarts replace dead worker processes: mode="process", not mode={mode!r}')
+        if restarts and mode == "thread":
+            raise ValueError('restarts replace dead worker processes and Ray actors: mode="process" or mode="ray", '
+                             f"not mode={mode!r}")
         self.queue = queue
         self.mode = mode
         self.seed = seed if seed is not None else int.from_bytes(os.urandom(8), "little")
@@ -214,14 +218,13 @@ class Producer:
             start = int(resume["position"]) if resume is not None else 0
             claims = SharedClaims(start=start) if mode == "process" else LocalClaims(start)
             # The ring records the positions consumers take (for state()) where the queue's backend can.
-            tagged = bool(getattr(queue._impl, "tracks_positions", False)) and mode != "ray"
+            tagged = bool(getattr(queue._impl, "tracks_positions", False))
             skip = frozenset(int(p) for p in resume["taken"]) if resume is not None else frozenset()
             self.plan = Plan(sampler, claims, is_keras_batches(source) if batched is None else batched, tagged,
                              skip, restarts, start)
             if resume is not None and not tagged:
-                raise ValueError(f"resume needs a queue that records what consumers take: the native backend's, "
-                                 f"in thread or process mode; queue '{queue.name}' has the {queue.backend} backend "
-                                 f"and mode={mode!r}")
+                raise ValueError(f"resume needs a queue that records what consumers take: the native backend's; "
+                                 f"queue '{queue.name}' has the {queue.backend} backend")
             if has_epoch_end(source):
                 if mode == "thread":
                     self._epoch_ends = EpochEnds(source, sampler, start)
@@ -295,7 +298,7 @@ class Producer:
         """
         if self.plan is None or not self.plan.tagged:
             raise ValueError("state() needs a random-access source and a queue that records what consumers take "
-                             "(the native backend, thread or process mode)")
+                             "(the native backend)")
         sampler = self.plan.sampler
         if not self._started:
             watermark, above, overflowed = self.plan.start, sorted(self.plan.skip), False

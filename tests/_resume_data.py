@@ -66,3 +66,22 @@ class Examples(Items):
     def __getitem__(self, i: int):
         time.sleep(self.seconds)
         return np.array([i], np.float32), np.float32(i)
+
+
+class HeldUntil(Items):
+    """Item `held` is made only once the file `gate` exists; the worker that begins reading it before then first
+    writes its index to the file `gate`.reading, so the test knows whose read of it is under way."""
+
+    def __init__(self, n: int, held: int, gate: str):
+        super().__init__(n)
+        self.held = held
+        self.gate = gate
+
+    def __getitem__(self, i: int):
+        if i == self.held and not os.path.exists(self.gate):
+            with open(self.gate + ".tmp", "w") as f:
+                f.write(str(pyfastq.worker_info().index))
+            os.rename(self.gate + ".tmp", self.gate + ".reading")
+            while not os.path.exists(self.gate):
+                time.sleep(0.005)
+        return np.int64(i)

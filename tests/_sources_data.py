@@ -83,3 +83,17 @@ class WhoReads(Items):
         time.sleep(self.seconds)
         info = pyfastq.worker_info()
         return np.int64(i), np.int64(info.index), np.int64(info.mode == self.mode)
+
+
+class NodeTagged(Items):
+    """Item i is (i, a number naming the Ray node that read it), after `seconds` of waiting."""
+
+    def __init__(self, n: int, seconds: float = 0.0):
+        super().__init__(n)
+        self.seconds = seconds
+
+    def __getitem__(self, i: int):
+        import ray
+
+        time.sleep(self.seconds)
+        return np.int64(i), np.int64(int(ray.get_runtime_context().get_node_id()[:15], 16))

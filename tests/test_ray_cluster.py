@@ -8,6 +8,7 @@ import tensorflow as tf
 
 import pyfastq
 
+from _sources_data import NodeTagged
 from _workers import forever, node_tagged
 from support import wait_until
 
@@ -63,3 +64,25 @@ def test_losing_a_node_fails_the_queue_naming_the_worker_within_5_s(native, clus
     assert took < 5.0
     assert f"worker 0 of 1 (Ray actor {p.actors[0]._actor_id.hex()}) died" in str(info.value)
     assert len(p.errors) == 1
+
+
+def test_losing_a_node_with_restarts_left_replaces_its_actor_on_another(native, cluster):
+    spares = [cluster.add_node(**NODE, resources={"spare": 1}) for _ in range(2)]
+    cluster.wait_for_nodes()
+    q = pyfastq.Queue((SPEC, SPEC), capacity=16)
+    doomed = None
+    try:
+        with pyfastq.Producer(q, NodeTagged(2000, seconds=0.002), workers=1, mode="ray", restarts=1,
+                              ray_options={"resources": {"spare": 1}}) as p:
+            got = [(int(k), int(node)) for k, node in (q.dequeue() for _ in range(100))]
+            first = got[-1][1]
+            doomed = next(n for n in spares if int(n.node_id[:15], 16) == first)
+            cluster.remove_node(doomed, allow_graceful=False)  # its raylet and workers SIGKILLed
+            got += [(int(k), int(node)) for k, node in q.dataset()]
+    finally:
+        for n in spares:
+            if n is not doomed:
+                cluster.remove_node(n)
+    assert sorted(k for k, _ in got) == list(range(2000))
+    assert {node for _, node in got} == {int(n.node_id[:15], 16) for n in spares}  # the replacement on the other
+    assert p.errors == [] and len(p._pool.replaced) == 1

@@ -144,8 +144,8 @@ def test_generator_sources_refuse_resume_and_restarts(native):
             pyfastq.Producer(queue("process"), fn, mode="process", **kwargs)
 
 
-def test_restarts_are_for_worker_processes(native):
-    with pytest.raises(ValueError, match='mode="process"'):
+def test_restarts_are_for_worker_processes_and_ray_actors(native):
+    with pytest.raises(ValueError, match='restarts replace dead worker processes and Ray actors'):
         pyfastq.Producer(queue("thread"), Items(10), restarts=1)
 
 
