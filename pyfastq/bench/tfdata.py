@@ -9,6 +9,12 @@ Figures are elements/s (fit: steps/s); the ratio is pyfastq's over the floor's. 
 tensor it never writes; a queue's batch is data a producer wrote, so where the floor would mean more
 bytes per second than one memcpy moves (q.dataset(128) of 51 KB elements: 6.5 MB batches), the ratio is
 taken to that memcpy's rate instead ("copy" in the table), the ceiling of any source that moves its data.
+
+    python -m pyfastq.bench.tfdata   # the alias limit: q.dataset().prefetch(k) across it, in eager iteration
+
+A q.dataset() element aliases its ring slot while fewer than half the slots are held that way, and is
+copied out (its slot freed at once) beyond: `python -m pyfastq.bench.tfdata` measures a capacity-64 queue
+of 51 KB and 400 B elements under prefetch(k) for k below, at and above that limit of 32.
 """
 
 from __future__ import annotations
@@ -190,3 +196,36 @@ def print_table(rows: dict) -> None:
         ratio = ours / bound
         print(f"| {label} ({unit}) | {ours:,.0f} | {bound:,.0f}{against} | {ratio:.2f}x | >= {target:g}x: "
               f"{'met' if ratio >= target else 'NOT met'} |")
+
+
+THRESHOLD_CAPACITY = 64
+THRESHOLD_DEPTHS = (0, 8, 24, 31, 40, 48, 100)
+
+
+def measure_prefetched(element: tuple, depth: int, seconds: float) -> float:
+    """Elements per second of eager iteration over q.dataset().prefetch(depth) of a capacity-64 queue."""
+    from .run import Feeder
+
+    q = pyfastq.Queue(tf.TensorSpec(element, tf.float32), capacity=THRESHOLD_CAPACITY)
+    feeder = Feeder(q.put, np.ones(element, np.float32))
+    try:
+        ds = q.dataset()
+        return _eager(iter(ds.prefetch(depth) if depth else ds), seconds)
+    finally:
+        feeder.stop(lambda: q.close(cancel=True))
+
+
+def print_threshold(seconds: float = 1.0, repeat: int = 3) -> None:
+    """The alias limit's table: elements/s of each prefetch depth, the median of `repeat` rounds."""
+    print(f"| prefetch(k) after q.dataset(), capacity {THRESHOLD_CAPACITY} (alias limit "
+          f"{THRESHOLD_CAPACITY // 2}), eager | " + " | ".join(f"k={k}" for k in THRESHOLD_DEPTHS) + " |")
+    print("|---|" + "---:|" * len(THRESHOLD_DEPTHS))
+    for element in (LARGE, SMALL):
+        rounds = [[measure_prefetched(element, k, seconds) for k in THRESHOLD_DEPTHS] for _ in range(repeat)]
+        medians = [sorted(r[i] for r in rounds)[repeat // 2] for i in range(len(THRESHOLD_DEPTHS))]
+        kb = int(np.prod(element)) * 4 / 1000
+        print(f"| {kb:g} KB elements/s | " + " | ".join(f"{m:,.0f}" for m in medians) + " |")
+
+
+if __name__ == "__main__":
+    print_threshold()
