@@ -225,7 +225,7 @@ class BackupAndRestore(tf.keras.callbacks.BackupAndRestore):
         >>> backup.track(p)
         >>> model.fit(q.dataset(32), callbacks=[backup])
         """
-        producer.state()  # a clear error now if it has none: a generator fn, the python backend, mode="ray"
+        producer.state()  # a clear error now if it has none: a generator fn, the python backend
         q = producer.queue
         if q._datasets_made:
             raise ValueError(
