@@ -8,7 +8,9 @@ eager iteration (for x in ds), and Keras fit of a one-layer model with steps_per
 Figures are elements/s (fit: steps/s); the ratio is pyfastq's over the floor's. The floor hands out one
 tensor it never writes; a queue's batch is data a producer wrote, so where the floor would mean more
 bytes per second than one memcpy moves (q.dataset(128) of 51 KB elements: 6.5 MB batches), the ratio is
-taken to that memcpy's rate instead ("copy" in the table), the ceiling of any source that moves its data.
+taken to that memcpy's rate instead ("copy" in the table), the ceiling of any source that moves its data:
+np.copyto of each batch out of memory as large as the queue's ring (8 batches, 52 MB: no cache holds it),
+as the dataset's gather reads the ring's slots.
 
     python -m pyfastq.bench.tfdata   # the alias limit: q.dataset().prefetch(k) across it, in eager iteration
 
@@ -32,6 +34,7 @@ LARGE = (128, 100)  # 51 KB of float32
 FIT_INPUTS = 100
 FIT_BATCH = 64
 STEPS_PER_EXECUTION = 50
+RING_BATCHES = 8  # dataset(128)'s queue holds 8 batches
 # Goals (a benchmark, not a test): pyfastq's figure over the floor's.
 TARGETS = {"dataset()": 0.9, "dataset(128)": 0.9, "dataset().batch(64)": 0.6, "fit dataset(64)": 0.9,
            "fit dataset().batch(64)": 0.6}
@@ -107,19 +110,22 @@ def measure(case: Case, source: str, seconds: float) -> float:
 
     per, _ = _shape(case)
     if source == "copy":
-        src = np.ones((per, *case.element), np.float32)
-        dst = np.empty_like(src)
+        # Out of memory as large as the queue's ring (RING_BATCHES batches, more than a cache holds at 51 KB
+        # elements), one batch after another, as the dataset's gather reads the ring's slots.
+        srcs = np.ones((RING_BATCHES, per, *case.element), np.float32)
+        dst = np.empty_like(srcs[0])
         count, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
-            for _ in range(10):
+            for src in srcs:
                 np.copyto(dst, src)
-            count += 10
+            count += RING_BATCHES
         return count / (time.perf_counter() - start) * per
     if source == "floor":
         return _rate(_floor_dataset(case), case, seconds) * per
     # dataset(128): a queue of 8 batches, as README advises, so that a producer woken a little late never
     # leaves the consumer waiting; with 2 batches it is a wake-up's latency away from waiting at every batch.
-    q = pyfastq.Queue(tf.TensorSpec(case.element, tf.float32), capacity=1024 if case.name == "dataset(128)" else 64)
+    q = pyfastq.Queue(tf.TensorSpec(case.element, tf.float32),
+                      capacity=RING_BATCHES * 128 if case.name == "dataset(128)" else 64)
     if case.name == "dataset(128)":  # the producer puts one pre-made batch of 128 rows per call
         feeder = Feeder(q.put_many, np.ones((128, *case.element), np.float32))
     else:
