@@ -11,6 +11,8 @@ workload (seed: [100] float32 taken by ``dequeue_many(128)``; small: [128, 100] 
 - ``tracked``: tracking alone (``restarts=0``, the default);
 - ``untracked``: neither: the plan's tagging off, as a queue that cannot track runs (the baseline).
 
+    python -m pyfastq.bench.resume   # the cases only, the three ways interleaved over 5 rounds (medians)
+
 "restart" is the time from a worker's SIGKILL to the first element its replacement made reaching the
 consumer (1 worker, ``restarts=3``, three kills, their median): the death noticed, the slots it held given
 back, a new interpreter started and fed, its first item read and put.
@@ -100,7 +102,23 @@ def print_table(rows: dict) -> None:
             continue
         ratio = figures[0] / figures[2]
         print(f"| {case} | {cells} | {ratio:.2f}x | >= {TARGET:g}x: {'met' if ratio >= TARGET else 'NOT met'} |")
-    restart = rows.get("restart")
+    if "restart" not in rows:
+        return
+    restart = rows["restart"]
     print(f"\nrestart: a killed worker's replacement delivers its first element "
           f"{'(failed)' if restart is None else f'{restart * 1e3:,.0f} ms'} after the kill (median of "
           f"{RESTART_KILLS})")
+
+
+def interleaved(rounds: int = 5, seconds: float = 1.0) -> dict:
+    """Each case's ways measured in turn, round after round (drift hits all three alike); label -> median."""
+    samples: dict = {}
+    for _ in range(rounds):
+        for case in CASES:
+            for way in WAYS:
+                samples.setdefault(f"{case} {way}", []).append(measure(case, way, seconds))
+    return {label: statistics.median(v) for label, v in samples.items()}
+
+
+if __name__ == "__main__":  # python -m pyfastq.bench.resume: the cases, interleaved over 5 rounds
+    print_table(interleaved())
