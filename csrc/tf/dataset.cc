@@ -295,7 +295,8 @@ class PyfastqDataset : public DatasetBase {
       return absl::UnimplementedError(absl::StrCat(
           "pyfastq: the iterator of ", dataset()->source_->where(), " cannot be ", what,
           ": what it has taken from the queue is gone from the queue, and a checkpoint cannot hold the queue; "
-          "checkpoint the model, not the iterator"));
+          "checkpoint the model with the Producer's state() and resume from it (Producer(..., resume=state); "
+          "with Keras, pyfastq.keras.BackupAndRestore)"));
     }
   };
 
