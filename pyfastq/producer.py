@@ -306,7 +306,7 @@ class Producer:
             watermark, above, overflowed = self.queue._impl.taken_state()
         if overflowed:
             raise RuntimeError(
-                f"pyfastq: queue '{self.queue.name}' was taken more than 2**21 positions ahead of the oldest position "
+                f"pyfastq: queue '{self.queue.name}' was taken more than 2**20 positions ahead of the oldest position "
                 "not yet taken: what was taken is no longer known exactly"
             )
         return {

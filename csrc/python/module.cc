@@ -403,9 +403,9 @@ class PyRing {
   // Positions (Ring::begin_tracking): every one below watermark taken, and those of `taken` too.
   void begin_tracking(std::uint64_t watermark, const std::vector<std::uint64_t>& taken) {
     for (auto p : taken) {
-      if (p < watermark || p - watermark >= kTakenBits) {
+      if (p < watermark || p - watermark >= kTakenWindow) {
         throw py::value_error("a taken position " + std::to_string(p) + " is not within " +
-                              std::to_string(kTakenBits) + " above the watermark " + std::to_string(watermark));
+                              std::to_string(kTakenWindow) + " above the watermark " + std::to_string(watermark));
       }
     }
     ring_->begin_tracking(watermark);
@@ -416,9 +416,9 @@ class PyRing {
     std::vector<std::uint64_t> above;
     std::uint64_t last;
     {
-      ReleaseGil nogil;  // a scan of kTakenBits bits
+      ReleaseGil nogil;  // a scan of kTakenWindow bits
       const std::uint64_t first = ring_->taken_watermark();
-      for (std::uint64_t p = first; p < first + kTakenBits; ++p) {
+      for (std::uint64_t p = first; p < first + kTakenWindow; ++p) {
         if (ring_->taken(p)) above.push_back(p);
       }
       // Positions below the watermark read now are taken whatever the scan saw of them.

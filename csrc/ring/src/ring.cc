@@ -892,27 +892,32 @@ void Ring::record_taken(const std::uint32_t* slots, std::uint32_t n) noexcept {
 }
 
 // Sets position's bit, then moves the watermark over every set bit at it.
-// The bit at the watermark is cleared by whoever's fetch_and finds it set,
-// and that one alone moves the watermark on; a consumer that set a bit just
-// above finds either the watermark moved (and moves it further) or its bit
-// seen by the mover: both sides store, then load, seq_cst.
+// Whoever's compare-exchange moves the watermark from `at` clears at's bit,
+// after the move: a reader never sees at's bit clear while the watermark is
+// still at `at` (taken_state would miss it), and the bit left set for that
+// moment belongs to position at + kTakenBits, which is outside the window
+// while the watermark is above `at` - kTakenWindow. A consumer that set a
+// bit just above the watermark finds either the watermark moved (and moves
+// it further) or its bit seen by the mover: both sides store, then load,
+// seq_cst.
 void Ring::mark_bit(std::uint64_t position) noexcept {
   Tracking& t = header_->track;
   const std::uint64_t w = t.watermark.load(std::memory_order_seq_cst);
   if (position < w) return;
-  if (position - w >= kTakenBits) {
+  if (position - w >= kTakenWindow) {
     t.overflow.store(1, std::memory_order_release);
     return;
   }
   const std::uint64_t b = position % kTakenBits;
   taken_words()[b / 64].fetch_or(std::uint64_t{1} << (b % 64), std::memory_order_seq_cst);
   for (;;) {
-    const std::uint64_t at = t.watermark.load(std::memory_order_seq_cst);
+    std::uint64_t at = t.watermark.load(std::memory_order_seq_cst);
     const std::uint64_t bit = at % kTakenBits;
     const std::uint64_t mask = std::uint64_t{1} << (bit % 64);
     if ((taken_words()[bit / 64].load(std::memory_order_seq_cst) & mask) == 0) return;
-    if ((taken_words()[bit / 64].fetch_and(~mask, std::memory_order_seq_cst) & mask) == 0) return;
-    t.watermark.store(at + 1, std::memory_order_seq_cst);
+    if (t.watermark.compare_exchange_strong(at, at + 1, std::memory_order_seq_cst)) {
+      taken_words()[bit / 64].fetch_and(~mask, std::memory_order_seq_cst);
+    }
   }
 }
 

@@ -64,8 +64,12 @@ inline constexpr std::uint32_t kFillBins = 10;  // the fill-level histogram's bi
 inline constexpr std::uint32_t kMaxWriters = 256;
 // What a slot's tag holds when its element reads no position of a run.
 inline constexpr std::uint64_t kNoPosition = ~std::uint64_t{0};
-// Positions above the taken watermark that tracking can hold (see Ring::begin_tracking).
+// The taken bits: position p's is bit p % kTakenBits. Tracking holds positions
+// up to kTakenWindow (half of them) above the watermark, so that the bit of a
+// position the watermark has just passed, cleared a moment after it moves,
+// is never read as that of a position in the window (see Ring::mark_bit).
 inline constexpr std::uint64_t kTakenBits = std::uint64_t{1} << 21;
+inline constexpr std::uint64_t kTakenWindow = kTakenBits / 2;
 // What layout() and bytes_needed() return for a size that 64 bits cannot hold:
 // no allocation can give that many bytes, so it fails as any too-large one does.
 inline constexpr std::uint64_t kTooManyBytes = ~std::uint64_t{0};
@@ -169,7 +173,7 @@ struct alignas(kCacheLineSize) Turnstile {
 struct alignas(kCacheLineSize) Tracking {
   alignas(kCacheLineSize) std::atomic<std::uint64_t> watermark;  // every position below it was taken
   std::atomic<std::uint32_t> enabled;
-  std::atomic<std::uint32_t> overflow;  // a position came kTakenBits or more above the watermark
+  std::atomic<std::uint32_t> overflow;  // a position came kTakenWindow or more above the watermark
   // Per named writer: its puts under way plus the slots it holds (RingHeader::inflight for the others).
   alignas(kCacheLineSize) std::atomic<std::uint32_t> inflight[kMaxWriters];
 };
@@ -353,13 +357,13 @@ class PYFASTQ_API Ring {
   // they take from now on; every position below `watermark` counts as taken.
   void begin_tracking(std::uint64_t watermark) noexcept;
   // owner only, after begin_tracking and before the producers start: marks
-  // `position` (at or above the watermark, below it + kTakenBits) taken.
+  // `position` (at or above the watermark, below it + kTakenWindow) taken.
   void mark_taken(std::uint64_t position) noexcept;
   // any thread: every position below it was taken.
   std::uint64_t taken_watermark() const noexcept { return header_->track.watermark.load(std::memory_order_seq_cst); }
   // any thread: whether `position` (at or above taken_watermark()) was taken.
   bool taken(std::uint64_t position) const noexcept;
-  // any thread: true once a position came kTakenBits or more above the
+  // any thread: true once a position came kTakenWindow or more above the
   // watermark: what was taken is no longer known exactly.
   bool tracking_overflowed() const noexcept { return header_->track.overflow.load(std::memory_order_acquire) != 0; }
   // the slot's holder, between acquire and commit: the position the element reads.
