@@ -691,6 +691,23 @@ struct FastPut {
   bool tagged;
 };
 
+// PyRing::put_exact with its C++ exceptions raised as Python's: 1 put, 0 not
+// taken (the caller hands it to `slow`), -1 an error is set.
+int put_exact_or_raise(PyRing* ring, PyObject* element, PyObject* timeout, std::optional<std::uint64_t> tag) {
+  try {
+    return ring->put_exact(element, timeout, tag) ? 1 : 0;
+  } catch (py::error_already_set& e) {
+    e.restore();
+  } catch (py::builtin_exception& e) {
+    e.set_error();
+  } catch (const std::bad_alloc&) {
+    PyErr_NoMemory();
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+  }
+  return -1;
+}
+
 PyObject* tagged_put_call(FastPut* fp, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   if (nargs != 3 || (kwnames != nullptr && PyTuple_GET_SIZE(kwnames) != 0)) {
     PyErr_Format(PyExc_TypeError, "tagged put() takes 3 positional arguments: element, timeout, tag (%zd given)",
@@ -699,21 +716,8 @@ PyObject* tagged_put_call(FastPut* fp, PyObject* const* args, Py_ssize_t nargs, 
   }
   const unsigned long long tag = PyLong_AsUnsignedLongLong(args[2]);
   if (tag == static_cast<unsigned long long>(-1) && PyErr_Occurred()) return nullptr;
-  try {
-    if (fp->ring->put_exact(args[0], args[1], static_cast<std::uint64_t>(tag))) Py_RETURN_NONE;
-  } catch (py::error_already_set& e) {
-    e.restore();
-    return nullptr;
-  } catch (py::builtin_exception& e) {
-    e.set_error();
-    return nullptr;
-  } catch (const std::bad_alloc&) {
-    PyErr_NoMemory();
-    return nullptr;
-  } catch (const std::exception& e) {
-    PyErr_SetString(PyExc_RuntimeError, e.what());
-    return nullptr;
-  }
+  const int put = put_exact_or_raise(fp->ring, args[0], args[1], static_cast<std::uint64_t>(tag));
+  if (put != 0) return put > 0 ? Py_NewRef(Py_None) : nullptr;
   return PyObject_Vectorcall(fp->slow, args, 3, nullptr);
 }
 
@@ -744,21 +748,8 @@ PyObject* fast_put_call(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
     return nullptr;
   }
   if (timeout == nullptr) timeout = Py_None;
-  try {
-    if (fp->ring->put_exact(element, timeout)) Py_RETURN_NONE;
-  } catch (py::error_already_set& e) {
-    e.restore();
-    return nullptr;
-  } catch (py::builtin_exception& e) {
-    e.set_error();
-    return nullptr;
-  } catch (const std::bad_alloc&) {
-    PyErr_NoMemory();
-    return nullptr;
-  } catch (const std::exception& e) {
-    PyErr_SetString(PyExc_RuntimeError, e.what());
-    return nullptr;
-  }
+  const int put = put_exact_or_raise(fp->ring, element, timeout, std::nullopt);
+  if (put != 0) return put > 0 ? Py_NewRef(Py_None) : nullptr;
   PyObject* call[] = {element, timeout};
   return PyObject_Vectorcall(fp->slow, call, 2, nullptr);
 }
