@@ -10,9 +10,10 @@ import os
 import sys
 
 import tensorflow as tf
-from _resume_data import Paced
 
 import pyfastq
+
+from _sources_data import Sleepy
 
 log_path, n, step = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 resume = None
@@ -21,7 +22,7 @@ if len(sys.argv) > 4:
         resume = json.load(f)
 
 q = pyfastq.Queue(tf.TensorSpec([], tf.int64), capacity=64, shared=True)
-source = Paced(n, 0.001)
+source = Sleepy(n, 0.001)
 with pyfastq.Producer(q, source, workers=2, mode="process", shuffle=True, seed=None if resume else 11,
                       resume=resume) as p, open(log_path, "a") as log:
     # dequeue_many, not a dataset: tf.data may put a prefetch buffer after a batch, whose elements

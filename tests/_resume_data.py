@@ -10,18 +10,6 @@ import pyfastq
 from _sources_data import Items
 
 
-class Paced(Items):
-    """Each item takes `seconds` of waiting: an epoch lasts long enough to kill workers during it."""
-
-    def __init__(self, n: int, seconds: float):
-        super().__init__(n)
-        self.seconds = seconds
-
-    def __getitem__(self, i: int):
-        time.sleep(self.seconds)
-        return np.int64(i)
-
-
 class Rows(Items):
     """Item i is a batch of `rows` rows: i * rows .. i * rows + rows - 1 (batched=True)."""
 

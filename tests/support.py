@@ -20,6 +20,7 @@ import psutil
 import tensorflow as tf
 
 import pyfastq
+from pyfastq._sources import Sampler
 
 START_BUDGET_S = 120.0
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -110,3 +111,14 @@ def cpu_seconds_in_one_second(pid: int) -> float:
 def shm_segments() -> set[str]:
     """pyfastq's POSIX shared-memory segments that exist now."""
     return {n for n in os.listdir("/dev/shm") if n.startswith("pyfastq")}
+
+
+def taken(q) -> list[int]:
+    """Every element of a queue of int64 scalars, in the order taken, until it is closed and drained."""
+    return [int(x) for x in q.dataset()]
+
+
+def sampler_order(n: int, **sampling) -> list[int]:
+    """The source indices a run of Sampler(n, **sampling) reads, position by position."""
+    s = Sampler(n, **sampling)
+    return [s.index(p) for p in range(s.total)]

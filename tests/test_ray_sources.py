@@ -9,13 +9,13 @@ import time
 
 import pytest
 import tensorflow as tf
-from _resume_data import HeldUntil, Paced, Rows
+from _resume_data import HeldUntil, Rows
 
 import pyfastq
 from pyfastq._sources import Sampler
 
-from _sources_data import Items, ShortLen, Unequal, WhoReads
-from support import START_BUDGET_S, wait_until
+from _sources_data import Items, ShortLen, Sleepy, Unequal, WhoReads
+from support import START_BUDGET_S, taken, wait_until
 
 ray = pytest.importorskip("ray")
 
@@ -31,10 +31,6 @@ def local_ray():
              object_store_memory=200 << 20)
     yield
     ray.shutdown()
-
-
-def taken(q):
-    return [int(x) for x in q.dataset()]
 
 
 def test_every_index_once_per_epoch(local_ray, backend):
@@ -149,7 +145,7 @@ def test_a_killed_actor_is_replaced_and_every_index_comes_once(local_ray, caplog
 
 def test_past_restarts_an_actors_death_fails_the_queue_naming_the_worker(local_ray):
     q = pyfastq.Queue(SPEC, capacity=16)
-    with pyfastq.Producer(q, Paced(2000, 0.002), workers=2, mode="ray", restarts=2,
+    with pyfastq.Producer(q, Sleepy(2000, 0.002), workers=2, mode="ray", restarts=2,
                           ray_options={"num_cpus": 0.5}) as p:
         got = []
         for _ in range(2):
@@ -212,7 +208,7 @@ def test_resume_of_batched_items_counts_items_whose_last_row_was_taken(local_ray
 
 def test_state_after_a_replacement_resumes_every_index_once(local_ray, native):
     q = pyfastq.Queue(SPEC, capacity=16, backend="native")
-    p = pyfastq.Producer(q, Paced(1000, 0.002), workers=2, mode="ray", shuffle=True, seed=6, restarts=1,
+    p = pyfastq.Producer(q, Sleepy(1000, 0.002), workers=2, mode="ray", shuffle=True, seed=6, restarts=1,
                          close_on_exit=False, ray_options={"num_cpus": 0.5}).start()
     first = [int(q.dequeue()) for _ in range(100)]
     kill_and_await_replacement(p, q, first, 1)
@@ -221,7 +217,7 @@ def test_state_after_a_replacement_resumes_every_index_once(local_ray, native):
     p.stop()
     assert p.errors == []
     q2 = pyfastq.Queue(SPEC, capacity=16, backend="native")
-    with pyfastq.Producer(q2, Paced(1000, 0), workers=2, mode="ray", shuffle=True, resume=state,
+    with pyfastq.Producer(q2, Sleepy(1000, 0), workers=2, mode="ray", shuffle=True, resume=state,
                           ray_options={"num_cpus": 0.5}):
         rest = taken(q2)
     assert collections.Counter(first + rest) == {i: 1 for i in range(1000)}

@@ -11,13 +11,12 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from _resume_data import Paced, ReservesAt, Rows
+from _resume_data import ReservesAt, Rows
 
 import pyfastq
-from pyfastq._sources import Sampler
 
-from _sources_data import Items
-from support import START_BUDGET_S, read_line, shm_segments, start_child, wait_until
+from _sources_data import Items, Sleepy
+from support import START_BUDGET_S, read_line, sampler_order, shm_segments, start_child, taken, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -32,16 +31,6 @@ def queue(mode, capacity=16, spec=SPEC):
 
 def take(q, n):
     return [int(q.dequeue()) for _ in range(n)]
-
-
-def taken(q):
-    """Every element, in the order the consumer took them, until the queue is closed and drained."""
-    return [int(x) for x in q.dataset()]
-
-
-def sampler_order(n, **sampling):
-    s = Sampler(n, **sampling)
-    return [s.index(p) for p in range(s.total)]
 
 
 # -- state() and resume ------------------------------------------------------------------------------
@@ -167,22 +156,27 @@ def kill_at_random(p, stop, every, kills):
             pass
 
 
+def taken_while_killing(p, q):
+    """Starts p and takes every element of q while one of its workers is SIGKILLed every 0.3 s: (elements, kills)."""
+    stop, kills = threading.Event(), []
+    with p:
+        killer = threading.Thread(target=kill_at_random, args=(p, stop, 0.3, kills), daemon=True)
+        killer.start()
+        try:
+            return taken(q), kills
+        finally:
+            stop.set()
+            killer.join()
+
+
 @pytest.mark.parametrize("ordered", [False, True], ids=["unordered", "ordered"])
 def test_chaos_workers_killed_every_0_3_s_every_index_once(native, ordered):
     before = shm_segments()
     q = queue("process", capacity=16)
     n = 5000
-    stop, kills = threading.Event(), []
-    p = pyfastq.Producer(q, Paced(n, 0.002), workers=3, mode="process", ordered=ordered, shuffle=True, seed=9,
+    p = pyfastq.Producer(q, Sleepy(n, 0.002), workers=3, mode="process", ordered=ordered, shuffle=True, seed=9,
                          restarts=10_000)
-    with p:
-        killer = threading.Thread(target=kill_at_random, args=(p, stop, 0.3, kills), daemon=True)
-        killer.start()
-        try:
-            got = taken(q)
-        finally:
-            stop.set()
-            killer.join()
+    got, kills = taken_while_killing(p, q)
     assert len(kills) >= 3, f"only {len(kills)} kills: the epoch ended too soon to test anything"
     assert collections.Counter(got) == {i: 1 for i in range(n)}
     if ordered:
@@ -193,16 +187,8 @@ def test_chaos_workers_killed_every_0_3_s_every_index_once(native, ordered):
 
 def test_chaos_rows_of_batched_items_once(native):
     q = queue("process", capacity=16)
-    stop, kills = threading.Event(), []
     p = pyfastq.Producer(q, Rows(600, 7, 0.004), workers=3, mode="process", batched=True, restarts=10_000)
-    with p:
-        killer = threading.Thread(target=kill_at_random, args=(p, stop, 0.3, kills), daemon=True)
-        killer.start()
-        try:
-            got = taken(q)
-        finally:
-            stop.set()
-            killer.join()
+    got, kills = taken_while_killing(p, q)
     assert len(kills) >= 3
     assert collections.Counter(got) == {i: 1 for i in range(600 * 7)}
 
@@ -234,7 +220,7 @@ def test_a_worker_killed_holding_a_reserved_slot_is_replaced_and_the_slot_reclai
 
 def test_past_restarts_a_death_fails_the_queue_naming_the_worker(native):
     q = queue("process", capacity=4)
-    p = pyfastq.Producer(q, Paced(10_000, 0.002), workers=1, mode="process", restarts=1)
+    p = pyfastq.Producer(q, Sleepy(10_000, 0.002), workers=1, mode="process", restarts=1)
     with p:
         take(q, 5)
         first = p.pids[0]

@@ -13,7 +13,7 @@ import pyfastq
 from pyfastq._sources import Sampler
 
 from _sources_data import HeldAt, Items, ShortLen, Sleepy, Unequal, WhoReads
-from support import START_BUDGET_S, wait_until
+from support import START_BUDGET_S, sampler_order, taken, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -23,16 +23,6 @@ MODES = ["thread", "process"]
 
 def queue(mode, capacity=8, spec=SPEC):
     return pyfastq.Queue(spec, capacity=capacity, shared=mode == "process", backend="native")
-
-
-def taken(q):
-    """Every element, in the order the consumer took them, until the queue is closed and drained."""
-    return [int(x) for x in q.dataset()]
-
-
-def sampler_order(n, **sampling):
-    s = Sampler(n, **sampling)
-    return [s.index(p) for p in range(s.total)]
 
 
 # -- every index, once per epoch ------------------------------------------------------------------
