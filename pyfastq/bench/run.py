@@ -812,24 +812,37 @@ def run_workload(name: str, options: Options, results: Results, progress: Progre
     samples = results.samples[name] = {}
     for m, workers in runs(w, options.methods, worker_counts_of(w, options)):
         label = f"{m} P={workers}" if workers else m
-        rates = samples[label] = []
-        for _ in range(options.repeat):
-            progress.working_on(f"{name} {label}")
-            try:
-                rates.append(measure(w, m, options.seconds, workers or 1))
-            except Exception as e:  # noqa: BLE001 - one broken method must not hide the others
-                results.failures += 1
-                progress.log(f"{name:6s} {label:15s} FAILED: {type(e).__name__}: {e}")
-                break
-            finally:
-                progress.advance()
-                gc.collect()
-            rate = rates[-1]
-            line = f"{name:6s} {label:15s} {rate:12,.1f} batches/s {rate * w.batch_bytes / 1e9:8.3f} GB/s"
+
+        def line(rate: float, label: str = label) -> str:
+            out = f"{name:6s} {label:15s} {rate:12,.1f} batches/s {rate * w.batch_bytes / 1e9:8.3f} GB/s"
             if w.methods in (PRODUCER_METHODS, SOURCE_METHODS):
-                line += f" {rate * w.batch:10,.0f} elements/s"
-            progress.log(line)
+                out += f" {rate * w.batch:10,.0f} elements/s"
+            return out
+
+        rates = samples[label] = repeated(f"{name} {label}", f"{name:6s} {label:15s}",
+                                          lambda m=m, workers=workers: measure(w, m, options.seconds, workers or 1),
+                                          line, options, results, progress)
         row[label] = statistics.median(rates) if len(rates) == options.repeat else None
+
+
+def repeated(what: str, prefix: str, once: Callable[[], float], line: Callable[[float], str], options: Options,
+             results: Results, progress: Progress) -> list:
+    """options.repeat figures of once(), each logged as line(figure); a failure is counted, logged after prefix,
+    and ends the repeats (one broken method must not hide the others)."""
+    rates: list = []
+    for _ in range(options.repeat):
+        progress.working_on(what)
+        try:
+            rates.append(once())
+        except Exception as e:  # noqa: BLE001 - see the docstring
+            results.failures += 1
+            progress.log(f"{prefix} FAILED: {type(e).__name__}: {e}")
+            break
+        finally:
+            progress.advance()
+            gc.collect()
+        progress.log(line(rates[-1]))
+    return rates
 
 
 def case_module(name: str):
@@ -845,19 +858,8 @@ def run_cases(name: str, options: Options, results: Results, progress: Progress)
         return
     rows = results.cases[name] = {}
     for label, run in case_module(name).plan():
-        rates = []
-        for _ in range(options.repeat):
-            progress.working_on(f"{name} {label}")
-            try:
-                rates.append(run(options.seconds))
-            except Exception as e:  # noqa: BLE001 - one broken case must not hide the others
-                results.failures += 1
-                progress.log(f"{name} {label} FAILED: {type(e).__name__}: {e}")
-                break
-            finally:
-                progress.advance()
-                gc.collect()
-            progress.log(f"{name} {label:45s} {rates[-1]:14,.3f}")
+        rates = repeated(f"{name} {label}", f"{name} {label}", lambda run=run: run(options.seconds),
+                         lambda rate, label=label: f"{name} {label:45s} {rate:14,.3f}", options, results, progress)
         rows[label] = statistics.median(rates) if len(rates) == options.repeat else None
 
 
