@@ -95,7 +95,7 @@ def fit(backend, slow, log_dir=None, steps=15, update_freq=5):
         rng = np.random.default_rng(worker)
         for _ in range(examples):
             if slow == "producer":
-                time.sleep(0.01)  # a producer far slower than the model, even on a busy machine
+                time.sleep(0.02)  # a producer far slower than the model, even on a busy machine
             x = rng.random(4, dtype=np.float32)
             yield x, np.array([x.sum()], np.float32)
 
