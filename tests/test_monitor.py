@@ -1,5 +1,6 @@
 """q.stats() and pyfastq.keras.QueueMonitor: who waited, on both backends."""
 
+import gc
 import glob
 import threading
 import time
@@ -18,6 +19,17 @@ STATS_KEYS = {
     "puts", "gets", "size", "put_wait_s", "get_wait_s", "put_blocked_s", "get_blocked_s", "put_waiters",
     "get_waiters", "fill_histogram", "capacity", "shuffle", "min_after_dequeue", "pinned",
 }
+
+
+@pytest.fixture(autouse=True)
+def no_collection_of_earlier_garbage():
+    """These tests time who waited. After the rest of the suite, one full collection of the heap it left
+    (TF graphs and functions) can stop this process for seconds: the model would take nothing meanwhile,
+    and the monitor would rightly see the producers wait. Collect it first, and keep it out of later ones."""
+    gc.collect()
+    gc.freeze()
+    yield
+    gc.unfreeze()
 
 
 def test_stats_are_complete(backend):
