@@ -77,7 +77,7 @@ def worker(index: int, ports: str, variant: str) -> None:
     count = STEPS * PER_REPLICA
     if variant.startswith("pyfastq"):
         q = pyfastq.Queue(spec, capacity=64)
-        make = lambda ctx: q.dataset(PER_REPLICA, drop_remainder=True)  # noqa: E731 - as the README shows it
+        make = lambda ctx: q.dataset(PER_REPLICA, drop_remainder=True)  # noqa: E731 - as docs/gpus.md shows it
     else:
         xs, ys = map(np.stack, zip(*examples(index, count), strict=True))
         options = tf.data.Options()
@@ -124,7 +124,8 @@ def worker(index: int, ports: str, variant: str) -> None:
     weights = [w.numpy().ravel().tolist() for w in model.trainable_variables]
     report(index=index, variant=variant, steps=len(losses), first_loss=losses[0], last_loss=losses[-1],
            gets=gets, weights=weights)
-    # For the exit study (README: tf.distribute): worker 1 lingers, so the workers exit apart.
+    # For the exit study (docs/gpus.md: Exit under MultiWorkerMirroredStrategy): worker 1 lingers, so
+    # the workers exit apart.
     if index == 1 and os.environ.get("DISTRIBUTE_EXIT_DELAY_S"):
         import time
 

@@ -8,7 +8,8 @@ How a MultiWorkerMirroredStrategy worker is judged: by the RESULT line it prints
 over, not by its exit code alone. TF 2.21's MWMS may abort while the interpreter exits, after
 training ("terminate called without an active exception", SIGABRT), with a plain tf.data dataset as
 well as with q.dataset(); that abort is TF's, so a worker that printed its RESULT and then died of
-SIGABRT with that message passes, and any other exit code fails. README: tf.distribute.
+SIGABRT with that message passes, and any other exit code fails. docs/gpus.md:
+Exit under MultiWorkerMirroredStrategy.
 """
 
 from __future__ import annotations
