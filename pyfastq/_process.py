@@ -28,11 +28,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from multiprocessing import context as mp_context
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_for
 from typing import Any
 
+from ._compat import interpreter_flags, spawning_popen
 from ._errors import QueueClosed
 from ._sources import RingTurns, run_claims
 from ._worker import (
@@ -69,10 +69,18 @@ class _FdsForChild:
         self.fds.append(fd)
         return fd
 
-    def DupFd(self, fd: int):
-        from multiprocessing.popen_spawn_posix import _DupFd
+    def DupFd(self, fd: int) -> _InheritedFd:
+        return _InheritedFd(fd)
 
-        return _DupFd(fd)
+
+class _InheritedFd:
+    """What a DupFd pickled under _FdsForChild becomes in the worker: the descriptor it inherited (pass_fds)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def detach(self) -> int:
+        return self.fd
 
 
 def pickle_for_workers(obj: Any, mode: str = "process") -> tuple[bytes, list[int]]:
@@ -83,17 +91,15 @@ def pickle_for_workers(obj: Any, mode: str = "process") -> tuple[bytes, list[int
     import cloudpickle
 
     fds = _FdsForChild()
-    mp_context.set_spawning_popen(fds)
     try:
-        data = cloudpickle.dumps(obj)
+        with spawning_popen(fds):
+            data = cloudpickle.dumps(obj)
     except Exception as e:  # noqa: BLE001 - any pickling failure means the same to the user
         raise TypeError(
             f'mode="{mode}" sends fn to each worker by pickle, and {obj!r:.200} does not pickle '
             f"({type(e).__name__}: {e}); pass what a worker needs as arguments it can pickle, or "
             "make it in fn (a lock, an open file, a TensorFlow object do not pickle)"
         ) from None
-    finally:
-        mp_context.set_spawning_popen(None)
     return data, sorted(set(fds.fds))
 
 
@@ -105,7 +111,7 @@ def _worker_command() -> list[str]:
         f"import sys; sys.path.insert(0, {root!r}); "
         "from pyfastq._process import bootstrap; bootstrap()"
     )
-    return [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", code]
+    return [sys.executable, *interpreter_flags(), "-c", code]
 
 
 class _Worker:

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import ray
 
+from ._compat import actor_id, streaming_options
 from ._errors import QueueClosed
 from ._layout import Layout
 from ._process import pickle_for_workers
@@ -419,9 +420,8 @@ class RayActors:
                 self._reach(actor)
             except _Gone as g:
                 self._died(i, actor, g.error)
-            chunks = actor.run.options(
-                num_returns="streaming", _generator_backpressure_num_objects=IN_FLIGHT
-            ).remote(self._payload_ref, i, self._workers, self._seed, sys.path, self._actor_layout)
+            chunks = actor.run.options(**streaming_options(IN_FLIGHT)).remote(
+                self._payload_ref, i, self._workers, self._seed, sys.path, self._actor_layout)
             self._streams.append(_Stream(i, actor, chunks, actor.outcome.remote()))
 
     def _reach(self, actor: Any) -> None:
@@ -571,9 +571,8 @@ class RayActors:
     def _died(self, index: int, actor: Any, e: BaseException) -> None:
         if self._stopping.is_set():
             raise _Ended()  # killed by stop()
-        actor_id = actor._actor_id.hex()
         message = (
-            f"pyfastq producer worker {index} of {self._workers} (Ray actor {actor_id}) died before it "
+            f"pyfastq producer worker {index} of {self._workers} (Ray actor {actor_id(actor)}) died before it "
             f"finished; chunks it had sent may be lost. Ray says: {type(e).__name__}: {e}"
         )
         if self._plan is not None and self._plan.restarts:
@@ -774,10 +773,10 @@ class RayActors:
         reader.actor = actor
         reader.loaded = actor.load.remote(*reader.load_args)
         self.restarts_left -= 1
-        self.replaced.append((reader.index, dead._actor_id.hex(), time.monotonic()))
+        self.replaced.append((reader.index, actor_id(dead), time.monotonic()))
         log.warning("pyfastq: producer worker %d (Ray actor %s) of queue '%s' died (%s); replaced by Ray actor %s "
-                    "(%d restarts left)", reader.index, dead._actor_id.hex(), self._queue.name, type(e).__name__,
-                    actor._actor_id.hex(), self.restarts_left)
+                    "(%d restarts left)", reader.index, actor_id(dead), self._queue.name, type(e).__name__,
+                    actor_id(actor), self.restarts_left)
 
     def _fail(self, exc: BaseException, message: str) -> None:
         self._errors.append(exc)
