@@ -137,11 +137,9 @@ def test_ray_actor_handle_actor_id():
     api = "ray.actor.ActorHandle._actor_id"
     assert isinstance(inspect.getattr_static(ActorHandle, "_actor_id", None), property), \
         changed(api, f"is gone (Ray {ray.__version__})")
-    # What the property gives, and how a handle prints it: the id get_actor_id() gives inside the actor
-    # (test_ray_producer's failure tests compare the two on live actors).
-    source = inspect.getsource(ActorHandle.__repr__)
-    assert "_actor_id.hex()" in source, changed(api, f"is no longer an ActorID (Ray {ray.__version__})")
-    assert len(ray.ActorID.from_random().hex()) == 32
+    assert callable(getattr(ray.ActorID, "hex", None)), changed(f"{api}.hex()", f"is gone (Ray {ray.__version__})")
+    # On live actors, test_ray_producer's failure tests check that actor_id(handle) is the id the actor
+    # itself gives through the public get_runtime_context().get_actor_id().
 
 
 # -- Keras --------------------------------------------------------------------------------------------
