@@ -34,6 +34,8 @@ import signal
 import sys
 import threading
 
+from ._compat import frame_local
+
 _installed = False
 _retry_lock = threading.Lock()
 _retrying = False
@@ -95,7 +97,7 @@ def _on_sigint(signum, frame):
 
 
 def _building_an_exception(frame) -> bool:
-    return frame.f_code.co_name in ("__init__", "__new__") and isinstance(frame.f_locals.get("self"), BaseException)
+    return frame.f_code.co_name in ("__init__", "__new__") and isinstance(frame_local(frame, "self"), BaseException)
 
 
 def _in_a_finalizer(frame) -> bool:

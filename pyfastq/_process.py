@@ -27,15 +27,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
-from multiprocessing import context as mp_context
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_for
 from typing import Any
 
+from ._compat import interpreter_flags, spawning_popen
 from ._errors import QueueClosed
 from ._sources import RingTurns, run_claims
 from ._worker import (
+    WorkerPool,
     become_worker_process,
     failure_message,
     failure_report,
@@ -69,10 +69,18 @@ class _FdsForChild:
         self.fds.append(fd)
         return fd
 
-    def DupFd(self, fd: int):
-        from multiprocessing.popen_spawn_posix import _DupFd
+    def DupFd(self, fd: int) -> _InheritedFd:
+        return _InheritedFd(fd)
 
-        return _DupFd(fd)
+
+class _InheritedFd:
+    """What a DupFd pickled under _FdsForChild becomes in the worker: the descriptor it inherited (pass_fds)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def detach(self) -> int:
+        return self.fd
 
 
 def pickle_for_workers(obj: Any, mode: str = "process") -> tuple[bytes, list[int]]:
@@ -83,17 +91,15 @@ def pickle_for_workers(obj: Any, mode: str = "process") -> tuple[bytes, list[int
     import cloudpickle
 
     fds = _FdsForChild()
-    mp_context.set_spawning_popen(fds)
     try:
-        data = cloudpickle.dumps(obj)
+        with spawning_popen(fds):
+            data = cloudpickle.dumps(obj)
     except Exception as e:  # noqa: BLE001 - any pickling failure means the same to the user
         raise TypeError(
             f'mode="{mode}" sends fn to each worker by pickle, and {obj!r:.200} does not pickle '
             f"({type(e).__name__}: {e}); pass what a worker needs as arguments it can pickle, or "
             "make it in fn (a lock, an open file, a TensorFlow object do not pickle)"
         ) from None
-    finally:
-        mp_context.set_spawning_popen(None)
     return data, sorted(set(fds.fds))
 
 
@@ -105,7 +111,7 @@ def _worker_command() -> list[str]:
         f"import sys; sys.path.insert(0, {root!r}); "
         "from pyfastq._process import bootstrap; bootstrap()"
     )
-    return [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", code]
+    return [sys.executable, *interpreter_flags(), "-c", code]
 
 
 class _Worker:
@@ -143,42 +149,22 @@ class _Worker:
             self.sentinel = None
 
 
-class WorkerProcesses:
+class WorkerProcesses(WorkerPool):
     """The trainer's side: starts the worker processes, reads their reports, watches their deaths, stops them.
 
-    A worker's exception or death is appended to ``errors`` and fails the
-    queue; when every worker has finished normally, ``on_all_done`` runs.
+    Made with WorkerPool's arguments: (queue, fn, workers, seed, ordered, errors, stopping, on_all_done, plan).
     """
 
-    def __init__(
-        self,
-        queue: Any,
-        fn: Callable[[int, int], Iterable[Any]],
-        workers: int,
-        seed: int,
-        ordered: bool,
-        errors: list[BaseException],
-        stopping: threading.Event,
-        on_all_done: Callable[[], None],
-        plan: Any = None,
-    ):
-        self._queue = queue
-        self._workers = workers
-        self._seed = seed
-        self._ordered = ordered
-        self._errors = errors
-        self._stopping = stopping
-        self._on_all_done = on_all_done
-        self._plan = plan  # a random-access source's _sources.Plan; None for a generator fn
+    def __init__(self, *wiring: Any):
+        super().__init__(*wiring)
         # Pickled once, here, so that what does not pickle is a TypeError before anything starts.
-        self._payload, self._fds = pickle_for_workers((fn, queue, plan))
+        self._payload, self._fds = pickle_for_workers((self._fn, self._queue, self._plan))
         self.procs: list[_Worker] = []
         self._monitor: threading.Thread | None = None
         self._lock = threading.Lock()  # procs grows (add) while the monitor reads it
         self._finished: dict[int, str] = {}  # index -> "done" | "error" | "died"
         self._retired: set[int] = set()
         self._watching = True
-        self.restarts_left = plan.restarts if plan is not None else 0
         self.replaced: list[tuple[int, int, float]] = []  # (index, dead pid, monotonic time of the death seen)
 
     def start(self) -> None:
@@ -317,9 +303,8 @@ class WorkerProcesses:
             finished[i] = "died"
             return False
         if kind == "error":
-            self._errors.append(reported_exception(payload))
-            self._stopping.set()
-            self._queue.fail(payload[0])  # the worker failed the queue itself, unless it could not even load fn
+            # The worker failed the queue itself, unless it could not even load fn.
+            self._record_failure(reported_exception(payload), payload[0])
         finished[i] = kind
         return False
 
@@ -333,12 +318,10 @@ class WorkerProcesses:
         if code is not None and code < 0:
             with contextlib.suppress(ValueError):  # a signal number Python has no name for
                 how += f" (killed by {signal.Signals(-code).name})"
-        message = (
+        message = self._death_message(
             f"pyfastq producer worker {i} of {self._workers} (process {w.pid}) died with {how} before it finished; "
             "an element it was putting may be lost"
         )
-        if self._plan is not None and self._plan.restarts:
-            message += f" (restarts={self._plan.restarts} used up)"
         self._errors.append(RuntimeError(message))
         self._queue.fail(message)
 

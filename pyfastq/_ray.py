@@ -33,18 +33,20 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 import ray
 
+from ._compat import actor_id, streaming_options
 from ._errors import QueueClosed
 from ._layout import Layout
 from ._process import pickle_for_workers
 from ._sources import read_item
 from ._worker import (
     STOP_CHECK_S,
+    WorkerPool,
     become_worker_process,
     failure_message,
     failure_report,
@@ -70,7 +72,7 @@ DEFAULT_OPTIONS = {"num_cpus": 1}
 UNAVAILABLE_S = 30.0
 
 
-_UNAVAILABLE = object()  # _result(): Ray could not reach the actor (ActorUnavailableError)
+_UNAVAILABLE = object()  # _answer(): a call brought no answer (the actor died, or Ray could not reach it)
 
 log = logging.getLogger("pyfastq")
 
@@ -289,38 +291,20 @@ class _Reader:
         self.killed = False
 
 
-class RayActors:
+class RayActors(WorkerPool):
     """The trainer's side: starts the actors, feeds their chunks into the queue, watches them, kills them.
 
-    A worker's exception or an actor's death is appended to ``errors`` and fails
-    the queue (a random-access source's dead actor is first replaced while
-    ``restarts_left``); when every worker has finished normally, ``on_all_done`` runs.
+    Made with WorkerPool's arguments and the actors' options (a dict, or None) before the last:
+    (queue, fn, workers, seed, ordered, errors, stopping, on_all_done, ray_options, plan).
     """
 
-    def __init__(
-        self,
-        queue: Any,
-        fn: Callable[[int, int], Iterable[Any]],
-        workers: int,
-        seed: int,
-        ordered: bool,
-        errors: list[BaseException],
-        stopping: threading.Event,
-        on_all_done: Callable[[], None],
-        ray_options: dict | None,
-        plan: Any = None,
-    ):
-        self._queue = queue
+    def __init__(self, *wiring: Any):
+        *wiring, ray_options, plan = wiring
+        super().__init__(*wiring, plan)
+        fn, queue = self._fn, self._queue
         self._layout: Layout = queue._layout
         self._actor_layout = Layout(queue._layout.skeleton)  # TF-free, whatever the queue's is
-        self._workers = workers
-        self._seed = seed
-        self._ordered = ordered
-        self._errors = errors
-        self._stopping = stopping
-        self._on_all_done = on_all_done
         # Pickled once, here, so that what does not pickle is a TypeError before anything starts.
-        self._plan = plan  # a random-access source's _sources.Plan; None for a generator fn
         # The actors get the sampler, not the claims: the feeder claims for them.
         shipped = fn if plan is None else (fn, None, dataclasses.replace(plan, claims=None))
         self._payload, fds = pickle_for_workers(shipped, "ray")
@@ -337,8 +321,7 @@ class RayActors:
         self._killed = False
         self._lock = threading.Lock()
         self._readers: list[_Reader] = []
-        self._target = workers
-        self.restarts_left = plan.restarts if plan is not None else 0
+        self._target = self._workers
         self.replaced: list[tuple[int, str, float]] = []  # (index, dead actor's id, monotonic time of the death seen)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -419,9 +402,8 @@ class RayActors:
                 self._reach(actor)
             except _Gone as g:
                 self._died(i, actor, g.error)
-            chunks = actor.run.options(
-                num_returns="streaming", _generator_backpressure_num_objects=IN_FLIGHT
-            ).remote(self._payload_ref, i, self._workers, self._seed, sys.path, self._actor_layout)
+            chunks = actor.run.options(**streaming_options(IN_FLIGHT)).remote(
+                self._payload_ref, i, self._workers, self._seed, sys.path, self._actor_layout)
             self._streams.append(_Stream(i, actor, chunks, actor.outcome.remote()))
 
     def _reach(self, actor: Any) -> None:
@@ -571,13 +553,10 @@ class RayActors:
     def _died(self, index: int, actor: Any, e: BaseException) -> None:
         if self._stopping.is_set():
             raise _Ended()  # killed by stop()
-        actor_id = actor._actor_id.hex()
-        message = (
-            f"pyfastq producer worker {index} of {self._workers} (Ray actor {actor_id}) died before it "
+        message = self._death_message(
+            f"pyfastq producer worker {index} of {self._workers} (Ray actor {actor_id(actor)}) died before it "
             f"finished; chunks it had sent may be lost. Ray says: {type(e).__name__}: {e}"
         )
-        if self._plan is not None and self._plan.restarts:
-            message += f" (restarts={self._plan.restarts} used up)"
         self._fail(RuntimeError(message), message)
 
     # -- a random-access source: the feeder claims positions for the actors ----------------------
@@ -651,26 +630,16 @@ class RayActors:
                     reader = next((r for r in self._readers if r.loaded == ref), None)
                     if reader is None:
                         continue  # a call dropped by a reconnection
-                    try:
-                        failure = self._result(ref)
-                    except _Gone as g:
-                        self._lost(reader, g.error, pending)
-                        continue
+                    failure = self._answer(reader, ref, pending)
                     if failure is _UNAVAILABLE:
-                        self._reconnect(reader, pending)
                         continue
                     reader.loaded = None
                     if failure is not None:
                         self._fail(reported_exception(failure), failure[0])
                     continue
                 reader, start, end = pending[ref]
-                try:
-                    result = self._result(ref)
-                except _Gone as g:
-                    self._lost(reader, g.error, pending)
-                    continue
+                result = self._answer(reader, ref, pending)
                 if result is _UNAVAILABLE:
-                    self._reconnect(reader, pending)
                     continue
                 del pending[ref]
                 reader.reads.discard(ref)
@@ -700,14 +669,19 @@ class RayActors:
                 self._put([a[row : row + count] for a in rows], position)
                 row += count
 
-    def _result(self, ref: Any) -> Any:
-        """What a load() or read() returned; _UNAVAILABLE if Ray could not reach the actor; raises _Gone if it died."""
+    def _answer(self, reader: _Reader, ref: Any, pending: dict) -> Any:
+        """What the reader's load() or read() call returned; _UNAVAILABLE if it brought no answer.
+
+        Then the reader's calls in flight go again: to its actor once Ray reaches it again (_reconnect),
+        or, if it died, to its replacement (_lost).
+        """
         try:
             return ray.get(ref)
         except ray.exceptions.ActorUnavailableError:
-            return _UNAVAILABLE
+            self._reconnect(reader, pending)
         except ray.exceptions.RayError as e:
-            raise _Gone(e) from e
+            self._lost(reader, e, pending)
+        return _UNAVAILABLE
 
     def _withdraw(self, reader: _Reader, pending: dict) -> list[tuple[int, int]]:
         """The reader's reads in flight as (start, end), taken out of pending: results they still bring are ignored."""
@@ -774,13 +748,11 @@ class RayActors:
         reader.actor = actor
         reader.loaded = actor.load.remote(*reader.load_args)
         self.restarts_left -= 1
-        self.replaced.append((reader.index, dead._actor_id.hex(), time.monotonic()))
+        self.replaced.append((reader.index, actor_id(dead), time.monotonic()))
         log.warning("pyfastq: producer worker %d (Ray actor %s) of queue '%s' died (%s); replaced by Ray actor %s "
-                    "(%d restarts left)", reader.index, dead._actor_id.hex(), self._queue.name, type(e).__name__,
-                    actor._actor_id.hex(), self.restarts_left)
+                    "(%d restarts left)", reader.index, actor_id(dead), self._queue.name, type(e).__name__,
+                    actor_id(actor), self.restarts_left)
 
     def _fail(self, exc: BaseException, message: str) -> None:
-        self._errors.append(exc)
-        self._stopping.set()
-        self._queue.fail(message)
+        self._record_failure(exc, message)
         raise _Ended()

@@ -1,4 +1,5 @@
-"""What every producer worker has (thread, process or Ray actor): who it is, its seed, how it puts, how it fails.
+"""What every producer worker has (thread, process or Ray actor): who it is, its seed, how it puts, how it fails;
+and what the trainer's side of process workers and Ray actors shares (``WorkerPool``).
 
 No TensorFlow here: worker processes and Ray actors import this.
 """
@@ -9,7 +10,7 @@ import pickle
 import random
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,3 +106,47 @@ def put_until_stopped(put: Callable[..., None], element: Any, stop: threading.Ev
             return True
         except TimeoutError:
             continue
+
+
+class WorkerPool:
+    """What the trainer's side of process workers and Ray actors shares: the Producer's wiring, how a failure ends.
+
+    A worker's exception or death is appended to ``errors`` and fails the queue (a random-access
+    source's dead worker is first replaced while ``restarts_left``); when every worker has
+    finished normally, ``on_all_done`` runs.
+    """
+
+    def __init__(
+        self,
+        queue: Any,
+        fn: Callable[[int, int], Iterable[Any]],
+        workers: int,
+        seed: int,
+        ordered: bool,
+        errors: list[BaseException],
+        stopping: threading.Event,
+        on_all_done: Callable[[], None],
+        plan: Any = None,
+    ):
+        self._queue = queue
+        self._fn = fn
+        self._workers = workers
+        self._seed = seed
+        self._ordered = ordered
+        self._errors = errors
+        self._stopping = stopping
+        self._on_all_done = on_all_done
+        self._plan = plan  # a random-access source's _sources.Plan; None for a generator fn
+        self.restarts_left = plan.restarts if plan is not None else 0
+
+    def _record_failure(self, exc: BaseException, message: str) -> None:
+        """A worker failed: the run stops, and the queue's consumers get message."""
+        self._errors.append(exc)
+        self._stopping.set()
+        self._queue.fail(message)
+
+    def _death_message(self, message: str) -> str:
+        """message, saying so when the worker died with no restart left to replace it."""
+        if self._plan is not None and self._plan.restarts:
+            message += f" (restarts={self._plan.restarts} used up)"
+        return message

@@ -22,6 +22,8 @@ from typing import Any
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
+from ._compat import keras_backup_missing
+
 __all__ = ["BackupAndRestore", "QueueMonitor"]
 
 # What tf.summary.scalar writes (its plugin and data class), written with the core tf.summary.write:
@@ -191,9 +193,10 @@ class BackupAndRestore(tf.keras.callbacks.BackupAndRestore):
 
     def __init__(self, backup_dir: str, save_freq: str | int = "epoch", double_checkpoint: bool = False,
                  delete_checkpoint: bool = True):
-        if not hasattr(tf.keras.callbacks.BackupAndRestore, "_save_model"):
-            raise ImportError("pyfastq.keras.BackupAndRestore extends Keras 3's BackupAndRestore; "
-                              f"tf.keras here is Keras {getattr(tf.keras, '__version__', '2')}")
+        base, version = tf.keras.callbacks.BackupAndRestore, getattr(tf.keras, "__version__", "2")
+        if missing := keras_backup_missing(base):
+            raise ImportError("pyfastq.keras.BackupAndRestore extends Keras 3's BackupAndRestore; tf.keras here is "
+                              f"Keras {version}, whose BackupAndRestore has no {', '.join(missing)}")
         if double_checkpoint:
             raise ValueError("pyfastq.keras.BackupAndRestore writes each backup whole or not at all, and cannot "
                              "fall back to the previous weights once the producer has resumed from the latest "
@@ -203,6 +206,9 @@ class BackupAndRestore(tf.keras.callbacks.BackupAndRestore):
                              f"got {backup_dir!r}")
         super().__init__(backup_dir, save_freq=save_freq, double_checkpoint=False,
                          delete_checkpoint=delete_checkpoint)
+        if missing := keras_backup_missing(base, self):
+            raise ImportError("pyfastq.keras.BackupAndRestore reads state of Keras' BackupAndRestore that Keras "
+                              f"{version} does not have: {', '.join(missing)}")
         self.producer: Any = None
         self._serial = 0  # of the last weights file written: weights-<serial>.weights.h5
 
@@ -236,7 +242,7 @@ class BackupAndRestore(tf.keras.callbacks.BackupAndRestore):
         self.producer = producer
         return producer
 
-    # -- Keras hooks -----------------------------------------------------------------------
+    # -- Keras hooks (_load_model and _save_model are private: see _compat.KERAS_BACKUP_HOOKS) -----------
     def on_train_begin(self, logs=None):
         if self.producer is None:
             raise ValueError("pyfastq.keras.BackupAndRestore: track(p) the Producer that feeds the model before fit")

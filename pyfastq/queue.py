@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import threading
 import weakref
 from typing import Any
 
@@ -13,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import _interrupt, backends
+from ._compat import run_before_threads_join
 from ._spec import Spec
 from ._writer import Producing, reduce_shared
 
@@ -251,4 +251,4 @@ def _cancel_all_at_exit() -> None:
 
 # threading's own hook runs before non-daemon threads are joined: a producer
 # thread blocked in put() is woken before the interpreter waits for it.
-threading._register_atexit(_cancel_all_at_exit)
+run_before_threads_join(_cancel_all_at_exit)

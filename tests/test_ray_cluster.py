@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 import pyfastq
+from pyfastq._compat import actor_id
 
 from _sources_data import NodeTagged
 from _workers import forever, node_tagged
@@ -62,7 +63,7 @@ def test_losing_a_node_fails_the_queue_naming_the_worker_within_5_s(native, clus
         with pytest.raises(tf.errors.AbortedError) as info:
             q.dequeue()
     assert took < 5.0
-    assert f"worker 0 of 1 (Ray actor {p.actors[0]._actor_id.hex()}) died" in str(info.value)
+    assert f"worker 0 of 1 (Ray actor {actor_id(p.actors[0])}) died" in str(info.value)
     assert len(p.errors) == 1
 
 

@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 import pyfastq
+from pyfastq._compat import actor_id
 from pyfastq._worker import worker_seed
 
 from _workers import count, forever, raises_after, ray_info, sleeps_in_fn, tagged
@@ -234,7 +235,7 @@ def test_a_worker_exception_reaches_the_consumer_with_the_remote_traceback(local
             for _ in range(10_000):
                 q.dequeue()
     message = str(info.value)
-    assert "worker 1 of 2 (Ray actor" in message and f"{p.actors[1]._actor_id.hex()} on " in message
+    assert "worker 1 of 2 (Ray actor" in message and f"{actor_id(p.actors[1])} on " in message
     assert "KeyError" in message and "missing field 'label'" in message
     assert "Traceback" in message and "raises_after" in message
     assert len(p.errors) == 1 and isinstance(p.errors[0], KeyError)
@@ -291,7 +292,7 @@ def test_an_actor_killed_fails_the_queue_naming_the_worker_within_5_s(local_ray,
             q.dequeue()
     assert took < 5.0
     message = str(info.value)
-    assert f"worker 1 of 2 (Ray actor {p.actors[1]._actor_id.hex()}) died" in message
+    assert f"worker 1 of 2 (Ray actor {actor_id(p.actors[1])}) died" in message
     assert "ray.kill" in message  # Ray's own account of the death
     assert len(p.errors) == 1 and not p.running
 

@@ -12,6 +12,7 @@ import tensorflow as tf
 from _resume_data import HeldUntil, Rows
 
 import pyfastq
+from pyfastq._compat import actor_id
 from pyfastq._sources import Sampler
 
 from _sources_data import Items, ShortLen, Sleepy, Unequal, WhoReads
@@ -109,9 +110,9 @@ def take_until(q, got, predicate, what):
 
 def kill_and_await_replacement(p, q, got, index=0):
     """ray.kill of actor `index` (no restart by Ray); returns once the Producer has replaced it."""
-    killed = p.actors[index]._actor_id
+    killed = actor_id(p.actors[index])
     ray.kill(p.actors[index], no_restart=True)
-    take_until(q, got, lambda: p.actors[index]._actor_id != killed, f"actor {index}'s replacement")
+    take_until(q, got, lambda: actor_id(p.actors[index]) != killed, f"actor {index}'s replacement")
 
 
 @pytest.mark.parametrize("ordered", [False, True], ids=["unordered", "ordered"])
