@@ -30,6 +30,7 @@ import tensorflow as tf
 import pyfastq
 
 from . import sources
+from .timing import graph_loop, take_of, timed
 
 CASES = {"seed": ((100,), 128, 1024), "small": ((128, 100), 1, 8)}  # element shape, batch, queue capacity
 WAYS = ("tracked+restarts", "tracked", "untracked")
@@ -40,8 +41,6 @@ RESTART_KILLS = 3
 
 def measure(case: str, way: str, seconds: float) -> float:
     """Batches per second of one case, made by WORKERS processes from a random-access source."""
-    from .run import graph_loop, timed
-
     shape, batch, capacity = CASES[case]
     q = pyfastq.Queue(tf.TensorSpec(shape, tf.float32), capacity=capacity, shared=True)
     if way == "untracked":
@@ -50,10 +49,9 @@ def measure(case: str, way: str, seconds: float) -> float:
                          restarts=100 if way == "tracked+restarts" else 0)
     if p.plan.tagged != (way != "untracked"):
         raise RuntimeError(f"resume bench: tracking is {'on' if p.plan.tagged else 'off'} for the {way} case")
-    take = (lambda: q.dequeue_many(batch)) if batch > 1 else q.dequeue
     with p:
         try:
-            return timed(graph_loop(take), seconds)
+            return timed(graph_loop(take_of(q, batch)), seconds)
         finally:
             q.close(cancel=True)
 
