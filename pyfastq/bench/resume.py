@@ -43,10 +43,9 @@ def measure(case: str, way: str, seconds: float) -> float:
     """Batches per second of one case, made by WORKERS processes from a random-access source."""
     shape, batch, capacity = CASES[case]
     q = pyfastq.Queue(tf.TensorSpec(shape, tf.float32), capacity=capacity, shared=True)
-    if way == "untracked":
-        q._impl.tracks_positions = False  # as a queue that cannot record what is taken: no tags, no records
+    # untracked: as a queue that cannot record what is taken: no tags, no records.
     p = pyfastq.Producer(q, sources.Premade(shape), workers=WORKERS, mode="process", epochs=None,
-                         restarts=100 if way == "tracked+restarts" else 0)
+                         restarts=100 if way == "tracked+restarts" else 0, _track_positions=way != "untracked")
     if p.plan.tagged != (way != "untracked"):
         raise RuntimeError(f"resume bench: tracking is {'on' if p.plan.tagged else 'off'} for the {way} case")
     with p:
