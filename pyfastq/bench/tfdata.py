@@ -29,6 +29,7 @@ import tensorflow as tf
 
 import pyfastq
 
+from .summary import met
 from .timing import copy_rate, feeding_queue, graph_loop, timed
 
 SMALL = (100,)  # 400 B of float32
@@ -189,8 +190,7 @@ def print_table(rows: dict) -> None:
         copy = rows.get(f"{label} copy")
         bound, against = (copy, " (copy)") if copy is not None and copy < floor else (floor, "")
         ratio = ours / bound
-        print(f"| {label} ({unit}) | {ours:,.0f} | {bound:,.0f}{against} | {ratio:.2f}x | >= {target:g}x: "
-              f"{'met' if ratio >= target else 'NOT met'} |")
+        print(f"| {label} ({unit}) | {ours:,.0f} | {bound:,.0f}{against} | {ratio:.2f}x | {met(ratio, target)} |")
 
 
 THRESHOLD_CAPACITY = 64
