@@ -189,6 +189,7 @@ class Producer:
         max_workers: int | None = None,
         batched: bool | None = None,
         ray_options: dict | None = None,
+        _track_positions: bool = True,  # False: record nothing of what is taken, as a queue that cannot (the bench)
     ):
         random_access = is_random_access(source)
         _check_arguments(queue, source, workers, mode, ordered, seed, ray_options)
@@ -218,7 +219,7 @@ class Producer:
             start = int(resume["position"]) if resume is not None else 0
             claims = SharedClaims(start=start) if mode == "process" else LocalClaims(start)
             # The ring records the positions consumers take (for state()) where the queue's backend can.
-            tagged = bool(getattr(queue._impl, "tracks_positions", False))
+            tagged = _track_positions and bool(getattr(queue._impl, "tracks_positions", False))
             skip = frozenset(int(p) for p in resume["taken"]) if resume is not None else frozenset()
             self.plan = Plan(sampler, claims, is_keras_batches(source) if batched is None else batched, tagged,
                              skip, restarts, start)

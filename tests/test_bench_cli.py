@@ -105,3 +105,29 @@ def test_the_resume_workload_reports_each_way_and_the_restart_time(native, tmp_p
     ways = ("tracked+restarts", "tracked", "untracked")
     assert set(rows) == {"restart"} | {f"{c} {w}" for c in ("seed", "small") for w in ways}
     assert 0 < rows["restart"] < START_BUDGET_S  # seconds
+
+
+def test_every_method_of_a_workload_is_registered_for_it_in_the_order_methods_lists():
+    from pyfastq.bench import methods, registry
+    from pyfastq.bench.workloads import WORKLOADS
+
+    # --methods' default, hence the order of each workload's rows.
+    assert methods.ALL_METHODS == (
+        "native", "shuffle", "put_many", "reserve", "fresh_put", "python", "thread", "process", "ray", "auto",
+        "from_generator", "numpy_function", "fifo_queue", "ray_data", "np_copyto", "np_copyto_cold", "graph_loop",
+        "pydataset_threads", "pydataset_processes", "grain", "tf_map")
+    assert methods.BASELINES == ("from_generator", "numpy_function", "fifo_queue", "ray_data")
+    for name, w in WORKLOADS.items():
+        for m in w.methods:
+            entry = registry.get(m)
+            assert (entry.pipeline if w.source is not None else entry.measure) is not None, (name, m)
+
+
+def test_an_unknown_method_is_an_error_naming_the_known_ones():
+    from pyfastq.bench import methods
+    from pyfastq.bench.workloads import WORKLOADS
+
+    with pytest.raises(ValueError, match=r"unknown bench method 'nope'; the known ones: native, shuffle, .*tf_map"):
+        methods.measure(WORKLOADS["seed"], "nope", 0.1)
+    with pytest.raises(ValueError, match="'tf_map' runs on the source workloads only"):
+        methods.measure(WORKLOADS["seed"], "tf_map", 0.1)

@@ -24,6 +24,7 @@ import tensorflow as tf
 from tensorflow.python.framework import kernels
 
 import pyfastq
+from pyfastq.bench.gpu_check import taken_on_gpu
 
 from support import CHILD_ENV, START_BUDGET_S, f32
 
@@ -476,21 +477,7 @@ def copy_mode(request, monkeypatch):
 
 @needs_gpu
 def test_gpu_outputs_hold_the_values_in_device_memory(native, copy_mode):
-    specs = {"image": tf.TensorSpec([64, 64, 3], tf.uint8), "label": tf.TensorSpec([], tf.int64)}
-    q = pyfastq.Queue(specs, capacity=16, backend="native")
-    rng = np.random.default_rng(0)
-    made = [{"image": rng.integers(0, 255, [64, 64, 3], dtype=np.uint8), "label": np.int64(i)} for i in range(9)]
-    for element in made:
-        q.put(element)
-    q.close()
-    with tf.device("/GPU:0"):
-        one = q.dequeue()
-        many = q.dequeue_many(4)
-        rest = q.dequeue_many(8, allow_smaller_final_batch=True)
-    assert "GPU" in one["image"].device and "GPU" in many["image"].device and "GPU" in rest["label"].device
-    np.testing.assert_array_equal(one["image"].numpy(), made[0]["image"])
-    np.testing.assert_array_equal(many["image"].numpy(), np.stack([e["image"] for e in made[1:5]]))
-    assert rest["label"].numpy().tolist() == [5, 6, 7, 8]
+    q = taken_on_gpu([64, 64, 3])  # dequeue, dequeue_many and a smaller final batch, each checked
     assert q.stats()["pinned"] is True
     with pytest.raises(tf.errors.OutOfRangeError), tf.device("/GPU:0"):
         q.dequeue()

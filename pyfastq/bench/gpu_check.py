@@ -77,17 +77,19 @@ def _check_placement() -> str:
     return json.dumps(devices)
 
 
-def _check_copy(mode: str, pinned: bool) -> str:
+def taken_on_gpu(image_shape: list):
+    """A native queue of 9 {"image": uint8 [image_shape], "label": int64} elements, closed, then emptied on /GPU:0
+    by dequeue(), dequeue_many(4) and dequeue_many(8, allow_smaller_final_batch=True); AssertionError unless each
+    output is in GPU memory and holds what was put. Returns the queue, drained. (tests/test_gpu.py runs it too.)"""
     import numpy as np
     import tensorflow as tf
 
     import pyfastq
 
-    # Rows of 64 KiB: PYFASTQ_GPU_COPY=auto copies them one DMA each from a pinned ring.
-    specs = {"image": tf.TensorSpec([128, 128, 4], tf.uint8), "label": tf.TensorSpec([], tf.int64)}
+    specs = {"image": tf.TensorSpec(image_shape, tf.uint8), "label": tf.TensorSpec([], tf.int64)}
     q = pyfastq.Queue(specs, capacity=16, backend="native")
     rng = np.random.default_rng(0)
-    made = [{"image": rng.integers(0, 255, [128, 128, 4], dtype=np.uint8), "label": np.int64(i)} for i in range(9)]
+    made = [{"image": rng.integers(0, 255, image_shape, dtype=np.uint8), "label": np.int64(i)} for i in range(9)]
     for element in made:
         q.put(element)
     q.close()
@@ -95,12 +97,6 @@ def _check_copy(mode: str, pinned: bool) -> str:
         one = q.dequeue()
         many = q.dequeue_many(4)
         rest = q.dequeue_many(8, allow_smaller_final_batch=True)
-
-    @tf.function
-    def in_graph():
-        with tf.device("/GPU:0"):
-            return q.dequeue_many(1, allow_smaller_final_batch=True)
-
     for name, t in {"one": one["image"], "many": many["image"], "rest": rest["label"]}.items():
         if "GPU" not in t.device:
             raise AssertionError(f"{name} is on {t.device}")
@@ -108,6 +104,23 @@ def _check_copy(mode: str, pinned: bool) -> str:
     np.testing.assert_array_equal(many["image"].numpy(), np.stack([e["image"] for e in made[1:5]]))
     if rest["label"].numpy().tolist() != [5, 6, 7, 8]:
         raise AssertionError(f"rest {rest['label'].numpy().tolist()}")
+    return q
+
+
+def _check_copy(mode: str, pinned: bool) -> str:
+    import numpy as np
+    import tensorflow as tf
+
+    import pyfastq
+
+    # Rows of 64 KiB: PYFASTQ_GPU_COPY=auto copies them one DMA each from a pinned ring.
+    q = taken_on_gpu([128, 128, 4])
+
+    @tf.function
+    def in_graph():
+        with tf.device("/GPU:0"):
+            return q.dequeue_many(1, allow_smaller_final_batch=True)
+
     if in_graph()["label"].shape[0] != 0:
         raise AssertionError("a closed, drained queue gave rows")
     stats = q.stats()

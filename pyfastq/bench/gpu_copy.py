@@ -17,15 +17,27 @@ The producer is a Python thread putting one pre-made batch, as in the CPU benchm
 from __future__ import annotations
 
 import ctypes
+import functools
+import gc
+import json
 import os
+import sys
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
 
 import pyfastq
 
-GPU_METHODS = ("native", "native_gather", "native_rows", "prefetch_to_device", "pinned_copy")
+from .runner import Progress
+from .summary import command, machine
+from .timing import take_of, timed_feeding
+from .workloads import WORKLOADS
+
+if TYPE_CHECKING:
+    from .run import Options
+
 GPU_WORKLOADS = ("seed", "small", "image", "large")
 NO_GPU = "no GPU visible to TensorFlow here: --device gpu measures host-to-device copies. Nothing measured."
 
@@ -36,8 +48,6 @@ def gpus() -> list:
 
 def _timed_on_gpu(w, q, take, seconds: float) -> float:
     """Batches/s of the CPU benchmark's graph loop of take(), on /GPU:0, while a thread puts w's element into q."""
-    from .run import timed_feeding  # run imports this module
-
     item = np.ones(w.element_shape, w.dtype)
     return timed_feeding(q.put, item, take, lambda: q.close(cancel=True), seconds, device="/GPU:0")
 
@@ -46,7 +56,7 @@ def measure_native(w, seconds: float, copy: str) -> float:
     os.environ["PYFASTQ_GPU_COPY"] = copy  # read when the kernel is made, below
     try:
         q = pyfastq.Queue(w.spec(), capacity=w.capacity, backend="native")
-        return _timed_on_gpu(w, q, (lambda: q.dequeue_many(w.batch)) if w.batch > 1 else q.dequeue, seconds)
+        return _timed_on_gpu(w, q, take_of(q, w.batch), seconds)
     finally:
         os.environ.pop("PYFASTQ_GPU_COPY", None)
 
@@ -99,26 +109,33 @@ def measure_pinned_copy(w, seconds: float) -> float:
         rt.cudaFreeHost(host)
 
 
+# name -> fn(w, seconds) -> batches/s, in the table's order.
+GPU_METHODS = {
+    "native": functools.partial(measure_native, copy="auto"),
+    "native_gather": functools.partial(measure_native, copy="gather"),
+    "native_rows": functools.partial(measure_native, copy="rows"),
+    "prefetch_to_device": measure_prefetch_to_device,
+    "pinned_copy": measure_pinned_copy,
+}
+
+
 def methods_for(w) -> list:
     """native_gather and native_rows differ only for dequeue_many (a batch of several elements)."""
     return [m for m in GPU_METHODS if w.batch > 1 or m not in ("native_gather", "native_rows")]
 
 
 def measure(w, method: str, seconds: float) -> float:
-    if method == "pinned_copy":
-        return measure_pinned_copy(w, seconds)
-    if method == "prefetch_to_device":
-        return measure_prefetch_to_device(w, seconds)
-    copy = {"native": "auto", "native_gather": "gather", "native_rows": "rows"}[method]
-    return measure_native(w, seconds, copy)
+    if method not in GPU_METHODS:
+        raise ValueError(f"unknown GPU bench method {method!r}; the known ones: {', '.join(GPU_METHODS)}")
+    return GPU_METHODS[method](w, seconds)
 
 
-def print_table(rows: dict, workloads: dict) -> None:
+def print_table(rows: dict) -> None:
     print()
     print("| workload | method | batches/s | GB/s host to device | vs pinned_copy | vs prefetch_to_device |")
     print("|---|---|---:|---:|---:|---:|")
     for name, row in rows.items():
-        w = workloads[name]
+        w = WORKLOADS[name]
         limit, prefetch = row.get("pinned_copy"), row.get("prefetch_to_device")
         for m, rate in row.items():
             if rate is None:
@@ -139,3 +156,37 @@ def pinned_summary() -> str:
         q.dequeue_many(1)
     pinned, why = q._impl._ring.pin()
     return f"ring pinned: {pinned}" + (f" ({_core.cudart()})" if pinned else f": {why}")
+
+
+def run(argv, options: Options) -> int:
+    """--device gpu: every GPU method on each workload asked for, then one table against the limits."""
+    if not gpus():
+        print(NO_GPU)
+        return 0
+    if pyfastq.native_unavailable():
+        print(f"--device gpu needs the native backend: {pyfastq.native_unavailable()}", file=sys.stderr)
+        return 1
+    progress, rows, failures = Progress(), {}, 0
+    progress.log(pinned_summary())
+    for name in options.workloads:
+        w = WORKLOADS[name]
+        row = rows[name] = {}
+        for m in methods_for(w):
+            try:
+                rate = measure(w, m, options.seconds)
+            except Exception as e:  # noqa: BLE001 - one broken method must not hide the others
+                failures += 1
+                progress.log(f"{name:6s} {m:18s} FAILED: {type(e).__name__}: {e}")
+                row[m] = None
+                continue
+            row[m] = rate
+            progress.log(f"{name:6s} {m:18s} {rate:12,.1f} batches/s {rate * w.batch_bytes / 1e9:8.3f} GB/s")
+            gc.collect()
+    print(f"Machine: {machine()}, {len(gpus())} GPU(s): {tf.config.experimental.get_device_details(gpus()[0])}")
+    print(command(argv))
+    print_table(rows)
+    if options.json:
+        with open(options.json, "w") as f:
+            json.dump({"machine": machine(), "device": "gpu", "seconds": options.seconds, "results": rows}, f, indent=2)
+    print(f"\n({progress.elapsed():.0f} s)", file=sys.stderr)
+    return 1 if failures else 0

@@ -30,6 +30,8 @@ import tensorflow as tf
 import pyfastq
 
 from . import sources
+from .summary import met
+from .timing import graph_loop, take_of, timed
 
 CASES = {"seed": ((100,), 128, 1024), "small": ((128, 100), 1, 8)}  # element shape, batch, queue capacity
 WAYS = ("tracked+restarts", "tracked", "untracked")
@@ -40,20 +42,16 @@ RESTART_KILLS = 3
 
 def measure(case: str, way: str, seconds: float) -> float:
     """Batches per second of one case, made by WORKERS processes from a random-access source."""
-    from .run import graph_loop, timed
-
     shape, batch, capacity = CASES[case]
     q = pyfastq.Queue(tf.TensorSpec(shape, tf.float32), capacity=capacity, shared=True)
-    if way == "untracked":
-        q._impl.tracks_positions = False  # as a queue that cannot record what is taken: no tags, no records
+    # untracked: as a queue that cannot record what is taken: no tags, no records.
     p = pyfastq.Producer(q, sources.Premade(shape), workers=WORKERS, mode="process", epochs=None,
-                         restarts=100 if way == "tracked+restarts" else 0)
+                         restarts=100 if way == "tracked+restarts" else 0, _track_positions=way != "untracked")
     if p.plan.tagged != (way != "untracked"):
         raise RuntimeError(f"resume bench: tracking is {'on' if p.plan.tagged else 'off'} for the {way} case")
-    take = (lambda: q.dequeue_many(batch)) if batch > 1 else q.dequeue
     with p:
         try:
-            return timed(graph_loop(take), seconds)
+            return timed(graph_loop(take_of(q, batch)), seconds)
         finally:
             q.close(cancel=True)
 
@@ -101,7 +99,7 @@ def print_table(rows: dict) -> None:
             print(f"| {case} | {cells} | | >= {TARGET:g}x |")
             continue
         ratio = figures[0] / figures[2]
-        print(f"| {case} | {cells} | {ratio:.2f}x | >= {TARGET:g}x: {'met' if ratio >= TARGET else 'NOT met'} |")
+        print(f"| {case} | {cells} | {ratio:.2f}x | {met(ratio, TARGET)} |")
     if "restart" not in rows:
         return
     restart = rows["restart"]

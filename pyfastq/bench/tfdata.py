@@ -29,6 +29,9 @@ import tensorflow as tf
 
 import pyfastq
 
+from .summary import met
+from .timing import copy_rate, feeding_queue, graph_loop, timed
+
 SMALL = (100,)  # 400 B of float32
 LARGE = (128, 100)  # 51 KB of float32
 FIT_INPUTS = 100
@@ -95,8 +98,6 @@ def _eager(it, seconds: float) -> float:
 
 
 def _rate(ds, case: Case, seconds: float) -> float:
-    from .run import graph_loop, timed
-
     it = iter(ds)
     if case.consumer == "graph":
         return timed(graph_loop(lambda: next(it)), seconds)
@@ -106,20 +107,13 @@ def _rate(ds, case: Case, seconds: float) -> float:
 def measure(case: Case, source: str, seconds: float) -> float:
     """Elements per second of one case, from pyfastq ("pyfastq"), the floor ("floor") or one memcpy of
     each batch ("copy")."""
-    from .run import Feeder
-
     per, _ = _shape(case)
     if source == "copy":
         # Out of memory as large as the queue's ring (RING_BATCHES batches, more than a cache holds at 51 KB
         # elements), one batch after another, as the dataset's gather reads the ring's slots.
         srcs = np.ones((RING_BATCHES, per, *case.element), np.float32)
         dst = np.empty_like(srcs[0])
-        count, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            for src in srcs:
-                np.copyto(dst, src)
-            count += RING_BATCHES
-        return count / (time.perf_counter() - start) * per
+        return copy_rate([(dst, src) for src in srcs], seconds) * per
     if source == "floor":
         return _rate(_floor_dataset(case), case, seconds) * per
     # dataset(128): a queue of 8 batches, as README advises, so that a producer woken a little late never
@@ -127,45 +121,41 @@ def measure(case: Case, source: str, seconds: float) -> float:
     q = pyfastq.Queue(tf.TensorSpec(case.element, tf.float32),
                       capacity=RING_BATCHES * 128 if case.name == "dataset(128)" else 64)
     if case.name == "dataset(128)":  # the producer puts one pre-made batch of 128 rows per call
-        feeder = Feeder(q.put_many, np.ones((128, *case.element), np.float32))
+        feeding = feeding_queue(q, np.ones((128, *case.element), np.float32), many=True)
     else:
-        feeder = Feeder(q.put, np.ones(case.element, np.float32))
-    try:
+        feeding = feeding_queue(q, np.ones(case.element, np.float32))
+    with feeding:
         return _rate(_pyfastq_dataset(q, case), case, seconds) * per
-    finally:
-        feeder.stop(lambda: q.close(cancel=True))
 
 
 def measure_fit(name: str, source: str, seconds: float) -> float:
     """Keras fit steps per second of a one-layer model on batches of 64 (pyfastq, or in-memory: "floor")."""
-    from .run import Feeder
-
     model = tf.keras.Sequential([tf.keras.Input([FIT_INPUTS]), tf.keras.layers.Dense(1)])
     model.compile("sgd", "mse", steps_per_execution=STEPS_PER_EXECUTION)
-    q = feeder = None
     if source == "floor":
         x = np.ones((FIT_BATCH * 100, FIT_INPUTS), np.float32)
         y = np.ones((FIT_BATCH * 100, 1), np.float32)
         ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(FIT_BATCH).repeat()
-    else:
-        q = pyfastq.Queue((tf.TensorSpec([FIT_INPUTS], tf.float32), tf.TensorSpec([1], tf.float32)), capacity=256)
-        # put_many of a batch's rows at a time: one put per element from a Python thread costs ~2.5 us, more
-        # than a step of this model per 64 elements, which would measure the producer, not the dataset.
-        feeder = Feeder(q.put_many, (np.ones((FIT_BATCH, FIT_INPUTS), np.float32), np.ones((FIT_BATCH, 1), np.float32)))
+        return _fit_rate(model, ds, seconds)
+    q = pyfastq.Queue((tf.TensorSpec([FIT_INPUTS], tf.float32), tf.TensorSpec([1], tf.float32)), capacity=256)
+    # put_many of a batch's rows at a time: one put per element from a Python thread costs ~2.5 us, more
+    # than a step of this model per 64 elements, which would measure the producer, not the dataset.
+    rows = (np.ones((FIT_BATCH, FIT_INPUTS), np.float32), np.ones((FIT_BATCH, 1), np.float32))
+    with feeding_queue(q, rows, many=True):
         ds = q.dataset(FIT_BATCH) if name == "fit dataset(64)" else q.dataset().batch(FIT_BATCH)
-    try:
-        start = time.perf_counter()
-        model.fit(ds, steps_per_epoch=STEPS_PER_EXECUTION * 4, epochs=1, verbose=0)  # traced and warm
-        start = time.perf_counter()
-        model.fit(ds, steps_per_epoch=STEPS_PER_EXECUTION * 4, epochs=1, verbose=0)
-        per_step = (time.perf_counter() - start) / (STEPS_PER_EXECUTION * 4)
-        steps = STEPS_PER_EXECUTION * max(1, int(seconds / per_step / STEPS_PER_EXECUTION))
-        start = time.perf_counter()
-        model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
-        return steps / (time.perf_counter() - start)
-    finally:
-        if feeder is not None:
-            feeder.stop(lambda: q.close(cancel=True))
+        return _fit_rate(model, ds, seconds)
+
+
+def _fit_rate(model, ds, seconds: float) -> float:
+    """Steps per second of model.fit over ds, traced and warm, for about `seconds`."""
+    model.fit(ds, steps_per_epoch=STEPS_PER_EXECUTION * 4, epochs=1, verbose=0)  # traced and warm
+    start = time.perf_counter()
+    model.fit(ds, steps_per_epoch=STEPS_PER_EXECUTION * 4, epochs=1, verbose=0)
+    per_step = (time.perf_counter() - start) / (STEPS_PER_EXECUTION * 4)
+    steps = STEPS_PER_EXECUTION * max(1, int(seconds / per_step / STEPS_PER_EXECUTION))
+    start = time.perf_counter()
+    model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
+    return steps / (time.perf_counter() - start)
 
 
 def plan() -> list:
@@ -200,8 +190,7 @@ def print_table(rows: dict) -> None:
         copy = rows.get(f"{label} copy")
         bound, against = (copy, " (copy)") if copy is not None and copy < floor else (floor, "")
         ratio = ours / bound
-        print(f"| {label} ({unit}) | {ours:,.0f} | {bound:,.0f}{against} | {ratio:.2f}x | >= {target:g}x: "
-              f"{'met' if ratio >= target else 'NOT met'} |")
+        print(f"| {label} ({unit}) | {ours:,.0f} | {bound:,.0f}{against} | {ratio:.2f}x | {met(ratio, target)} |")
 
 
 THRESHOLD_CAPACITY = 64
@@ -210,15 +199,10 @@ THRESHOLD_DEPTHS = (0, 8, 24, 31, 40, 48, 100)
 
 def measure_prefetched(element: tuple, depth: int, seconds: float) -> float:
     """Elements per second of eager iteration over q.dataset().prefetch(depth) of a capacity-64 queue."""
-    from .run import Feeder
-
     q = pyfastq.Queue(tf.TensorSpec(element, tf.float32), capacity=THRESHOLD_CAPACITY)
-    feeder = Feeder(q.put, np.ones(element, np.float32))
-    try:
+    with feeding_queue(q, np.ones(element, np.float32)):
         ds = q.dataset()
         return _eager(iter(ds.prefetch(depth) if depth else ds), seconds)
-    finally:
-        feeder.stop(lambda: q.close(cancel=True))
 
 
 def print_threshold(seconds: float = 1.0, repeat: int = 3) -> None:
