@@ -32,7 +32,7 @@ queue (native) of the same run (target: >= 0.8x). It is sized by TF's rule for s
 capacity = min_after_dequeue + the slack producers and consumers need: the slack kept as the FIFO queue's
 capacity, and min_after_dequeue as large (seed: 1024 kept back of 2048; small: 8 of 16). So both queues
 give producers the same room and the figure is the cost of picking slots at random.
-Limits and producers beside them (bench/README.md tells what each measures):
+Limits and producers beside them (docs/benchmarks.md tells what each measures):
 "graph_loop" is the same graph loop reading a pre-made batch from a tf.Variable each step: no feeding at
 all, the floor any input pipeline sits on (small's target: native >= 0.8x it). "np_copyto_cold" is the
 producer's one copy with its destination rotating through buffers as large as the ring, as the ring's slots
@@ -138,7 +138,7 @@ def parse_args(argv) -> Options:
                         help="gpu: host-to-device GB/s of the GPU kernel, prefetch_to_device and a bare pinned copy")
     parser.add_argument("--inter-op-threads", type=int, metavar="N",
                         help="TensorFlow's inter-op threads for the whole run (default: TF's own choice); "
-                        "1 on a 2-core machine: see bench/README.md")
+                        "1 on a 2-core machine: see docs/benchmarks.md")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error(f"--repeat takes an int >= 1, got {args.repeat}")

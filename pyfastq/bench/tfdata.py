@@ -116,7 +116,7 @@ def measure(case: Case, source: str, seconds: float) -> float:
         return copy_rate([(dst, src) for src in srcs], seconds) * per
     if source == "floor":
         return _rate(_floor_dataset(case), case, seconds) * per
-    # dataset(128): a queue of 8 batches, as README advises, so that a producer woken a little late never
+    # dataset(128): a queue of 8 batches, as docs/api.md advises, so that a producer woken a little late never
     # leaves the consumer waiting; with 2 batches it is a wake-up's latency away from waiting at every batch.
     q = pyfastq.Queue(tf.TensorSpec(case.element, tf.float32),
                       capacity=RING_BATCHES * 128 if case.name == "dataset(128)" else 64)
