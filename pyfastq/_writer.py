@@ -114,17 +114,7 @@ class Reserved:
     """The context manager reserve() returns: commit on normal exit, abort on an exception."""
 
     def __init__(self, queue: Producing, timeout: float | None, shapes: Any = None):
-        layout = queue._layout
-        if shapes is None and layout.variable:
-            raise ValueError(
-                f"queue '{queue.name}' has components of variable shape: reserve(shapes=...) needs the element's "
-                "shapes, a nest like specs"
-            )
-        self._shapes = None
-        if shapes is not None:
-            self._shapes = layout.flatten_shapes(shapes)
-            for i, shape in enumerate(self._shapes):
-                layout.check_shape(i, shape)
+        self._shapes = queue._layout.reserve_shapes(shapes, queue.name)
         self._queue = queue
         self._timeout = timeout
         self._res = None
