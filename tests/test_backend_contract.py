@@ -176,3 +176,23 @@ def test_a_put_with_a_ticket_waits_for_its_turn_and_passes_it(backend):
     impl.put([np.zeros(3, np.float32)], None, 0)
     impl.put([np.ones(3, np.float32)], None, 1)
     assert impl.size() == 2 and impl.turn == 2
+
+
+def three_unequal_workers(i, n):
+    """Worker i makes i + 1 elements, 10*i + k."""
+    return (np.full(3, 10 * i + k, np.float32) for k in range(i + 1))
+
+
+def test_ordered_thread_workers_take_turns_in_the_queues_turnstile(backend):
+    q = pyfastq.Queue(SPEC, capacity=64, backend=backend)
+    with pyfastq.Producer(q, three_unequal_workers, workers=3, ordered=True):
+        got = [int(q.dequeue()[0]) for _ in range(6)]
+    assert got == [0, 10, 20, 11, 21, 22]
+    assert q._impl.turn == _contract.Turnstile.DONE  # every worker finished: the turnstile has no turn left
+
+
+def test_ordered_thread_workers_are_as_many_as_a_turnstile_takes(backend):
+    q = pyfastq.Queue(SPEC, capacity=4, backend=backend)
+    with pytest.raises(ValueError, match=f"at most {_contract.MAX_ORDERED_WORKERS} worker threads"):
+        pyfastq.Producer(q, three_unequal_workers, workers=_contract.MAX_ORDERED_WORKERS + 1, ordered=True)
+
