@@ -20,6 +20,10 @@ OPEN, CLOSED, CANCELLED, FAILED = "open", "closed", "cancelled", "failed"
 TAKING_PUTS = (OPEN, CLOSED)  # states in which a put already under way may still go in
 
 
+# A reservation's commit or abort after one of them (the ring's Reservation says the same).
+RESERVATION_FINISHED = "this reservation was already committed or aborted"
+
+
 def deadline_from(timeout: float | None) -> float | None:
     """The time.monotonic() by which a call with this timeout gives up; None: never."""
     if timeout is None:

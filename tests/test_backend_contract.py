@@ -196,3 +196,13 @@ def test_ordered_thread_workers_are_as_many_as_a_turnstile_takes(backend):
     with pytest.raises(ValueError, match=f"at most {_contract.MAX_ORDERED_WORKERS} worker threads"):
         pyfastq.Producer(q, three_unequal_workers, workers=_contract.MAX_ORDERED_WORKERS + 1, ordered=True)
 
+
+def test_a_reservation_is_finished_once_and_its_views_are_then_read_only_alike(native):
+    def finished(b):
+        q = pyfastq.Queue(SPEC, capacity=2, backend=b)
+        res = q._impl.reserve(None)
+        res.commit()
+        assert not res.active and not any(v.flags.writeable for v in res.views)
+        return res
+
+    assert both(native, finished, lambda res: res.abort()) == (ValueError, _contract.RESERVATION_FINISHED)

@@ -23,6 +23,7 @@ from .._contract import (
     FAILED,
     FILL_BINS,
     OPEN,
+    RESERVATION_FINISHED,
     TAKING_PUTS,
     Turnstile,
     Waiting,
@@ -41,6 +42,9 @@ _SLICE = 0.1
 
 
 class _Reservation:
+    """The Reservation protocol for one slot of a PythonBackend, as the ring's: once committed or aborted (or
+    dropped: aborted) the slot is the consumers' or free again, and the views are read-only."""
+
     def __init__(self, backend: PythonBackend, views: list[np.ndarray]):
         self._backend = backend
         self.views = views
@@ -48,7 +52,7 @@ class _Reservation:
 
     def _finish(self, commit: bool) -> None:
         if not self.active:
-            raise ValueError("this reservation was already committed or aborted")
+            raise ValueError(RESERVATION_FINISHED)
         self.active = False
         for v in self.views:
             v.setflags(write=False)
