@@ -98,6 +98,21 @@ class Layout:
         except (TypeError, ValueError):
             raise TypeError(f"shapes must hold a list of ints per component, got {shapes!r:.200}") from None
 
+    def reserve_shapes(self, shapes: Any, queue: str) -> list[tuple[int, ...]] | None:
+        """reserve(shapes=...) checked: one shape per component, each one it may have; None for the specs' own
+        shapes, which a queue with a None dim does not have."""
+        if shapes is None:
+            if self.variable:
+                raise ValueError(
+                    f"queue '{queue}' has components of variable shape: reserve(shapes=...) needs the element's "
+                    "shapes, a nest like specs"
+                )
+            return None
+        flat = self.flatten_shapes(shapes)
+        for i, shape in enumerate(flat):
+            self.check_shape(i, shape)
+        return flat
+
     def ring_shapes(self) -> tuple[list[list[int]], list[list[int]] | None]:
         """The specs' shapes (-1 where variable) and, if any dim is variable, the bounds: what _core.Ring takes."""
         shapes = [[-1 if d is None else d for d in sh] for sh in self.shapes]

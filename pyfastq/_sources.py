@@ -350,42 +350,11 @@ def _put_position(source: Any, plan: Plan, queue: Any, stop: threading.Event, tu
     return True
 
 
-class ThreadTurns:
-    """Sampler order for thread workers: position p's item is put once position p - 1's is."""
-
-    def __init__(self, queue: Any):
-        self._queue = queue
-        self._turn = 0
-        self._cond = threading.Condition()
-
-    def wait(self, position: int, stop: threading.Event) -> bool:
-        with self._cond:
-            while self._turn != position:
-                if stop.is_set() or self._queue.closed:
-                    return False
-                self._cond.wait(STOP_CHECK_S)
-            return True
-
-    def passed(self, position: int) -> None:
-        with self._cond:
-            self._turn = position + 1
-            self._cond.notify_all()
-
-    def pass_if_at(self, position: int) -> None:
-        with self._cond:
-            if self._turn == position:
-                self.passed(position)
-
-    def start_at(self, position: int) -> None:
-        with self._cond:
-            self._turn = position
-
-
 class RingTurns:
-    """Sampler order for worker processes: the shared ring's turnstile, a position its ticket."""
+    """Ordered puts through the queue backend's turnstile (a ring's, or the python backend's): a ticket each."""
 
     def __init__(self, impl: Any):
-        self._impl = impl  # the queue's RingWriter
+        self._impl = impl  # the queue's backend, or a worker process's RingWriter
 
     def wait(self, position: int, stop: threading.Event) -> bool:
         while not stop.is_set():

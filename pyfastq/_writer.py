@@ -9,16 +9,19 @@ process: a producer writing straight into the shared ring's slots.
 from __future__ import annotations
 
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._layout import Layout
+
+if TYPE_CHECKING:
+    from .backends import Backend
 
 
 class Producing:
     """put, put_many, reserve, close, fail, size, closed over ``self._layout`` and a backend ``self._impl``."""
 
     _layout: Layout
-    _impl: Any
+    _impl: Backend
     name: str
 
     def _init_fast_put(self) -> None:
@@ -111,17 +114,7 @@ class Reserved:
     """The context manager reserve() returns: commit on normal exit, abort on an exception."""
 
     def __init__(self, queue: Producing, timeout: float | None, shapes: Any = None):
-        layout = queue._layout
-        if shapes is None and layout.variable:
-            raise ValueError(
-                f"queue '{queue.name}' has components of variable shape: reserve(shapes=...) needs the element's "
-                "shapes, a nest like specs"
-            )
-        self._shapes = None
-        if shapes is not None:
-            self._shapes = layout.flatten_shapes(shapes)
-            for i, shape in enumerate(self._shapes):
-                layout.check_shape(i, shape)
+        self._shapes = queue._layout.reserve_shapes(shapes, queue.name)
         self._queue = queue
         self._timeout = timeout
         self._res = None
@@ -142,12 +135,12 @@ class Reserved:
 class RingWriter:
     """A native ring's producer side: the exact-match fast path of ``_core``, with conversion behind it."""
 
-    name = "native"
+    kind = "native"
 
     def __init__(self, ring: Any, layout: Layout, queue_name: str):
         self._ring = ring
         self._layout = layout
-        self._name = queue_name
+        self._queue_name = queue_name
 
     def put(self, flat: list, timeout: float | None, ticket: int | None = None, tag: int | None = None) -> None:
         """With a ticket (an ordered producer's), waits for its turn first; a tag is the position the element reads."""
@@ -156,7 +149,9 @@ class RingWriter:
         if self._ring.put(flat, timeout, ticket, tag):
             return
         if not self._ring.put(self._layout.convert(flat), timeout, ticket, tag):
-            raise AssertionError(f"pyfastq internal error: converted element rejected by the ring of '{self._name}'")
+            raise AssertionError(
+                f"pyfastq internal error: converted element rejected by the ring of '{self._queue_name}'"
+            )
 
     def fast_put(self, slow, doc: str, tagged: bool = False):
         """put(element, timeout=None) as a builtin (tagged: put(element, timeout, tag)): exact arrays go straight
@@ -170,7 +165,7 @@ class RingWriter:
             arrays = self._layout.convert(flat, many=True)
             if not self._ring.put_many(arrays, timeout, tag):
                 raise AssertionError(
-                    f"pyfastq internal error: converted elements rejected by the ring of '{self._name}'"
+                    f"pyfastq internal error: converted elements rejected by the ring of '{self._queue_name}'"
                 )
 
     def reserve(self, timeout: float | None, shapes: list | None = None):

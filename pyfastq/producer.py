@@ -17,21 +17,21 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import _process
+from ._contract import MAX_ORDERED_WORKERS
 from ._errors import QueueClosed
 from ._sources import (
     EpochEnds,
     LocalClaims,
     Plan,
+    RingTurns,
     Sampler,
     SharedClaims,
-    ThreadTurns,
     has_epoch_end,
     is_keras_batches,
     is_random_access,
     run_claims,
 )
 from ._worker import (
-    STOP_CHECK_S,
     WorkerInfo,
     failure_message,
     put_until_stopped,
@@ -62,41 +62,6 @@ AUTO_WINDOW_S = 0.5
 GROW_SHARE = 0.1
 SHRINK_SHARE = 0.8
 AUTO_SETTLE_S = 1.0
-
-
-class _ThreadTurns:
-    """Round-robin order for thread workers: ticket k*P + i is worker i's k-th element; finished workers are skipped.
-
-    Process workers use the same rule through the ring's turnstile (Ring::begin_turns).
-    """
-
-    def __init__(self, workers: int):
-        self._p = workers
-        self._turn = 0
-        self._finished = [None] * workers  # elements made, once finished
-        self._cond = threading.Condition()
-
-    def wait(self, ticket: int, timeout: float) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: self._turn == ticket, timeout)
-
-    def passed(self, ticket: int) -> None:
-        with self._cond:
-            self._turn = ticket + 1
-            self._skip()
-
-    def finish(self, worker: int, count: int) -> None:
-        with self._cond:
-            self._finished[worker] = count
-            self._skip()
-
-    def _skip(self) -> None:
-        for _ in range(self._p):
-            done = self._finished[self._turn % self._p]
-            if done is None or done > self._turn // self._p:
-                break
-            self._turn += 1
-        self._cond.notify_all()
 
 
 class Producer:
@@ -240,11 +205,8 @@ class Producer:
         self._retire: list[threading.Event] = []  # per thread: claim no more
         self._lock = threading.Lock()
         self._running = 0
-        self._turns: Any = None
-        if ordered and mode == "thread":
-            self._turns = ThreadTurns(queue) if random_access else _ThreadTurns(self._workers)
-            if random_access:
-                self._turns.start_at(self.plan.start)
+        # Ordered thread workers take turns in the queue's turnstile, as worker processes do in the ring's.
+        self._turns = RingTurns(queue._impl) if ordered and mode == "thread" else None
         self._scaler: threading.Thread | None = None
         # process and ray modes: the workers' pool (start, stop, running)
         wiring = (queue, source, self._workers, self.seed, ordered, self.errors, self._stop, self._all_done)
@@ -269,6 +231,12 @@ class Producer:
         if self._pool is not None:
             self._pool.start()
         else:
+            if self._turns is not None:
+                # A random-access source's tickets are sampler positions, whichever worker holds them.
+                if self.plan is not None:
+                    self.queue._impl.begin_turns(1, self.plan.start)
+                else:
+                    self.queue._impl.begin_turns(self._workers)
             with self._lock:
                 for _ in range(self._workers):
                     self._add_thread()
@@ -459,7 +427,7 @@ class Producer:
             return
         finally:
             if self._turns is not None and self.plan is None:
-                self._turns.finish(index, made)
+                self.queue._impl.finish_turns(index, made)
             with self._lock:
                 self._running -= 1
                 last = self._running == 0
@@ -471,10 +439,8 @@ class Producer:
         made = 0
         for element in self._fn(index, self._workers):
             ticket = made * self._workers + index
-            if self._turns is not None:
-                while not self._turns.wait(ticket, STOP_CHECK_S):
-                    if self._stop.is_set() or self.queue.closed:
-                        return made
+            if self._turns is not None and not self._turns.wait(ticket, self._stop):
+                return made
             if not put_until_stopped(self.queue.put, element, self._stop):
                 return made
             made += 1
@@ -562,6 +528,9 @@ def _check_arguments(
         )
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise ValueError(f"seed must be None or an int >= 0, got {seed!r}")
+    if mode == "thread" and ordered and isinstance(workers, int) and not is_random_access(fn) and (
+            workers > MAX_ORDERED_WORKERS):
+        raise ValueError(f"ordered=True takes at most {MAX_ORDERED_WORKERS} worker threads, got {workers}")
     if ray_options is not None:
         if mode != "ray":
             raise ValueError(f'ray_options is for mode="ray", not mode={mode!r}')
@@ -574,7 +543,5 @@ def _check_arguments(
             'mode="process" needs Queue(..., shared=True): worker processes write into a ring in shared '
             f"memory, and queue '{queue.name}' ({queue.backend} backend) has none"
         )
-    from ._core import MAX_ORDERED_WORKERS  # a shared queue has the native backend
-
     if ordered and not is_random_access(fn) and workers > MAX_ORDERED_WORKERS:
         raise ValueError(f"ordered=True takes at most {MAX_ORDERED_WORKERS} worker processes, got {workers}")

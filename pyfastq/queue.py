@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from . import _interrupt, backends
 from ._compat import run_before_threads_join
+from ._contract import check_batch
 from ._spec import Spec
 from ._writer import Producing, reduce_shared
 
@@ -39,6 +40,8 @@ class Queue(Producing):
     shape, dequeue_many and dataset pad a batch to its largest element.
     """
 
+    _layout: Spec  # the specs, flattened (a Layout with what the consumers' side needs)
+
     def __init__(
         self,
         specs: Any,
@@ -56,16 +59,13 @@ class Queue(Producing):
             raise ValueError(f"capacity must be an int >= 1, got {capacity!r}")
         if capacity >= 2**31:
             raise ValueError(f"capacity must be below 2**31, got {capacity}")
-        shuffle, min_after_dequeue, seed = _check_shuffle(shuffle, min_after_dequeue, seed, capacity)
-        self._spec = self._layout = Spec(specs, max_shapes)
+        self._order = _checked_order(shuffle, min_after_dequeue, seed, capacity)
+        self._layout = Spec(specs, max_shapes)
         self.name = name if name is not None else f"pyfastq_queue_{next(_names)}"
-        self._impl = backends.create(
-            backend, self._spec, capacity, self.name, shared=bool(shared),
-            shuffle=shuffle, min_after_dequeue=min_after_dequeue, seed=seed,
+        self._impl: backends.Backend = backends.create(
+            backend, self._layout, capacity, self.name, self._order, shared=bool(shared)
         )
         self._capacity = capacity
-        self._shuffle = shuffle
-        self._min_after_dequeue = min_after_dequeue
         self._shared = bool(shared)
         self._datasets_made = 0
         self._unbuffered_datasets = False  # set by pyfastq.keras.BackupAndRestore.track
@@ -82,7 +82,7 @@ class Queue(Producing):
                 f"pyfastq queue '{self.name}' lives in this process's memory: create it with shared=True "
                 "to hand it to other processes"
             )
-        return reduce_shared(self._impl.fd, self._spec.layout(), self.name, self._capacity)
+        return reduce_shared(self._impl.fd, self._layout.layout(), self.name, self._capacity)
 
     # -- consumers (TF ops) --------------------------------------------------------
     def dequeue(self) -> Any:
@@ -93,7 +93,7 @@ class Queue(Producing):
         >>> image, label = q.dequeue()   # eagerly, or in a tf.function or a TF1 session
         """
         _, flat = self._impl.dequeue()
-        return self._spec.pack(flat)
+        return self._layout.pack(flat)
 
     def dequeue_many(self, n: int, allow_smaller_final_batch: bool = False, *, padding_values: Any = None) -> Any:
         """TF op: n elements stacked along a new dim 0.
@@ -112,9 +112,9 @@ class Queue(Producing):
         ...     images, labels = q.dequeue_many(64)
         ...     return train_step(images, labels)
         """
-        self._check_batch(n)
+        check_batch(self.name, n, self._capacity)
         _, flat = self._impl.dequeue_many(n, allow_smaller_final_batch, padding=self._padding(padding_values))
-        return self._spec.pack(flat)
+        return self._layout.pack(flat)
 
     def dataset(
         self, batch_size: int | None = None, drop_remainder: bool = False, *, padding_values: Any = None
@@ -131,8 +131,8 @@ class Queue(Producing):
         >>> model.fit(q.dataset(batch_size=32), epochs=1)
         """
         if batch_size is not None:
-            self._check_batch(batch_size)
-        ds = self._impl.dataset(batch_size, drop_remainder, self._padding(padding_values), self._spec)
+            check_batch(self.name, batch_size, self._capacity)
+        ds = self._impl.dataset(batch_size, drop_remainder, self._padding(padding_values), self._layout)
         # Each tf.distribute worker feeds its own queue: there is no file list to shard, and sharding by
         # data would make every worker read the whole queue to keep 1/N of it.
         options = tf.data.Options()
@@ -151,11 +151,11 @@ class Queue(Producing):
 
     @property
     def specs(self) -> Any:
-        return self._spec.structure
+        return self._layout.structure
 
     @property
     def backend(self) -> str:
-        return self._impl.name
+        return self._impl.kind
 
     @property
     def shared(self) -> bool:
@@ -164,16 +164,16 @@ class Queue(Producing):
 
     @property
     def shuffle(self) -> bool:
-        return self._shuffle
+        return self._order.shuffle
 
     @property
     def min_after_dequeue(self) -> int:
-        return self._min_after_dequeue
+        return self._order.min_after_dequeue
 
     @property
     def max_shapes(self) -> Any:
         """The bounds, a nest like specs of TensorShapes (each the spec's shape when it has no None dim)."""
-        return self._spec.pack([tf.TensorShape(b) for b in self._spec.bounds])
+        return self._layout.pack([tf.TensorShape(b) for b in self._layout.bounds])
 
     def stats(self) -> dict:
         """A snapshot of the queue's counters (both backends give the same keys).
@@ -197,19 +197,13 @@ class Queue(Producing):
             f"state={self._impl.state!r})"
         )
 
-    def _check_batch(self, n: int) -> None:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"batch size must be an int >= 1, got {n!r}")
-        if n > self._capacity:
-            raise ValueError(f"a batch of {n} from '{self.name}' of capacity {self._capacity} could never be formed")
-
     def _padding(self, padding_values: Any) -> list | None:
         """padding_values as one numpy scalar (or None: zeros) per component; None if all are zeros."""
         if padding_values is None:
             return None
-        flat = self._spec.flatten(padding_values)
+        flat = self._layout.flatten(padding_values)
         out = []
-        for value, dtype, name in zip(flat, self._spec.tf_dtypes, self._spec.names, strict=True):
+        for value, dtype, name in zip(flat, self._layout.tf_dtypes, self._layout.names, strict=True):
             if value is None:
                 out.append(None)
                 continue
@@ -223,7 +217,7 @@ class Queue(Producing):
         return out if any(v is not None for v in out) else None
 
 
-def _check_shuffle(shuffle: Any, min_after_dequeue: Any, seed: Any, capacity: int) -> tuple[bool, int, int]:
+def _checked_order(shuffle: Any, min_after_dequeue: Any, seed: Any, capacity: int) -> backends.Order:
     """Queue's shuffle arguments checked; the seed drawn from the OS when not given."""
     if not isinstance(shuffle, (bool, np.bool_)):
         raise TypeError(f"shuffle must be a bool, got {shuffle!r}")
@@ -239,7 +233,7 @@ def _check_shuffle(shuffle: Any, min_after_dequeue: Any, seed: Any, capacity: in
         raise ValueError("min_after_dequeue and seed shape a shuffled order: they need shuffle=True")
     if seed is None:
         seed = int.from_bytes(os.urandom(8), "little")
-    return bool(shuffle), int(min_after_dequeue), int(seed)
+    return backends.Order(bool(shuffle), int(min_after_dequeue), int(seed))
 
 
 def _cancel_all_at_exit() -> None:

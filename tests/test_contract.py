@@ -192,7 +192,7 @@ def test_empty_put_many_on_an_open_queue_does_nothing(backend, kind):
 @pytest.mark.parametrize("kind", sorted(_ROWS))
 def test_a_queue_writer_refuses_put_many_after_close(native, kind):
     q = pyfastq.Queue(SPEC, capacity=2, shared=True)
-    writer = QueueWriter(q._impl.fd, q._spec.layout(), q.name, q.capacity)  # what another process holds
+    writer = QueueWriter(q._impl.fd, q._layout.layout(), q.name, q.capacity)  # what another process holds
     writer.put_many(_ROWS[kind](0))
     q.close()
     for rows in (0, 2):

@@ -136,7 +136,7 @@ def test_property_any_python_value_converts_as_convert_to_tensor_does(native, va
 def test_converting_python_values_leaves_tensorflow_unloaded(backend):
     specs = (tf.TensorSpec([2], tf.float32), tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.bool),
              tf.TensorSpec([], tf.complex64), tf.TensorSpec([3], tf.uint8), tf.TensorSpec([2, 2], tf.float16))
-    layout = pyfastq.Queue(specs, capacity=1, backend=backend)._spec.layout()  # what a producer process gets
+    layout = pyfastq.Queue(specs, capacity=1, backend=backend)._layout.layout()  # what a producer process gets
     element = ([0.5, 1], 7, True, 1 + 2j, [300, -1, 2], [[1, 2.5], [1e5, -0.0]])
     want = [tf.convert_to_tensor(v, s.dtype).numpy() for v, s in zip(element, specs, strict=True)]
     script = (

@@ -1,24 +1,103 @@
 """Backends: "native" (the C++ ring and the compiled op) and "python" (deque + numpy_function).
 
 Both take a flat list of components per element from pyfastq.Queue and give
-back flat lists of tensors; the Queue packs and unpacks the nest.
+back flat lists of tensors; the Queue packs and unpacks the nest. ``Backend``
+declares what the Queue and the Producer may call on either (as TF's
+``QueueBase`` declares ``TryEnqueue``/``TryDequeue``); tests/test_contract.py
+checks both backends against it.
 """
 
 from __future__ import annotations
 
 import importlib
-import time
 import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+    from .._spec import Spec
 
 _native_error: str | None = None
 
 
-def deadline_from(timeout: float | None) -> float | None:
-    if timeout is None:
-        return None
-    if not timeout >= 0:
-        raise ValueError(f"timeout must be None or a number >= 0, got {timeout!r}")
-    return time.monotonic() + timeout
+@dataclass(frozen=True)
+class Order:
+    """How a queue's consumers take elements: FIFO, or shuffled as TF's RandomShuffleQueue (seed drawn already)."""
+
+    shuffle: bool = False
+    min_after_dequeue: int = 0
+    seed: int = 0
+
+
+@runtime_checkable
+class Reservation(Protocol):
+    """One slot held by ``Backend.reserve``: writable views of it, enqueued by commit, given back by abort.
+
+    Each may be called once, and only one of them (ValueError after).
+    """
+
+    views: list
+    active: bool
+
+    def commit(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What a queue's backend gives pyfastq.Queue and the producers: flat lists of components in, tensors out.
+
+    Producers (any thread): put, put_many, reserve; the turnstile of ordered producers (begin_turns
+    before they start, then wait_turn / pass_turn per ticket, finish_turns when one is done; ticket
+    k*P + i is producer i's k-th element, or with P = 1 a position of a run). A put with a ticket waits
+    for its turn and passes it on. A tag is the position of a run an element reads: recorded where
+    ``tracks_positions``. Any thread: close, fail, size, stats, state. Consumers: the TF ops.
+    """
+
+    kind: str  # "native" or "python"
+    tracks_positions: bool  # consumers record the tags of what they take (begin_tracking, taken_state)
+
+    @property
+    def state(self) -> str: ...  # "open", "closed", "cancelled" or "failed"
+
+    @property
+    def fd(self) -> int: ...  # the ring's descriptor in shared memory; -1 if the queue is process-private
+
+    def put(self, flat: list, timeout: float | None, ticket: int | None = None, tag: int | None = None) -> None: ...
+
+    def put_many(self, flat: list, timeout: float | None, tag: int | None = None) -> None: ...
+
+    def reserve(self, timeout: float | None, shapes: list | None = None) -> Reservation: ...
+
+    def close(self, cancel: bool) -> None: ...
+
+    def fail(self, message: str) -> None: ...
+
+    def size(self) -> int: ...
+
+    def stats(self) -> dict: ...
+
+    def begin_turns(self, workers: int, first: int = 0) -> None: ...
+
+    @property
+    def turn(self) -> int: ...  # the ticket that may commit now
+
+    def wait_turn(self, ticket: int, timeout: float | None) -> None: ...
+
+    def pass_turn(self, ticket: int) -> None: ...
+
+    def finish_turns(self, worker: int, count: int) -> None: ...
+
+    def dequeue(self) -> tuple[tf.Tensor, list[tf.Tensor]]: ...
+
+    def dequeue_many(
+        self, n: int, allow_smaller: bool, padding: list | None = None
+    ) -> tuple[tf.Tensor, list[tf.Tensor]]: ...
+
+    def dataset(self, batch_size: int | None, drop_remainder: bool, padding: list | None, spec: Spec) -> Any: ...
 
 
 def native_unavailable() -> str | None:
@@ -37,18 +116,8 @@ def native_unavailable() -> str | None:
     return _native_error or None
 
 
-def create(
-    backend: str,
-    spec,
-    capacity: int,
-    name: str,
-    shared: bool = False,
-    shuffle: bool = False,
-    min_after_dequeue: int = 0,
-    seed: int = 0,
-):
-    """A backend for a Queue; shuffle, min_after_dequeue and seed as Queue's (seed drawn already)."""
-    order = dict(shuffle=shuffle, min_after_dequeue=min_after_dequeue, seed=seed)
+def create(backend: str, spec: Spec, capacity: int, queue_name: str, order: Order, shared: bool = False) -> Backend:
+    """A backend for a Queue."""
     if backend not in ("auto", "native", "python"):
         raise ValueError(f'backend must be "auto", "native" or "python", got {backend!r}')
     if shared and backend == "python":
@@ -58,14 +127,14 @@ def create(
         if why is None:
             from .native import NativeBackend
 
-            return NativeBackend(spec, capacity, name, shared, **order)
+            return NativeBackend(spec, capacity, queue_name, order, shared)
         if backend == "native" or shared:
             needed = " (shared=True needs it)" if shared else ""
             raise ImportError(f"pyfastq's native backend is unavailable{needed}: {why}")
         _warn_fallback(why)
     from .python import PythonBackend
 
-    return PythonBackend(spec, capacity, name, **order)
+    return PythonBackend(spec, capacity, queue_name, order)
 
 
 _warned = False

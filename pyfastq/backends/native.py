@@ -21,6 +21,7 @@ from tensorflow.python.eager import context
 
 from .._spec import Spec, bitcast_takes
 from .._writer import RingWriter
+from . import Order
 
 _REBUILD = (
     "rebuild pyfastq against it: "
@@ -122,25 +123,16 @@ def _placed(dequeue):
 class NativeBackend(RingWriter):
     """The ring's producer side (RingWriter) and the dequeue ops."""
 
-    def __init__(
-        self,
-        spec: Spec,
-        capacity: int,
-        name: str,
-        shared: bool = False,
-        shuffle: bool = False,
-        min_after_dequeue: int = 0,
-        seed: int = 0,
-    ):
+    def __init__(self, spec: Spec, capacity: int, queue_name: str, order: Order, shared: bool = False):
         shapes, bounds = spec.ring_shapes()
         ring = _core.Ring(
-            capacity, spec.dtypes, shapes, name, shared,
-            bounds=bounds, shuffle=shuffle, min_after_dequeue=min_after_dequeue, seed=seed,
+            capacity, spec.dtypes, shapes, queue_name, shared, bounds=bounds,
+            shuffle=order.shuffle, min_after_dequeue=order.min_after_dequeue, seed=order.seed,
         )
-        super().__init__(ring, spec, name)
+        super().__init__(ring, spec, queue_name)
         self._op_attrs = dict(
             queue_id=self._ring.id,
-            queue_name=name,
+            queue_name=queue_name,
             component_types=spec.tf_dtypes,
             shapes=[tf.TensorShape(s) for s in spec.shapes],
             max_shapes=[tf.TensorShape(b) for b in spec.bounds] if spec.variable else [],

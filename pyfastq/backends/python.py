@@ -17,16 +17,34 @@ import numpy as np
 import tensorflow as tf
 
 from .. import _interrupt
-from .._errors import QueueClosed
+from .._contract import (
+    CANCELLED,
+    CLOSED,
+    FAILED,
+    FILL_BINS,
+    OPEN,
+    RESERVATION_FINISHED,
+    TAKING_PUTS,
+    Turnstile,
+    Waiting,
+    check_all_or_nothing,
+    deadline_from,
+    fill_bin,
+    no_free_slot,
+    no_turn,
+    refused,
+)
 from .._spec import Spec, bitcast_takes
-from . import deadline_from
+from . import Order
 
 # A wait wakes this often, so nothing blocks forever on a missed notify.
 _SLICE = 0.1
-FILL_BINS = 10  # as the ring's kFillBins
 
 
 class _Reservation:
+    """The Reservation protocol for one slot of a PythonBackend, as the ring's: once committed or aborted (or
+    dropped: aborted) the slot is the consumers' or free again, and the views are read-only."""
+
     def __init__(self, backend: PythonBackend, views: list[np.ndarray]):
         self._backend = backend
         self.views = views
@@ -34,7 +52,7 @@ class _Reservation:
 
     def _finish(self, commit: bool) -> None:
         if not self.active:
-            raise ValueError("this reservation was already committed or aborted")
+            raise ValueError(RESERVATION_FINISHED)
         self.active = False
         for v in self.views:
             v.setflags(write=False)
@@ -51,55 +69,32 @@ class _Reservation:
             self._backend._end_reservation(None)
 
 
-class _Waiting:
-    """Threads of one side waiting now, and the time at least one of them was (the ring's blocked_ns).
-
-    Its owner's lock is held around every call.
-    """
-
-    def __init__(self):
-        self.count = 0
-        self._since = 0.0  # when the stretch under way began
-        self._blocked = 0.0  # stretches that have ended
-
-    def enter(self) -> None:
-        self.count += 1
-        if self.count == 1:
-            self._since = time.monotonic()
-
-    def leave(self) -> None:
-        self.count -= 1
-        if self.count == 0:
-            self._blocked += time.monotonic() - self._since
-
-    def blocked(self) -> float:
-        """Seconds at least one waited, the stretch under way included."""
-        return self._blocked + (time.monotonic() - self._since if self.count else 0.0)
-
-
 class PythonBackend:
-    name = "python"
+    """The Backend protocol over a deque (or, shuffled, a list) under one Condition."""
 
-    def __init__(
-        self, spec: Spec, capacity: int, name: str, shuffle: bool = False, min_after_dequeue: int = 0, seed: int = 0
-    ):
+    kind = "python"
+    tracks_positions = False  # tags are taken and dropped: nothing records what consumers take
+    fd = -1  # process-private: no ring in shared memory
+
+    def __init__(self, spec: Spec, capacity: int, queue_name: str, order: Order):
         self._spec = spec
-        self._name = name
+        self._queue_name = queue_name
         self._capacity = capacity
         # FIFO: a deque. Shuffled: a list picked from at random (swap with the last, pop), as the ring's pool.
-        self._shuffle = shuffle
-        self._keep = min_after_dequeue
-        self._rng = random.Random(seed)
-        self._items: collections.deque | list = [] if shuffle else collections.deque()
+        self._shuffle = order.shuffle
+        self._keep = order.min_after_dequeue
+        self._rng = random.Random(order.seed)
+        self._items: collections.deque | list = [] if order.shuffle else collections.deque()
         self._reserved = 0  # slots held by reservations and puts in progress
         self._putting = 0  # puts under way: begun while open, not yet ended
         self._cond = threading.Condition()
-        self._state = "open"
+        self._state = OPEN
         self._fail_message = ""
         self._puts = self._gets = 0
         self._put_wait = self._get_wait = 0.0
-        self._put_waiting, self._get_waiting = _Waiting(), _Waiting()  # producers / consumers waiting
+        self._put_waiting, self._get_waiting = Waiting(), Waiting()  # producers / consumers waiting
         self._fill_hist = [0] * FILL_BINS
+        self._turns = Turnstile()
 
     # -- producers -------------------------------------------------------------
     # A put begins (counted in _putting) only while the queue is open; once
@@ -108,8 +103,8 @@ class PythonBackend:
     # for the puts under way.
     def _begin_put(self) -> None:
         """Caller holds the lock."""
-        if self._state != "open":
-            raise QueueClosed(f"queue '{self._name}' {_why(self._state)}: no more puts")
+        if self._state != OPEN:
+            raise refused(self._queue_name, self._state)
         self._putting += 1
 
     def _end_put(self) -> None:
@@ -123,12 +118,12 @@ class PythonBackend:
         `done`: rows of this put_many already in, for the error. Caller holds the lock."""
         start = None
         need = 1 if allow_smaller else count
-        while self._state in ("open", "closed") and self._capacity - len(self._items) - self._reserved < need:
+        while self._state in TAKING_PUTS and self._capacity - len(self._items) - self._reserved < need:
             now = time.monotonic()
             start = start or now
             if deadline is not None and now >= deadline:
                 self._put_wait += now - start
-                raise TimeoutError(f"no free slot in queue '{self._name}' before the timeout")
+                raise no_free_slot(self._queue_name)
             self._put_waiting.enter()
             try:
                 self._cond.wait(_SLICE if deadline is None else min(_SLICE, deadline - now))
@@ -136,17 +131,19 @@ class PythonBackend:
                 self._put_waiting.leave()
         if start is not None:
             self._put_wait += time.monotonic() - start
-        if self._state not in ("open", "closed"):
-            went_in = f" ({done} rows of this put_many went in before)" if done else ""
-            raise QueueClosed(f"queue '{self._name}' {_why(self._state)}: no more puts{went_in}", enqueued=done)
+        if self._state not in TAKING_PUTS:
+            raise refused(self._queue_name, self._state, done)
         got = min(count, self._capacity - len(self._items) - self._reserved)
         self._reserved += got
         return got
 
-    def put(self, flat: list, timeout: float | None) -> None:
+    def put(self, flat: list, timeout: float | None, ticket: int | None = None, tag: int | None = None) -> None:
+        """With a ticket (an ordered producer's), waits for its turn first and passes it on after."""
         arrays = [a.copy() for a in self._spec.convert(flat)]
         deadline = deadline_from(timeout)
         with self._cond:
+            if ticket is not None:
+                self._wait_turn(ticket, deadline)
             self._begin_put()
             try:
                 self._claim(1, deadline)
@@ -155,18 +152,16 @@ class PythonBackend:
                 self._puts += 1
             finally:
                 self._end_put()
+            if ticket is not None:
+                self._pass_turn(ticket)
 
-    def put_many(self, flat: list, timeout: float | None) -> None:
+    def put_many(self, flat: list, timeout: float | None, tag: int | None = None) -> None:
         # With a timeout: all rows or none. Without: rows go in as slots come
         # free, so a consumer waiting for a batch is never starved.
         arrays = self._spec.convert(flat, many=True)
         rows = arrays[0].shape[0]
         deadline = deadline_from(timeout)
-        if rows > self._capacity and timeout is not None:
-            raise ValueError(
-                f"put_many of {rows} elements into '{self._name}' of capacity {self._capacity} "
-                "cannot be all-or-nothing within a timeout; pass timeout=None"
-            )
+        check_all_or_nothing(self._queue_name, rows, self._capacity, timeout)
         with self._cond:
             self._begin_put()  # zero rows too: on a closed queue it raises QueueClosed, as any put_many
         try:
@@ -200,25 +195,65 @@ class PythonBackend:
     def _end_reservation(self, views: list[np.ndarray] | None) -> None:
         with self._cond:
             self._reserved -= 1
-            if views is not None and self._state in ("open", "closed"):
+            if views is not None and self._state in TAKING_PUTS:
                 self._items.append(views)
                 self._puts += 1
             self._cond.notify_all()
 
+    # -- ordered producers: the ring's turnstile --------------------------------
+    def begin_turns(self, workers: int, first: int = 0) -> None:
+        with self._cond:
+            self._turns.begin(workers, first)
+            self._cond.notify_all()
+
+    @property
+    def turn(self) -> int:
+        return self._turns.turn
+
+    def wait_turn(self, ticket: int, timeout: float | None) -> None:
+        """Until ticket's turn (TimeoutError, QueueClosed): for a producer putting several elements in one turn."""
+        deadline = deadline_from(timeout)
+        with self._cond:
+            self._wait_turn(ticket, deadline)
+
+    def pass_turn(self, ticket: int) -> None:
+        with self._cond:
+            self._pass_turn(ticket)
+
+    def finish_turns(self, worker: int, count: int) -> None:
+        with self._cond:
+            self._turns.finish(worker, count)
+            self._cond.notify_all()
+
+    def _wait_turn(self, ticket: int, deadline: float | None) -> None:
+        """Caller holds the lock. Its turn comes even on an ended queue: the put that follows reports the end."""
+        while self._turns.turn != ticket:
+            if self._state != OPEN:
+                raise refused(self._queue_name, self._state)
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise no_turn(self._queue_name, ticket)
+            self._cond.wait(_SLICE if deadline is None else min(_SLICE, deadline - now))
+
+    def _pass_turn(self, ticket: int) -> None:
+        """Caller holds the lock."""
+        self._turns.passed(ticket)
+        self._cond.notify_all()
+
     # -- any thread ------------------------------------------------------------
     def close(self, cancel: bool) -> None:
         with self._cond:
-            if cancel and self._state in ("open", "closed"):
-                self._state = "cancelled"
+            if cancel and self._state in TAKING_PUTS:
+                self._state = CANCELLED
                 self._items.clear()
-            elif self._state == "open":
-                self._state = "closed"
+            elif self._state == OPEN:
+                self._state = CLOSED
             self._cond.notify_all()
 
     def fail(self, message: str) -> None:
         with self._cond:
-            if self._state in ("open", "closed"):
-                self._state = "failed"
+            if self._state in TAKING_PUTS:
+                self._state = FAILED
                 self._fail_message = message
             self._cond.notify_all()
 
@@ -251,7 +286,7 @@ class PythonBackend:
     def _record_fill(self) -> None:
         """A dequeue has come: counts how full it finds the queue (as Ring::record_fill)."""
         with self._cond:
-            self._fill_hist[min(FILL_BINS - 1, len(self._items) * FILL_BINS // self._capacity)] += 1
+            self._fill_hist[fill_bin(len(self._items), self._capacity)] += 1
 
     # -- consumers ---------------------------------------------------------------
     # A dequeue is a loop of short polls. Each poll takes what it needs if it is
@@ -277,8 +312,8 @@ class PythonBackend:
             if status is None:
                 if threading.current_thread() is not threading.main_thread() and _interrupt.take(since):
                     raise RuntimeError(
-                        f"CancelledError: dequeue from pyfastq queue '{self._name}' was interrupted by Ctrl-C (SIGINT) "
-                        "while waiting for data"
+                        f"CancelledError: dequeue from pyfastq queue '{self._queue_name}' was interrupted by Ctrl-C "
+                        "(SIGINT) while waiting for data"
                     )
                 start = time.monotonic()
                 self._get_waiting.enter()
@@ -322,16 +357,16 @@ class PythonBackend:
 
     def _ready(self, want: int, allow_smaller: bool, end_as_flag: bool) -> int | None:
         """What a poll can do now: _DATA (take min(want, len) items), _END, or None (wait). Caller holds the lock."""
-        if self._state == "cancelled":
-            raise RuntimeError(f"CancelledError: pyfastq queue '{self._name}' was cancelled")
-        if self._state == "failed":
-            raise RuntimeError(f"AbortedError: pyfastq queue '{self._name}' failed: {self._fail_message}")
+        if self._state == CANCELLED:
+            raise RuntimeError(f"CancelledError: pyfastq queue '{self._queue_name}' was cancelled")
+        if self._state == FAILED:
+            raise RuntimeError(f"AbortedError: pyfastq queue '{self._queue_name}' failed: {self._fail_message}")
         # Shuffled and open: a batch is taken whole, leaving min_after_dequeue behind (after close, all drain);
         # one with want + min_after_dequeue > capacity is never ready before close.
-        keep = self._keep if self._state == "open" else 0
+        keep = self._keep if self._state == OPEN else 0
         if len(self._items) >= want + keep:
             return self._DATA
-        if self._state == "closed" and self._reserved == 0 and self._putting == 0:
+        if self._state == CLOSED and self._reserved == 0 and self._putting == 0:
             if allow_smaller and self._items:
                 return self._DATA
             if end_as_flag:
@@ -349,11 +384,7 @@ class PythonBackend:
         return np.int64(_interrupt.epoch())
 
     def _op(self, n: int | None, allow_smaller: bool, end_as_flag: bool, padding: list | None = None):
-        """The dequeue: (done, components), done True only at the end with end_as_flag."""
-        if n is not None and n > self._capacity:
-            raise ValueError(
-                f"dequeue_many({n}) from '{self._name}' of capacity {self._capacity} can never be satisfied"
-            )
+        """The dequeue: (done, components), done True only at the end with end_as_flag. Queue checked n."""
         if tf.executing_eagerly():
             return self._eager(n, allow_smaller, end_as_flag, padding)
         lead = [] if n is None else [None if (allow_smaller or end_as_flag) else n]
@@ -413,16 +444,16 @@ class PythonBackend:
                     break
         except StopIteration:
             raise tf.errors.OutOfRangeError(
-                None, None, f"pyfastq queue '{self._name}' is closed and has too few elements left"
+                None, None, f"pyfastq queue '{self._queue_name}' is closed and has too few elements left"
             ) from None
         except RuntimeError as e:
             raise tf.errors.UnknownError(None, None, str(e)) from None
         return tf.constant(status == self._END), [tf.constant(c) for c in comps]
 
-    def dequeue(self, end_as_flag: bool = False):
+    def dequeue(self, *, end_as_flag: bool = False):
         return self._op(None, False, end_as_flag)
 
-    def dequeue_many(self, n: int, allow_smaller: bool, end_as_flag: bool = False, padding: list | None = None):
+    def dequeue_many(self, n: int, allow_smaller: bool, padding: list | None = None, *, end_as_flag: bool = False):
         """padding: None (zeros), or one numpy scalar (None: zero) per component."""
         return self._op(n, allow_smaller, end_as_flag, padding)
 
@@ -449,6 +480,3 @@ def _zeroed(shape: tuple) -> tuple:
     """shape with each variable dim (None) as 0: an empty placeholder of it."""
     return tuple(0 if d is None else d for d in shape)
 
-
-def _why(state: str) -> str:
-    return {"failed": "has failed", "cancelled": "was cancelled"}.get(state, "is closed")
