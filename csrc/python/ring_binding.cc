@@ -28,6 +28,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include "compat.h"
 #include "errors.h"
 #include "fast_put.h"
 #include "gil.h"
@@ -246,15 +247,11 @@ class PyRing {
   // With a tag, the element reads that position of a run (Ring::set_tag).
   bool put_exact(PyObject* obj, PyObject* timeout, std::optional<std::uint64_t> tag = std::nullopt) {
     if (dtypes_.size() != 1) return false;
-    const auto& api = py::detail::npy_api::get();
-    if (!api.PyArray_Check_(obj)) return false;
-    const auto* a = py::detail::array_proxy(obj);
-    if (!(a->flags & py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_)) return false;
-    auto* descr = reinterpret_cast<PyObject*>(a->descr);
-    if (descr != dtypes_[0].ptr() && !api.PyArray_EquivTypes_(descr, dtypes_[0].ptr())) return false;
-    if (!fits(0, a->dimensions, static_cast<std::size_t>(a->nd))) return false;
+    compat::ArrayView a;
+    if (!compat::exact_array(obj, dtypes_[0].ptr(), &a)) return false;
+    if (!fits(0, a.shape, static_cast<std::size_t>(a.ndim))) return false;
     std::size_t nbytes = itemsize_;
-    for (int d = 0; d < a->nd; ++d) nbytes *= static_cast<std::size_t>(a->dimensions[d]);
+    for (int d = 0; d < a.ndim; ++d) nbytes *= static_cast<std::size_t>(a.shape[d]);
     const Deadline deadline =
         timeout == Py_None ? no_deadline() : deadline_from(py::reinterpret_borrow<py::object>(timeout));
     std::uint32_t slot;
@@ -262,8 +259,8 @@ class PyRing {
     HeldSlots held(ring_, &slot, 1);
     fill_checkpoint();
     std::uint8_t* dst = ring_->slot_data(slot) + ring_->component(0).offset;
-    copy_releasing_gil_if_large(nbytes, [&] { std::memcpy(dst, a->data, nbytes); });
-    if (shapes_.variable[0]) write_dims(slot, 0, a->dimensions);
+    copy_releasing_gil_if_large(nbytes, [&] { std::memcpy(dst, a.data, nbytes); });
+    if (shapes_.variable[0]) write_dims(slot, 0, a.shape);
     if (tag) ring_->set_tag(slot, *tag);
     held.commit();
     return true;
