@@ -44,14 +44,22 @@ absl::Status DequeueShapes(InferenceContext* c, bool batched) {
 
 }  // namespace
 
+// What every dequeue op has: its flag output (`done`, or a try's `ok`), one
+// output per component, and the queue and its elements' types and shapes.
+// Macros, as REGISTER_OP's chain of calls takes no helper function.
+#define PYFASTQ_DEQUEUE_SIGNATURE(flag)                \
+  Output(flag ": bool")                                \
+      .Output("components: component_types")           \
+      .Attr("queue_id: int")                           \
+      .Attr("queue_name: string")                      \
+      .Attr("component_types: list(type) >= 1")        \
+      .Attr("shapes: list(shape) >= 1")                \
+      .Attr("max_shapes: list(shape) = []")
+// A batch of n: padding of variable-shaped components (PyfastqDequeueMany's doc says how).
+#define PYFASTQ_BATCH_ATTRS() Attr("padding: list(string) = []").Attr("n: int >= 1")
+
 REGISTER_OP("PyfastqDequeue")
-    .Output("done: bool")
-    .Output("components: component_types")
-    .Attr("queue_id: int")
-    .Attr("queue_name: string")
-    .Attr("component_types: list(type) >= 1")
-    .Attr("shapes: list(shape) >= 1")
-    .Attr("max_shapes: list(shape) = []")
+    .PYFASTQ_DEQUEUE_SIGNATURE("done")
     .Attr("record_fill: bool = true")
     .SetIsStateful()
     .SetShapeFn([](InferenceContext* c) { return DequeueShapes(c, /*batched=*/false); })
@@ -69,13 +77,7 @@ record_fill: count this dequeue in the queue's fill histogram (false after a
 )doc");
 
 REGISTER_OP("PyfastqTryDequeue")
-    .Output("ok: bool")
-    .Output("components: component_types")
-    .Attr("queue_id: int")
-    .Attr("queue_name: string")
-    .Attr("component_types: list(type) >= 1")
-    .Attr("shapes: list(shape) >= 1")
-    .Attr("max_shapes: list(shape) = []")
+    .PYFASTQ_DEQUEUE_SIGNATURE("ok")
     .SetIsStateful()
     .SetShapeFn([](InferenceContext* c) { return DequeueShapes(c, /*batched=*/false); })
     .Doc(R"doc(
@@ -86,15 +88,8 @@ A synchronous kernel: what consumes its outputs runs on the same thread.
 )doc");
 
 REGISTER_OP("PyfastqDequeueMany")
-    .Output("done: bool")
-    .Output("components: component_types")
-    .Attr("queue_id: int")
-    .Attr("queue_name: string")
-    .Attr("component_types: list(type) >= 1")
-    .Attr("shapes: list(shape) >= 1")
-    .Attr("max_shapes: list(shape) = []")
-    .Attr("padding: list(string) = []")
-    .Attr("n: int >= 1")
+    .PYFASTQ_DEQUEUE_SIGNATURE("done")
+    .PYFASTQ_BATCH_ATTRS()
     .Attr("allow_smaller_final_batch: bool = false")
     .Attr("record_fill: bool = true")
     .SetIsStateful()
@@ -114,15 +109,8 @@ record_fill: count this dequeue in the queue's fill histogram (false after a
 )doc");
 
 REGISTER_OP("PyfastqTryDequeueMany")
-    .Output("ok: bool")
-    .Output("components: component_types")
-    .Attr("queue_id: int")
-    .Attr("queue_name: string")
-    .Attr("component_types: list(type) >= 1")
-    .Attr("shapes: list(shape) >= 1")
-    .Attr("max_shapes: list(shape) = []")
-    .Attr("padding: list(string) = []")
-    .Attr("n: int >= 1")
+    .PYFASTQ_DEQUEUE_SIGNATURE("ok")
+    .PYFASTQ_BATCH_ATTRS()
     .SetIsStateful()
     .SetShapeFn([](InferenceContext* c) { return DequeueShapes(c, /*batched=*/true); })
     .Doc(R"doc(

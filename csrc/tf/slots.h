@@ -1,4 +1,4 @@
-// What the dequeue kernels (kernels.cc) and the dataset kernel (dataset.cc)
+// What the dequeue kernels (dequeue_kernel.h) and the dataset kernel (dataset.cc)
 // share: finding a queue's ring by id and checking it against the op's
 // attributes, reading an element's components out of a slot, aliasing a slot
 // into tensors, and gathering slots into padded batches.
