@@ -9,7 +9,6 @@
 // The first GPU dequeue of a ring pins it (RingMemory::pin), so the copies
 // are DMA from the slots themselves. Nothing here needs CUDA to compile: the
 // copy is TF's, the pinning dlopens the CUDA runtime.
-#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -35,7 +34,7 @@ namespace tensorflow {
 namespace pyfastq_tf {
 namespace {
 
-// GPU dequeue_many from a pinned ring, PYFASTQ_GPU_COPY=auto: rows of at least
+// GPU dequeue_many from a pinned ring, gpu_copy auto: rows of at least
 // this many bytes are copied one DMA each, straight from their slots; smaller
 // rows are gathered into one pinned buffer first, as one DMA per row would
 // cost more in launches than the host copy it saves. A figure from paper
@@ -58,18 +57,18 @@ void StartTransfer(OpKernelContext* ctx, std::vector<pyfastq_gpu::Transfer::Copy
                                });
 }
 
-// Where a GPU dequeue_many copies its rows from (PYFASTQ_GPU_COPY).
+// Where a GPU dequeue_many copies its rows from (the gpu_copy attr).
 enum class CopyMode { kAuto, kGather, kRows };
 
 // Outputs in device memory, copied from the slots by the device context; `done` stays in host memory.
 class GpuDequeueOp : public DequeueOp {
  public:
   explicit GpuDequeueOp(OpKernelConstruction* ctx) : DequeueOp(ctx) {
-    const char* mode = std::getenv("PYFASTQ_GPU_COPY");
-    const std::string m = mode == nullptr ? "" : mode;
-    OP_REQUIRES(ctx, m.empty() || m == "auto" || m == "gather" || m == "rows",
-                absl::InvalidArgumentError(absl::StrCat(
-                    where_, ": PYFASTQ_GPU_COPY is '", m, "'; it must be auto, gather or rows (or unset)")));
+    std::string m;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("gpu_copy", &m));
+    OP_REQUIRES(ctx, m == "auto" || m == "gather" || m == "rows",
+                absl::InvalidArgumentError(
+                    absl::StrCat(where_, ": gpu_copy is '", m, "'; it must be auto, gather or rows")));
     mode_ = m == "gather" ? CopyMode::kGather : m == "rows" ? CopyMode::kRows : CopyMode::kAuto;
     // Not yet: the device copies assume every element at its full shape.
     OP_REQUIRES(ctx, !variable_,

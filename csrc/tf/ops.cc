@@ -57,10 +57,13 @@ absl::Status DequeueShapes(InferenceContext* c, bool batched) {
       .Attr("max_shapes: list(shape) = []")
 // A batch of n: padding of variable-shaped components (PyfastqDequeueMany's doc says how).
 #define PYFASTQ_BATCH_ATTRS() Attr("padding: list(string) = []").Attr("n: int >= 1")
+// The waiting dequeues' GPU copy mode: a string, checked by the GPU kernel, which names it in its error.
+#define PYFASTQ_COPY_MODE_ATTR() Attr("gpu_copy: string = 'auto'")
 
 REGISTER_OP("PyfastqDequeue")
     .PYFASTQ_DEQUEUE_SIGNATURE("done")
     .Attr("record_fill: bool = true")
+    .PYFASTQ_COPY_MODE_ATTR()
     .SetIsStateful()
     .SetShapeFn([](InferenceContext* c) { return DequeueShapes(c, /*batched=*/false); })
     .Doc(R"doc(
@@ -74,6 +77,8 @@ done: always false.
 
 record_fill: count this dequeue in the queue's fill histogram (false after a
   PyfastqTryDequeue that found nothing, which counted it).
+
+gpu_copy: the GPU kernel's copies (the CPU kernel has none): auto, gather or rows.
 )doc");
 
 REGISTER_OP("PyfastqTryDequeue")
@@ -92,6 +97,7 @@ REGISTER_OP("PyfastqDequeueMany")
     .PYFASTQ_BATCH_ATTRS()
     .Attr("allow_smaller_final_batch: bool = false")
     .Attr("record_fill: bool = true")
+    .PYFASTQ_COPY_MODE_ATTR()
     .SetIsStateful()
     .SetShapeFn([](InferenceContext* c) { return DequeueShapes(c, /*batched=*/true); })
     .Doc(R"doc(
@@ -106,6 +112,10 @@ done: always false.
 
 record_fill: count this dequeue in the queue's fill histogram (false after a
   PyfastqTryDequeueMany that found too few, which counted it).
+
+gpu_copy: how the GPU kernel copies a batch: gather (rows gathered into pinned
+  host memory, one copy), rows (one copy per row, straight from its slot), or
+  auto (rows from a pinned ring for rows of 64 KiB or more, else gather).
 )doc");
 
 REGISTER_OP("PyfastqTryDequeueMany")
