@@ -17,7 +17,7 @@ class CpuDequeueOp : public DequeueOp {
   void Deliver(OpKernelContext* ctx, std::shared_ptr<Wait> wait, DoneCallback done) override {
     SetDone(ctx, false);
     if (batched_) {
-      GatherSlots(ctx, wait->mem->ring(), wait->slots, wait->got);
+      GatherSlots(ctx, wait->mem->ring(), wait->slots.data(), wait->got);
     } else {
       AliasSlot(ctx, wait->mem, wait->slots[0]);
     }

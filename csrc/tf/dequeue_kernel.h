@@ -103,9 +103,8 @@ class DequeueCommon : public Base, protected QueueLayout {
   }
 
   // n elements: one output per component, row r copied from slot r.
-  void GatherSlots(OpKernelContext* ctx, pyfastq::Ring& ring, const std::vector<std::uint32_t>& slots,
-                   std::uint32_t got) {
-    OP_REQUIRES_OK(ctx, QueueLayout::GatherSlots(ring, slots.data(), got,
+  void GatherSlots(OpKernelContext* ctx, pyfastq::Ring& ring, const std::uint32_t* slots, std::uint32_t got) {
+    OP_REQUIRES_OK(ctx, QueueLayout::GatherSlots(ring, slots, got,
                                                  [ctx](std::uint32_t i, const TensorShape& shape, Tensor** out) {
                                                    return ctx->allocate_output(kFirstComponent + static_cast<int>(i),
                                                                                shape, out);

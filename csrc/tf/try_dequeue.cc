@@ -28,12 +28,9 @@ class TryDequeueOp : public DequeueCommon<OpKernel> {
     OP_REQUIRES_OK(ctx, found.status());
     const std::shared_ptr<RingMemory> mem = *std::move(found);
     pyfastq::Ring& ring = mem->ring();
-    ring.record_fill();
-    thread_local std::vector<std::uint32_t> slots;  // this thread's, kept: no allocation per try
-    slots.resize(n_);
-    std::uint32_t got = 0;
-    // A deadline that has passed: a single try, all n or nothing.
-    const bool ok = ring.pop(n_, slots.data(), &got, false, pyfastq::Clock::now()) == RingStatus::kOk;
+    std::uint32_t* slots;
+    std::uint32_t got;
+    const bool ok = FirstTry(ring, /*allow_smaller=*/false, &slots, &got) == RingStatus::kOk;  // all n or nothing
     SetFlag(ctx, ok);
     if (ok && batched_) {
       GatherSlots(ctx, ring, slots, got);
