@@ -469,10 +469,16 @@ def test_transfer_tears_a_ring_down_off_the_event_thread(native, transfer_test, 
 
 
 @pytest.fixture(params=["auto", "gather", "rows"])
-def copy_mode(request, monkeypatch):
-    # Read when a kernel is made: each test's queue is new, so its kernels are too.
-    monkeypatch.setenv("PYFASTQ_GPU_COPY", request.param)
-    return request.param
+def copy_mode(request, native):
+    # The mode of every dequeue the test makes.
+    with _gpu_copy(request.param):
+        yield request.param
+
+
+def _gpu_copy(mode: str):
+    from pyfastq.backends.native import gpu_copy  # once the `native` fixture has found the backend loads
+
+    return gpu_copy(mode)
 
 
 @needs_gpu
@@ -547,21 +553,20 @@ def test_gpu_no_leak_over_10k_batches(native, copy_mode):
     assert q.stats()["size"] == 0 and q.size() == 0
 
 
-def test_gpu_copy_mode_must_be_known(native, monkeypatch):
+def test_gpu_copy_mode_must_be_known(native):
     # Checked when a kernel is made, so only where a GPU kernel is made at all.
     if not GPUS:
-        pytest.skip("no GPU: the GPU kernel, which reads PYFASTQ_GPU_COPY, is never made")
-    monkeypatch.setenv("PYFASTQ_GPU_COPY", "fastest")
+        pytest.skip("no GPU: the GPU kernel, which checks gpu_copy, is never made")
     q = pyfastq.Queue(tf.TensorSpec([1], tf.float32), capacity=2, backend="native")
     q.put(f32(1))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="PYFASTQ_GPU_COPY"), tf.device("/GPU:0"):
+    with _gpu_copy("fastest"), pytest.raises(tf.errors.InvalidArgumentError, match="gpu_copy"), \
+            tf.device("/GPU:0"):
         q.dequeue()
 
 
-def test_gpu_env_is_not_read_without_a_gpu(native, monkeypatch):
+def test_gpu_copy_is_not_checked_without_a_gpu(native):
     if GPUS:
         pytest.skip("a GPU is here")
-    monkeypatch.setenv("PYFASTQ_GPU_COPY", "fastest")
     q = pyfastq.Queue(tf.TensorSpec([1], tf.float32), capacity=2, backend="native")
     q.put(f32(1))
 
@@ -570,7 +575,8 @@ def test_gpu_env_is_not_read_without_a_gpu(native, monkeypatch):
         with tf.device("/GPU:0"):
             return q.dequeue()
 
-    assert take().numpy().tolist() == [0.0]
+    with _gpu_copy("fastest"):
+        assert take().numpy().tolist() == [0.0]
 
 
 

@@ -113,18 +113,16 @@ class QueueSource : public QueueLayout {
     if (!found.ok()) return found.status();
     const std::shared_ptr<RingMemory> mem = *std::move(found);
     pyfastq::Ring& ring = mem->ring();
-    ring.record_fill();
-    thread_local std::vector<std::uint32_t> slots;  // this thread's, kept: no allocation per element
-    slots.resize(n_);
-    std::uint32_t got = 0;
     const bool allow_smaller = batched_ && !attrs_.drop_remainder;
-    // A deadline that has passed: one try, which is all a fed pipeline needs.
-    RingStatus st = ring.pop(n_, slots.data(), &got, allow_smaller, pyfastq::Clock::now());
+    std::uint32_t* slots;
+    std::uint32_t got;
+    // One try, which is all a fed pipeline needs; a wait only when it finds too little.
+    RingStatus st = FirstTry(ring, allow_smaller, &slots, &got);
     bool interrupted = false;
-    if (st == RingStatus::kTimeout) st = Wait(ctx, ring, slots.data(), &got, allow_smaller, &interrupted);
+    if (st == RingStatus::kTimeout) st = Wait(ctx, ring, slots, &got, allow_smaller, &interrupted);
     switch (st) {
       case RingStatus::kOk:
-        return Deliver(ctx, mem, slots.data(), got, out);
+        return Deliver(ctx, mem, slots, got, out);
       case RingStatus::kClosed:
         *end = true;
         return absl::OkStatus();

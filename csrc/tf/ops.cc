@@ -44,15 +44,26 @@ absl::Status DequeueShapes(InferenceContext* c, bool batched) {
 
 }  // namespace
 
+// What every dequeue op has: its flag output (`done`, or a try's `ok`), one
+// output per component, and the queue and its elements' types and shapes.
+// Macros, as REGISTER_OP's chain of calls takes no helper function.
+#define PYFASTQ_DEQUEUE_SIGNATURE(flag)                \
+  Output(flag ": bool")                                \
+      .Output("components: component_types")           \
+      .Attr("queue_id: int")                           \
+      .Attr("queue_name: string")                      \
+      .Attr("component_types: list(type) >= 1")        \
+      .Attr("shapes: list(shape) >= 1")                \
+      .Attr("max_shapes: list(shape) = []")
+// A batch of n: padding of variable-shaped components (PyfastqDequeueMany's doc says how).
+#define PYFASTQ_BATCH_ATTRS() Attr("padding: list(string) = []").Attr("n: int >= 1")
+// The waiting dequeues' GPU copy mode: a string, checked by the GPU kernel, which names it in its error.
+#define PYFASTQ_COPY_MODE_ATTR() Attr("gpu_copy: string = 'auto'")
+
 REGISTER_OP("PyfastqDequeue")
-    .Output("done: bool")
-    .Output("components: component_types")
-    .Attr("queue_id: int")
-    .Attr("queue_name: string")
-    .Attr("component_types: list(type) >= 1")
-    .Attr("shapes: list(shape) >= 1")
-    .Attr("max_shapes: list(shape) = []")
+    .PYFASTQ_DEQUEUE_SIGNATURE("done")
     .Attr("record_fill: bool = true")
+    .PYFASTQ_COPY_MODE_ATTR()
     .SetIsStateful()
     .SetShapeFn([](InferenceContext* c) { return DequeueShapes(c, /*batched=*/false); })
     .Doc(R"doc(
@@ -66,16 +77,12 @@ done: always false.
 
 record_fill: count this dequeue in the queue's fill histogram (false after a
   PyfastqTryDequeue that found nothing, which counted it).
+
+gpu_copy: the GPU kernel's copies (the CPU kernel has none): auto, gather or rows.
 )doc");
 
 REGISTER_OP("PyfastqTryDequeue")
-    .Output("ok: bool")
-    .Output("components: component_types")
-    .Attr("queue_id: int")
-    .Attr("queue_name: string")
-    .Attr("component_types: list(type) >= 1")
-    .Attr("shapes: list(shape) >= 1")
-    .Attr("max_shapes: list(shape) = []")
+    .PYFASTQ_DEQUEUE_SIGNATURE("ok")
     .SetIsStateful()
     .SetShapeFn([](InferenceContext* c) { return DequeueShapes(c, /*batched=*/false); })
     .Doc(R"doc(
@@ -86,17 +93,11 @@ A synchronous kernel: what consumes its outputs runs on the same thread.
 )doc");
 
 REGISTER_OP("PyfastqDequeueMany")
-    .Output("done: bool")
-    .Output("components: component_types")
-    .Attr("queue_id: int")
-    .Attr("queue_name: string")
-    .Attr("component_types: list(type) >= 1")
-    .Attr("shapes: list(shape) >= 1")
-    .Attr("max_shapes: list(shape) = []")
-    .Attr("padding: list(string) = []")
-    .Attr("n: int >= 1")
+    .PYFASTQ_DEQUEUE_SIGNATURE("done")
+    .PYFASTQ_BATCH_ATTRS()
     .Attr("allow_smaller_final_batch: bool = false")
     .Attr("record_fill: bool = true")
+    .PYFASTQ_COPY_MODE_ATTR()
     .SetIsStateful()
     .SetShapeFn([](InferenceContext* c) { return DequeueShapes(c, /*batched=*/true); })
     .Doc(R"doc(
@@ -111,18 +112,15 @@ done: always false.
 
 record_fill: count this dequeue in the queue's fill histogram (false after a
   PyfastqTryDequeueMany that found too few, which counted it).
+
+gpu_copy: how the GPU kernel copies a batch: gather (rows gathered into pinned
+  host memory, one copy), rows (one copy per row, straight from its slot), or
+  auto (rows from a pinned ring for rows of 64 KiB or more, else gather).
 )doc");
 
 REGISTER_OP("PyfastqTryDequeueMany")
-    .Output("ok: bool")
-    .Output("components: component_types")
-    .Attr("queue_id: int")
-    .Attr("queue_name: string")
-    .Attr("component_types: list(type) >= 1")
-    .Attr("shapes: list(shape) >= 1")
-    .Attr("max_shapes: list(shape) = []")
-    .Attr("padding: list(string) = []")
-    .Attr("n: int >= 1")
+    .PYFASTQ_DEQUEUE_SIGNATURE("ok")
+    .PYFASTQ_BATCH_ATTRS()
     .SetIsStateful()
     .SetShapeFn([](InferenceContext* c) { return DequeueShapes(c, /*batched=*/true); })
     .Doc(R"doc(

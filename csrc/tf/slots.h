@@ -1,4 +1,4 @@
-// What the dequeue kernels (kernels.cc) and the dataset kernel (dataset.cc)
+// What the dequeue kernels (dequeue_kernel.h) and the dataset kernel (dataset.cc)
 // share: finding a queue's ring by id and checking it against the op's
 // attributes, reading an element's components out of a slot, aliasing a slot
 // into tensors, and gathering slots into padded batches.
@@ -225,6 +225,18 @@ class QueueLayout {
 
   // The queue's ring, found and checked by the first call: a queue id is
   // never reused and a ring's layout never changes, so later ones only lock it.
+  // A dequeue's first look at the ring: counted in the fill histogram, then a
+  // single try (a deadline that has passed) for n_ elements. *slots is this
+  // thread's slot list, kept between calls so that no try allocates.
+  RingStatus FirstTry(pyfastq::Ring& ring, bool allow_smaller, std::uint32_t** slots, std::uint32_t* got) const {
+    ring.record_fill();
+    thread_local std::vector<std::uint32_t> kept;
+    kept.resize(n_);
+    *slots = kept.data();
+    *got = 0;
+    return ring.pop(n_, kept.data(), got, allow_smaller, pyfastq::Clock::now());
+  }
+
   absl::StatusOr<std::shared_ptr<RingMemory>> FindRing() {
     std::call_once(found_, [this] {
       auto mem = pyfastq::find_ring(static_cast<std::uint64_t>(queue_id_));

@@ -120,6 +120,27 @@ def _placed(dequeue):
     return placed
 
 
+# The GPU kernels' copy mode for dequeues made now (the ops' gpu_copy attr): "auto" but inside gpu_copy().
+_gpu_copy = "auto"
+
+
+@contextlib.contextmanager
+def gpu_copy(mode: str):
+    """Dequeues made inside copy to the GPU by `mode`: "gather", "rows" or "auto" (the default).
+
+    For benchmarks and tests that compare the copies; a bad mode is refused by the GPU kernel.
+
+    >>> with gpu_copy("rows"):
+    ...     batch = q.dequeue_many(64)
+    """
+    global _gpu_copy
+    before, _gpu_copy = _gpu_copy, mode
+    try:
+        yield
+    finally:
+        _gpu_copy = before
+
+
 class NativeBackend(RingWriter):
     """The ring's producer side (RingWriter) and the dequeue ops."""
 
@@ -156,7 +177,7 @@ class NativeBackend(RingWriter):
     def dequeue(self):
         return self._tried(
             lambda attrs: _ops.pyfastq_try_dequeue(**attrs),
-            lambda attrs, record_fill: _ops.pyfastq_dequeue(record_fill=record_fill, **attrs),
+            lambda attrs, record_fill: _ops.pyfastq_dequeue(record_fill=record_fill, gpu_copy=_gpu_copy, **attrs),
         )
 
     @_placed
@@ -166,7 +187,8 @@ class NativeBackend(RingWriter):
         return self._tried(
             lambda attrs: _ops.pyfastq_try_dequeue_many(n=n, padding=pad, **attrs),
             lambda attrs, record_fill: _ops.pyfastq_dequeue_many(
-                n=n, allow_smaller_final_batch=allow_smaller, padding=pad, record_fill=record_fill, **attrs,
+                n=n, allow_smaller_final_batch=allow_smaller, padding=pad, record_fill=record_fill,
+                gpu_copy=_gpu_copy, **attrs,
             ),
         )
 

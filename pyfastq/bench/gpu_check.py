@@ -8,7 +8,7 @@ Each check runs in a child process of its own (the CUDA runtime is opened, and P
 per process), with TF_FORCE_GPU_ALLOW_GROWTH=true so that the children can share the GPU:
   placement     where each dequeue runs: unscoped and /GPU:0 on the GPU, /CPU:0 and variable shapes on the host
   copy/<mode>/<pinned|unpinned>
-                values and devices of dequeue and dequeue_many with PYFASTQ_GPU_COPY=auto, gather and rows,
+                values and devices of dequeue and dequeue_many made with gpu_copy auto, gather and rows,
                 from a pinned ring and from one left unpinned (PYFASTQ_CUDART=0); every slot back after
   dropped       a queue cancelled and let go while its GPU dequeues are copying: no hang, no crash, the
                 GPU still works after
@@ -108,12 +108,19 @@ def taken_on_gpu(image_shape: list):
 
 
 def _check_copy(mode: str, pinned: bool) -> str:
+    from pyfastq.backends.native import gpu_copy
+
+    with gpu_copy(mode):
+        return _check_copy_made(pinned)
+
+
+def _check_copy_made(pinned: bool) -> str:
     import numpy as np
     import tensorflow as tf
 
     import pyfastq
 
-    # Rows of 64 KiB: PYFASTQ_GPU_COPY=auto copies them one DMA each from a pinned ring.
+    # Rows of 64 KiB: gpu_copy auto copies them one DMA each from a pinned ring.
     q = taken_on_gpu([128, 128, 4])
 
     @tf.function
@@ -215,8 +222,8 @@ def _run_check(name: str) -> int:
 def _checks() -> list[tuple[str, dict]]:
     checks = [("placement", {})]
     for mode in ("auto", "gather", "rows"):
-        checks.append((f"copy/{mode}/pinned", {"PYFASTQ_GPU_COPY": mode}))
-        checks.append((f"copy/{mode}/unpinned", {"PYFASTQ_GPU_COPY": mode, "PYFASTQ_CUDART": "0"}))
+        checks.append((f"copy/{mode}/pinned", {}))
+        checks.append((f"copy/{mode}/unpinned", {"PYFASTQ_CUDART": "0"}))
     checks.append(("dropped", {}))
     return checks
 
@@ -265,7 +272,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     env = {**os.environ, "TF_FORCE_GPU_ALLOW_GROWTH": "true", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    env.pop("PYFASTQ_GPU_COPY", None)
     env.pop("PYFASTQ_CUDART", None)
     steps: list[tuple[str, list[str], dict]] = [
         (name, [sys.executable, "-m", "pyfastq.bench.gpu_check", "--check", name], extra) for name, extra in _checks()

@@ -13,9 +13,11 @@
 #include <thread>
 #include <vector>
 
+#include "acquire.h"
 #include "pyfastq/ring_memory.h"
 
 using namespace pyfastq;
+using ring_test::acquire;
 using Ns = std::chrono::nanoseconds;
 
 namespace {
@@ -44,7 +46,7 @@ double throughput_ops_per_ms(int producers, int consumers, std::uint64_t per_pro
       }
       for (std::uint64_t i = 0; i < per_producer; ++i) {
         std::uint32_t slot;
-        must(r.acquire(&slot));
+        must(acquire(r, &slot));
         std::memcpy(r.slot_data(slot), &i, sizeof i);
         r.commit(slot);
       }
@@ -88,7 +90,7 @@ double round_trip_ns(std::uint64_t trips) {
     std::uint64_t v;
     std::memcpy(&v, from.slot_data(s), sizeof v);
     from.release(s);
-    must(to.acquire(&s));
+    must(acquire(to, &s));
     std::memcpy(to.slot_data(s), &v, sizeof v);
     to.commit(s);
   };
@@ -98,7 +100,7 @@ double round_trip_ns(std::uint64_t trips) {
   const auto t0 = std::chrono::steady_clock::now();
   for (std::uint64_t i = 0; i < trips; ++i) {
     std::uint32_t s;
-    must(a->ring().acquire(&s));
+    must(acquire(a->ring(), &s));
     std::memcpy(a->ring().slot_data(s), &i, sizeof i);
     a->ring().commit(s);
     std::uint32_t got;

@@ -23,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "acquire.h"
 #include "check.h"
 #include "pyfastq/ring_memory.h"
 
@@ -87,7 +88,7 @@ inline std::int64_t now_ns() {
 template <class T>
 Status try_put_value(Ring& r, const T& value, Deadline deadline = pyfastq::no_deadline()) {
   std::uint32_t slot;
-  const Status st = r.acquire(&slot, deadline);
+  const Status st = acquire(r, &slot, deadline);
   if (st != Status::kOk) return st;
   std::memcpy(r.slot_data(slot), &value, sizeof value);
   r.commit(slot);
@@ -305,7 +306,7 @@ inline std::uint64_t exactly_once(Ring& r, int producers, int consumers, std::ui
       barrier.wait();
       for (std::uint32_t s = 0; s < per; ++s) {
         std::uint32_t slot;
-        CHECK_EQ(r.acquire(&slot), Status::kOk);
+        CHECK_EQ(acquire(r, &slot), Status::kOk);
         fill_element(r, slot, static_cast<std::uint32_t>(p), s);
         r.commit(slot);
       }
@@ -379,7 +380,7 @@ inline std::vector<pid_t> forked_producers(RingMemory& m, std::uint32_t producer
       gate.child_wait();
       for (std::uint32_t s = 0; s < per; ++s) {
         std::uint32_t slot;
-        CHECK_EQ(cr.acquire(&slot, in(std::chrono::milliseconds(20000))), Status::kOk);
+        CHECK_EQ(acquire(cr, &slot, in(std::chrono::milliseconds(20000))), Status::kOk);
         fill_element(cr, slot, p, s);
         cr.commit(slot);
       }

@@ -116,18 +116,18 @@ TEST(acquire_many_takes_all_or_nothing_holding_none) {
   Ring& r = m->ring();
   put_value(r, 1);
   std::uint32_t slots[4], got = 99;
-  CHECK_EQ(r.acquire_many(4, slots, &got, false, in(20ms)), Status::kTimeout);
+  CHECK_EQ(acquire_many(r, 4, slots, &got, false, in(20ms)), Status::kTimeout);
   CHECK_EQ(got, 0);
-  CHECK_EQ(r.acquire_many(3, slots, &got), Status::kOk);  // nothing was held by the timed-out call
+  CHECK_EQ(acquire_many(r, 3, slots, &got), Status::kOk);  // nothing was held by the timed-out call
   CHECK_EQ(got, 3);
   for (std::uint32_t i = 0; i < 3; ++i) r.abort(slots[i]);
-  CHECK_EQ(r.acquire_many(4, slots, &got, true), Status::kOk);  // as many as are free
+  CHECK_EQ(acquire_many(r, 4, slots, &got, true), Status::kOk);  // as many as are free
   CHECK_EQ(got, 3);
   for (std::uint32_t i = 0; i < 3; ++i) r.commit(slots[i]);
   CHECK_EQ(r.size(), 4);
-  CHECK_EQ(r.acquire_many(5, slots, &got), Status::kTooLarge);
+  CHECK_EQ(acquire_many(r, 5, slots, &got), Status::kTooLarge);
   r.close();
-  CHECK_EQ(r.acquire_many(1, slots, &got, true), Status::kClosed);
+  CHECK_EQ(acquire_many(r, 1, slots, &got, true), Status::kClosed);
   std::uint32_t out[4];
   CHECK_EQ(r.pop(4, out, &got), Status::kOk);  // in-flight accounting drained cleanly
   CHECK_EQ(got, 4);
@@ -139,7 +139,7 @@ TEST(abort_enqueues_nothing) {
   auto m = private_ring(2);
   Ring& r = m->ring();
   std::uint32_t s;
-  CHECK_EQ(r.acquire(&s), Status::kOk);
+  CHECK_EQ(acquire(r, &s), Status::kOk);
   r.abort(s);
   CHECK_EQ(r.size(), 0);
   std::uint32_t a, b;
@@ -161,7 +161,7 @@ TEST(close_drains_then_ends) {
   Status why;
   CHECK(!r.try_acquire(&s, &why));
   CHECK_EQ(why, Status::kClosed);
-  CHECK_EQ(r.acquire(&s), Status::kClosed);
+  CHECK_EQ(acquire(r, &s), Status::kClosed);
   std::uint32_t slots[4], got;
   // Fewer than n left after close: nothing taken, the elements stay...
   CHECK_EQ(r.pop(4, slots, &got), Status::kClosed);
@@ -179,7 +179,7 @@ TEST(a_put_begun_before_close_still_arrives) {
   auto m = private_ring(4);
   Ring& r = m->ring();
   std::uint32_t s;
-  CHECK_EQ(r.acquire(&s), Status::kOk);
+  CHECK_EQ(acquire(r, &s), Status::kOk);
   r.close();
   std::uint32_t slots[1], got;
   CHECK_EQ(r.pop(1, slots, &got, false, in(20ms)), Status::kTimeout);  // not drained: a producer is filling
@@ -203,7 +203,7 @@ TEST(a_put_waiting_for_room_completes_after_close) {
   wait_parked(r.header()->free_q);
   CHECK(r.close());
   std::uint32_t s;
-  CHECK_EQ(r.acquire(&s, in(10ms)), Status::kClosed);  // a put beginning now is refused
+  CHECK_EQ(acquire(r, &s, in(10ms)), Status::kClosed);  // a put beginning now is refused
   std::uint32_t slots[1], got;
   for (int want = 1; want <= 3; ++want) {
     CHECK_EQ(r.pop(1, slots, &got, false, in(5000ms)), Status::kOk);
@@ -247,7 +247,7 @@ TEST(cancel_and_fail_refuse_waiting_puts) {
     const auto woke = wake_latency(
         [&] {
           std::uint32_t s[1], got;
-          result = r.acquire_many(1, s, &got);
+          result = acquire_many(r, 1, s, &got);
         },
         parked_on(r.header()->free_q),
         [&] {
@@ -282,7 +282,7 @@ TEST(cancel_drops_and_fail_carries_message) {
   CHECK_EQ(r2.fail_message(), msg);
   CHECK_EQ(r2.pop(1, slots, &got), Status::kFailed);
   std::uint32_t s;
-  CHECK_EQ(r2.acquire(&s), Status::kFailed);
+  CHECK_EQ(acquire(r2, &s), Status::kFailed);
   CHECK(!r2.fail("second", 6));  // first failure wins
   CHECK_EQ(r2.fail_message(), msg);
 }
@@ -293,7 +293,7 @@ TEST(timeouts_leave_state_unchanged) {
   put_value(r, 7);
   std::uint32_t s;
   const auto t0 = Clock::now();
-  CHECK_EQ(r.acquire(&s, in(50ms)), Status::kTimeout);
+  CHECK_EQ(acquire(r, &s, in(50ms)), Status::kTimeout);
   CHECK_GE(Clock::now() - t0, 50ms);
   CHECK_EQ(r.size(), 1);
   std::uint32_t slots[1], got;
@@ -311,7 +311,7 @@ TEST(a_deadline_that_has_passed_is_one_try) {
   CHECK_EQ(r.pop(1, slots, &got, false, Clock::now()), Status::kTimeout);  // empty
   put_value(r, 7);
   std::uint32_t s;
-  CHECK_EQ(r.acquire(&s, Clock::now()), Status::kTimeout);  // full
+  CHECK_EQ(acquire(r, &s, Clock::now()), Status::kTimeout);  // full
   CHECK_LT(Clock::now() - t0, 20ms);  // neither spun nor yielded nor parked for long
   CHECK_EQ(r.pop(1, slots, &got, false, Clock::now()), Status::kOk);
   CHECK_EQ(read_value<int>(r, slots[0]), 7);
@@ -329,7 +329,7 @@ TEST(release_many_frees_every_slot_and_wakes_a_producer) {
   const auto woke = wake_latency(
       [&] {
         std::uint32_t three[3];
-        result = r.acquire_many(3, three, &taken);  // parks: no slot is free
+        result = acquire_many(r, 3, three, &taken);  // parks: no slot is free
         for (std::uint32_t i = 0; i < taken; ++i) r.abort(three[i]);
       },
       parked_on(r.header()->free_q), [&] { r.release_many(slots, 4); });

@@ -248,13 +248,13 @@ TEST(parked_waiters_wake_across_processes) {
     // its spin, delivers the element sooner than its 200 ms re-check.
     wait_parked(cr.header()->ready_q);
     std::uint32_t slot;
-    CHECK_EQ(cr.acquire(&slot, in(5000ms)), Status::kOk);
+    CHECK_EQ(acquire(cr, &slot, in(5000ms)), Status::kOk);
     const std::int64_t stamp = now_ns();
     std::memcpy(cr.slot_data(slot), &stamp, sizeof stamp);
     cr.commit(slot);
     // The ring holds one slot and the parent keeps it: this acquire parks
     // here until the parent's release wakes it. Its element says when.
-    CHECK_EQ(cr.acquire(&slot, in(5000ms)), Status::kOk);
+    CHECK_EQ(acquire(cr, &slot, in(5000ms)), Status::kOk);
     const std::int64_t woke = now_ns();
     std::memcpy(cr.slot_data(slot), &woke, sizeof woke);
     cr.commit(slot);
@@ -348,7 +348,7 @@ TEST(a_producer_killed_holding_a_slot_is_failed_not_waited_for) {
     put_item(cr, 0, 0);
     put_item(cr, 0, 1);
     std::uint32_t held;
-    CHECK_EQ(cr.acquire(&held, in(5000ms)), Status::kOk);
+    CHECK_EQ(acquire(cr, &held, in(5000ms)), Status::kOk);
     CHECK_EQ(write(ready[1], "x", 1), 1);
     for (;;) pause();
   });
@@ -363,8 +363,8 @@ TEST(a_producer_killed_holding_a_slot_is_failed_not_waited_for) {
   CHECK_EQ(read_item(r, popped[0]), item_of(0, 0));
   CHECK_EQ(read_item(r, popped[1]), item_of(0, 1));
   std::uint32_t mine[2];
-  CHECK_EQ(r.acquire(&mine[0], in(1000ms)), Status::kOk);
-  CHECK_EQ(r.acquire(&mine[1], in(1000ms)), Status::kOk);
+  CHECK_EQ(acquire(r, &mine[0], in(1000ms)), Status::kOk);
+  CHECK_EQ(acquire(r, &mine[1], in(1000ms)), Status::kOk);
 
   CHECK_EQ(kill(kid, SIGKILL), 0);
   int status;
@@ -398,7 +398,7 @@ TEST(a_producer_killed_holding_a_slot_is_failed_not_waited_for) {
     r.abort(mine[1]);
   }));
   std::uint32_t s;
-  CHECK_EQ(r.acquire(&s, in(1000ms)), Status::kFailed);
+  CHECK_EQ(acquire(r, &s, in(1000ms)), Status::kFailed);
   CHECK_EQ(r.pop(1, &s, &got, false, in(1000ms)), Status::kFailed);
 }
 
@@ -433,7 +433,7 @@ TEST(a_named_writer_killed_holding_a_slot_is_reclaimed_and_the_ring_goes_on) {
   CHECK_EQ(r.reclaim_writer(7), 2);
   CHECK_EQ(r.reclaim_writer(7), 0);
   std::uint32_t s[3], got;
-  CHECK_EQ(r.acquire_many(2, s, &got, false, in(1000ms)), Status::kOk);
+  CHECK_EQ(acquire_many(r, 2, s, &got, false, in(1000ms)), Status::kOk);
   r.abort(s[0]);
   r.abort(s[1]);
   CHECK(r.close());
@@ -452,7 +452,7 @@ TEST(consumers_record_the_positions_they_take) {
   CHECK(r.set_writer(0, &commits));
   auto put_at = [&](std::uint64_t position) {
     std::uint32_t s;
-    CHECK_EQ(r.acquire(&s, in(1000ms)), Status::kOk);
+    CHECK_EQ(acquire(r, &s, in(1000ms)), Status::kOk);
     r.set_tag(s, position);
     r.commit(s);
   };
@@ -489,7 +489,7 @@ TEST(the_taken_watermark_is_exact_under_concurrent_consumers) {
     for (std::uint64_t i = 0; i + 32 <= kN; i += 32) std::shuffle(order.begin() + i, order.begin() + i + 32, rng);
     for (auto p : order) {
       std::uint32_t s;
-      CHECK_EQ(r.acquire(&s), Status::kOk);
+      CHECK_EQ(acquire(r, &s), Status::kOk);
       r.set_tag(s, p);
       r.commit(s);
     }
@@ -519,7 +519,7 @@ TEST(a_push_behind_a_dead_popper_gives_up_once_the_ring_fails) {
   r.header()->inflight.fetch_add(1);
   claim_without_marking(r.header()->free_q);
   std::uint32_t s;
-  CHECK_EQ(r.acquire(&s, in(1000ms)), Status::kOk);
+  CHECK_EQ(acquire(r, &s, in(1000ms)), Status::kOk);
   CHECK_EQ(s, 1);
 
   // Giving slot 1 back pushes it into free cell 0, still unmarked. While the
@@ -549,7 +549,7 @@ TEST(a_commit_behind_a_dead_consumer_gives_up_once_the_ring_fails) {
   CHECK_EQ(r.pop(1, &s, &got, false, in(1000ms)), Status::kOk);
   CHECK_EQ(read_item(r, s), item_of(0, 1));
   r.release(s);
-  CHECK_EQ(r.acquire(&s, in(1000ms)), Status::kOk);
+  CHECK_EQ(acquire(r, &s, in(1000ms)), Status::kOk);
   // Into ready cell 0, which the dead consumer never marked: the commit waits
   // for it while the ring is open, and gives up once it fails.
   std::atomic<bool> began{false};  // as above: a commit that has begun is stalled
@@ -585,7 +585,7 @@ TEST(consumers_behind_a_dead_committer_end_with_the_failure) {
   // A producer killed inside commit: it claimed ready cell 0 but never filled
   // it, and never left flight.
   std::uint32_t lost;
-  CHECK_EQ(r.acquire(&lost, in(1000ms)), Status::kOk);
+  CHECK_EQ(acquire(r, &lost, in(1000ms)), Status::kOk);
   r.header()->ready_q.tail.fetch_add(1);
   put_item(r, 0, 1);  // lands behind the hole
   std::uint32_t s, got;

@@ -362,7 +362,7 @@ TEST(blocked_time_counts_the_stretch_not_each_waiter) {
   for (int p = 0; p < 2; ++p) {
     producers.push_back(std::make_unique<Background>([&] {
       std::uint32_t s;
-      CHECK_EQ(r.acquire(&s, in(10000ms)), Status::kOk);
+      CHECK_EQ(acquire(r, &s, in(10000ms)), Status::kOk);
       r.commit(s);
     }));
   }

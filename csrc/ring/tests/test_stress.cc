@@ -46,7 +46,7 @@ void tracked(int producers, int consumers, std::uint32_t capacity) {
       for (std::uint64_t k; (k = next.fetch_add(1)) < n;) {
         const std::uint64_t position = (k & ~std::uint64_t{63}) | (63 - (k & 63));
         std::uint32_t slot;
-        CHECK_EQ(r.acquire(&slot), Status::kOk);
+        CHECK_EQ(acquire(r, &slot), Status::kOk);
         fill_element(r, slot, static_cast<std::uint32_t>(p), static_cast<std::uint32_t>(position));
         r.set_tag(slot, position);
         r.commit(slot);

@@ -38,12 +38,12 @@ void ordered_worker(Ring& r, std::uint32_t i, std::uint32_t p, std::uint32_t cou
     const Item item = item_of(i, k);
     std::uint32_t slot = 0;
     if (fill_first) {
-      CHECK_EQ(r.acquire(&slot, in(20000ms)), Status::kOk);
+      CHECK_EQ(acquire(r, &slot, in(20000ms)), Status::kOk);
       std::memcpy(r.slot_data(slot), &item, sizeof item);
     }
     CHECK_EQ(r.wait_turn(ticket, in(20000ms)), Status::kOk);
     if (!fill_first) {
-      CHECK_EQ(r.acquire(&slot, in(20000ms)), Status::kOk);
+      CHECK_EQ(acquire(r, &slot, in(20000ms)), Status::kOk);
       std::memcpy(r.slot_data(slot), &item, sizeof item);
     }
     r.commit(slot);
