@@ -111,10 +111,10 @@ def _check_copy(mode: str, pinned: bool) -> str:
     from pyfastq.backends.native import gpu_copy
 
     with gpu_copy(mode):
-        return _check_copy_made(pinned)
+        return _check_copy_made(mode, pinned)
 
 
-def _check_copy_made(pinned: bool) -> str:
+def _check_copy_made(mode: str, pinned: bool) -> str:
     import numpy as np
     import tensorflow as tf
 
