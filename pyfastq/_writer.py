@@ -18,11 +18,15 @@ if TYPE_CHECKING:
 
 
 class Producing:
-    """put, put_many, reserve, close, fail, size, closed over ``self._layout`` and a backend ``self._impl``."""
+    """put, put_many, reserve, close, fail, size, closed over ``self._layout`` and a backend ``self._impl``.
+
+    A subclass sets the four attributes below; the producers (``_process``, ``_ray``) read them too.
+    """
 
     _layout: Layout
     _impl: Backend
     name: str
+    capacity: int
 
     def _init_fast_put(self) -> None:
         # The producer's hot path for a one-component native ring: a builtin
