@@ -103,3 +103,45 @@ def keras_backup_missing(base: type, callback: Any = None) -> list[str]:
     if callback is not None:
         missing += [name for name in KERAS_BACKUP_STATE if not hasattr(callback, name)]
     return missing
+
+
+# -- TensorFlow: checked on TensorFlow 2.21.0 ---------------------------------------------------------
+# Imported inside each function: worker processes import this module without TensorFlow.
+
+
+def tf_runtime_started() -> bool:
+    """Whether TF's eager runtime has started (its device configuration is then fixed)."""
+    # Context._context_handle (tensorflow.python.eager.context): set when the runtime starts. The public
+    # tf.config.list_logical_devices answers only by starting it, which would fix set_visible_devices,
+    # set_memory_growth and virtual devices for good in a program that only builds a graph yet.
+    from tensorflow.python.eager import context
+
+    return getattr(context.context(), "_context_handle", None) is not None
+
+
+def eager_device_name() -> str:
+    """The device of the innermost tf.device scope in eager mode: "" outside any."""
+    # Context.device_name: what tf.device set for eager ops; no public API reads the scope back.
+    from tensorflow.python.eager import context
+
+    return context.context().device_name or ""
+
+
+def graph_device_scopes(graph: Any) -> list | None:
+    """The tf.device scopes in force in ``graph`` (a tf.Graph), innermost first; None if this TF keeps none there.
+
+    Each has ``is_null_merge``, ``function`` and ``string_merge(node_def)``: how TF merges them into a new op.
+    """
+    # Graph._device_function_stack: a graph merges these into each op it makes (Graph._apply_device_functions);
+    # no public API tells on which device an op made now will be requested without adding it to the graph.
+    stack = getattr(graph, "_device_function_stack", None)
+    return None if stack is None else list(stack.peek_objs())
+
+
+def dataset_source_base() -> type:
+    """tf.data's base class for a dataset whose variant an op makes (tensorflow-io's datasets subclass it too)."""
+    # tensorflow.python.data.ops.dataset_ops.DatasetSource: tf.data exports no base for a dataset made by a
+    # custom op; tf.data.Dataset itself is abstract over the same _variant_tensor this class sets.
+    from tensorflow.python.data.ops import dataset_ops
+
+    return dataset_ops.DatasetSource

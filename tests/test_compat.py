@@ -173,3 +173,53 @@ def test_keras_backup_and_restore_has_the_hooks_and_state_pyfastq_keras_uses(tmp
     assert os.path.exists(callback._training_metadata_path), \
         changed(f"{api}._training_metadata_path", "is not where Keras writes")
     assert callback._current_epoch == 1, changed(f"{api}._current_epoch", "does not count epochs")
+
+
+# -- TensorFlow ---------------------------------------------------------------------------------------
+
+
+def test_tf_runtime_started_and_the_eager_device_scope():
+    import tensorflow as tf
+
+    tf.constant(1.0)  # an eager op starts the runtime
+    assert _compat.tf_runtime_started(), changed("Context._context_handle", "is not set once TF's runtime has started")
+    with tf.device("/CPU:0"):
+        inside = _compat.eager_device_name()
+    assert inside.endswith("/device:CPU:0"), changed("Context.device_name", f"gives {inside!r} under tf.device")
+    assert _compat.eager_device_name() == "", changed("Context.device_name", "is not empty outside any tf.device")
+
+
+def test_graph_device_scopes_merge_as_the_graph_merges_them():
+    import tensorflow as tf
+    from tensorflow.core.framework import node_def_pb2
+
+    api = "Graph._device_function_stack"
+    graph = tf.Graph()
+    with graph.as_default():
+        assert _compat.graph_device_scopes(graph) == [], changed(api, "is not empty outside any tf.device")
+        with tf.device("/job:a"), tf.device("/CPU:0"):
+            scopes = _compat.graph_device_scopes(graph)
+            made = tf.constant(1.0).device
+    assert scopes is not None and len(scopes) == 2, changed(api, f"holds {scopes!r} under two tf.device scopes")
+    node = node_def_pb2.NodeDef(op="PyfastqDequeue")
+    for scope in reversed(scopes):  # outermost first, as the graph applies them
+        assert not scope.is_null_merge and scope.function is not None, changed(api, "holds scopes of another shape")
+        node.device = scope.string_merge(node)
+    assert node.device == made, changed(api, f"merges to {node.device!r} where the graph put its op on {made!r}")
+
+
+def test_dataset_source_is_the_base_tf_data_accepts():
+    import tensorflow as tf
+
+    base = _compat.dataset_source_base()
+    assert issubclass(base, tf.data.Dataset), changed("dataset_ops.DatasetSource", "is no tf.data.Dataset")
+
+    class Range(base):
+        def __init__(self):
+            super().__init__(tf.data.Dataset.range(3)._variant_tensor)
+
+        @property
+        def element_spec(self):
+            return tf.TensorSpec([], tf.int64)
+
+    assert [int(x) for x in Range()] == [0, 1, 2], changed("dataset_ops.DatasetSource", "no longer wraps a variant")

@@ -16,9 +16,8 @@ import os
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import node_def_pb2
-from tensorflow.python.data.ops import dataset_ops
-from tensorflow.python.eager import context
 
+from .. import _compat
 from .._spec import Spec, bitcast_takes
 from .._writer import RingWriter
 from . import Order
@@ -75,7 +74,7 @@ def _logical_gpus() -> list:
     physical GPUs (each gives at least one logical GPU), read without starting the runtime: starting it
     would fix the device configuration (set_visible_devices, set_memory_growth, virtual devices) for good
     in a program that only builds a graph yet."""
-    if getattr(context.context(), "_context_handle", None) is not None:
+    if _compat.tf_runtime_started():
         return tf.config.list_logical_devices("GPU")
     return tf.config.get_visible_devices("GPU")
 
@@ -83,14 +82,14 @@ def _logical_gpus() -> list:
 def _requested_device() -> str:
     """The device a dequeue op made here is requested on: the current tf.device scope, "" outside any."""
     if tf.executing_eagerly():
-        return context.context().device_name or ""
+        return _compat.eager_device_name()
     # A graph merges its tf.device scopes into each new op; this merges them into a stand-in node, as
     # Graph._apply_device_functions does, without adding an op to the graph.
     node = node_def_pb2.NodeDef(op="PyfastqDequeue")
-    stack = getattr(tf.compat.v1.get_default_graph(), "_device_function_stack", None)
-    if stack is None:  # a TF without it: taken as no scope, where TF puts the op on a visible GPU
+    scopes = _compat.graph_device_scopes(tf.compat.v1.get_default_graph())
+    if scopes is None:  # a TF without them: taken as no scope, where TF puts the op on a visible GPU
         return ""
-    for scope in stack.peek_objs():
+    for scope in scopes:
         if scope.is_null_merge:
             continue
         if scope.function is None:  # tf.device(None): scopes further out do not apply
@@ -248,7 +247,7 @@ class NativeBackend(RingWriter):
         ]
 
 
-class _QueueDataset(dataset_ops.DatasetSource):
+class _QueueDataset(_compat.dataset_source_base()):
     """A dataset whose variant is a PyfastqDataset op's: tf.data's own Python wrapper, as
     tensorflow-io's Arrow datasets have it. The op's outputs are element_spec's components, flattened."""
 
