@@ -169,8 +169,8 @@ class BackupAndRestore(tf.keras.callbacks.BackupAndRestore):
     written: ``q.dataset()`` made after ``track(p)`` turns off the prefetch buffer tf.data would
     otherwise add behind it (``inject_prefetch``), so each step takes its batch from the queue
     itself; ``q.dataset().batch(n)`` and ``.map(f)`` (without ``num_parallel_calls``) stay exact,
-    and ``q.dataset(n)`` costs nothing measurable in ``fit`` for it, where ``.batch(n)``, now run in
-    the step, halved the steps/s of pyfastq's tfdata bench. A pipeline that keeps elements ahead
+    and ``q.dataset(n)`` costs nothing measurable in ``fit`` for it, where ``.batch(n)``, run in
+    the step, halves the steps/s of the ``tfdata`` bench's fit case. A pipeline that keeps elements ahead
     of the step cannot be exact, and nothing here can see it: an explicit ``.prefetch()``,
     ``.shuffle()`` or ``.cache()`` after ``q.dataset()``, a parallel map or batch,
     ``fit(class_weight=...)`` (Keras adds a prefetch), or an iterator of a tf.distribute strategy

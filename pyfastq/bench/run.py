@@ -53,7 +53,7 @@ measures them at the largest worker count only. Targets at 2 workers: image >= 3
 "startup" runs pyfastq/bench/startup_trainer.py, a script that imports TensorFlow at its top, with
 1, 2 and 8 process workers: seconds from entering the producer to the first element in the
 trainer, and each worker's USS; beside it, the same fn in multiprocessing's forkserver
-processes, which re-run the script (what Producer did before its workers were lean).
+processes, which re-run the script (multiprocessing's way, which Producer's lean workers avoid).
 "tfdata" (pyfastq/bench/tfdata.py) runs q.dataset(), q.dataset(128), q.dataset().batch(64) and Keras fit
 against tf.data's own floor (from_tensors(x).repeat(), an in-memory fit), with the same consumer.
 "resume" (pyfastq/bench/resume.py) runs the seed and small elements from 2 worker processes reading a

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import gil_work
 
-# gil_work.LOOPS makes about 1 ms on the bench machine; 1.7 times as many make the 1.7 ms the issue measured.
+# gil_work.LOOPS makes about 1 ms on the bench machine; 1.7 times as many make 1.7 ms, a GIL-bound item's cost.
 GIL_LOOPS = round(gil_work.LOOPS * 1.7)
 GIL_SHAPE = (256,)  # float32: 1 KB
 IMAGE_SHAPE = (224, 224, 3)  # uint8: 150 KB

@@ -5,8 +5,8 @@
 From entering the producer to the first element in this process, to every worker's first
 element, and each worker's USS (the memory only it holds) once all have produced.
 "pyfastq" is Producer(mode="process"); "forkserver" is the same fn in multiprocessing's
-forkserver processes writing into the same shared queue (what Producer did before its
-workers became lean interpreters): each of those re-runs this script, TensorFlow and all.
+forkserver processes writing into the same shared queue (multiprocessing's usual way,
+which Producer's lean worker interpreters avoid): each of those re-runs this script, TensorFlow and all.
 """
 
 import json
