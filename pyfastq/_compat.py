@@ -11,7 +11,9 @@ Keras entries work on objects their callers already hold.
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
@@ -62,6 +64,22 @@ def frame_local(frame: FrameType, name: str) -> Any:
     # gives a write-through proxy where 3.10-3.12 give a dict refreshed from the fast locals at each
     # access. Reading one name through .get() is the same on both; no other API reads another frame's locals.
     return frame.f_locals.get(name)
+
+
+def add_note(e: BaseException, note: str) -> None:
+    """PEP 678's ``e.add_note(note)``, on 3.10 too (where format_exception below shows it)."""
+    if sys.version_info >= (3, 11):
+        e.add_note(note)
+    else:  # the __notes__ list 3.11's add_note keeps, as PEP 678's backports keep it
+        e.__notes__ = [*getattr(e, "__notes__", ()), note]
+
+
+def format_exception(e: BaseException) -> str:
+    """The traceback Python prints for ``e``, its notes included (3.10's traceback module leaves them out)."""
+    text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    if sys.version_info < (3, 11):
+        text += "".join(f"{note}\n" for note in getattr(e, "__notes__", ()))
+    return text
 
 
 # -- Ray: checked on Ray 2.60.0 ------------------------------------------------------------------------

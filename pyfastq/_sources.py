@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ._compat import add_note
 from ._worker import STOP_CHECK_S, put_until_stopped
 
 # Positions a worker claims at a time: small, so that a slow item delays at most
@@ -244,7 +245,7 @@ def read_item(source: Any, index: int, length: int) -> Any:
     try:
         return source[index]
     except Exception as e:
-        e.add_note(f"pyfastq: raised by source[{index}] of a random-access source of len {length}")
+        add_note(e, f"pyfastq: raised by source[{index}] of a random-access source of len {length}")
         raise
 
 

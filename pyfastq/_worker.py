@@ -9,12 +9,13 @@ from __future__ import annotations
 import pickle
 import random
 import threading
-import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from ._compat import format_exception
 
 # A worker blocked in put() re-checks for stop() this often.
 STOP_CHECK_S = 0.05
@@ -75,7 +76,7 @@ def become_worker_process(index: int, workers: int, base_seed: int, mode: str, q
 
 def failure_message(index: int, workers: int, e: BaseException, where: str = "") -> str:
     """What consumers see of a worker's exception: who raised what, and its traceback."""
-    text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    text = format_exception(e)
     return f"pyfastq producer worker {index} of {workers}{where} raised {type(e).__name__}: {e}\n{text}"
 
 

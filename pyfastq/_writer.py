@@ -8,9 +8,9 @@ process: a producer writing straight into the shared ring's slots.
 
 from __future__ import annotations
 
-import traceback
 from typing import TYPE_CHECKING, Any
 
+from ._compat import format_exception
 from ._layout import Layout
 
 if TYPE_CHECKING:
@@ -95,11 +95,7 @@ class Producing:
         ... except Exception as e:
         ...     q.fail(e)          # the training loop raises AbortedError with e's traceback
         """
-        if isinstance(exc, BaseException):
-            message = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        else:
-            message = str(exc)
-        self._impl.fail(message)
+        self._impl.fail(format_exception(exc) if isinstance(exc, BaseException) else str(exc))
 
     def size(self) -> int:
         """Elements ready to dequeue now.

@@ -8,6 +8,7 @@ import inspect
 import multiprocessing.context
 import multiprocessing.reduction
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -173,6 +174,20 @@ def test_keras_backup_and_restore_has_the_hooks_and_state_pyfastq_keras_uses(tmp
     assert os.path.exists(callback._training_metadata_path), \
         changed(f"{api}._training_metadata_path", "is not where Keras writes")
     assert callback._current_epoch == 1, changed(f"{api}._current_epoch", "does not count epochs")
+
+
+def test_a_note_shows_once_in_the_formatted_exception():
+    try:
+        try:
+            [][3]
+        except IndexError as e:
+            _compat.add_note(e, "pyfastq: raised by source[3]")
+            raise
+    except IndexError as e:
+        text = _compat.format_exception(e)
+        pickled = pickle.loads(pickle.dumps(e))
+    assert text.rstrip().endswith("pyfastq: raised by source[3]") and text.count("source[3]") == 1, text
+    assert pickled.__notes__ == ["pyfastq: raised by source[3]"]  # a worker's exception reaches the trainer so
 
 
 # -- TensorFlow ---------------------------------------------------------------------------------------
