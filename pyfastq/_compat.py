@@ -77,8 +77,10 @@ def add_note(e: BaseException, note: str) -> None:
 def format_exception(e: BaseException) -> str:
     """The traceback Python prints for ``e``, its notes included (3.10's traceback module leaves them out)."""
     text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
-    if sys.version_info < (3, 11):
-        text += "".join(f"{note}\n" for note in getattr(e, "__notes__", ()))
+    notes = "".join(f"{note}\n" for note in getattr(e, "__notes__", ()))
+    # On 3.10 exceptiongroup's backport (which pytest installs there) prints the notes already.
+    if sys.version_info < (3, 11) and not text.endswith(notes):
+        text += notes
     return text
 
 
